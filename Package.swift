@@ -1,0 +1,84 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Every target of ours is Swift 6 mode and treats warnings as errors.
+let strict: [SwiftSetting] = [
+    .treatAllWarnings(as: .error),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "cnm-agent",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "cnm-agent", targets: ["cnm-agent"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+    ],
+    targets: [
+        // The centre: connections, deltas, configuration, tags. Pure Swift, no system imports.
+        .target(name: "CNMModel", swiftSettings: strict),
+
+        // C interop, one small target per C library, every symbol prefixed.
+        .target(name: "CLinux", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
+        .target(
+            name: "CCurl",
+            cSettings: [.unsafeFlags(["-Wall", "-Werror"])],
+            linkerSettings: [.linkedLibrary("curl")]
+        ),
+
+        // Adapters to the system.
+        .target(name: "CNMNetlink", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
+        .target(name: "CNMProcfs", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
+        .target(
+            name: "CNMDocker",
+            dependencies: ["CNMModel", "CCurl", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
+        // Puts the adapters together into one collection loop.
+        .target(
+            name: "CNMCollector",
+            dependencies: [
+                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Local HTTP API and terminal view.
+        .target(
+            name: "CNMServer",
+            dependencies: [
+                "CNMModel", "CNMCollector",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
+            name: "cnm-agent",
+            dependencies: [
+                "CNMModel", "CNMCollector", "CNMServer",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "CNMModelTests", dependencies: ["CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMModel"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["CNMModel", "CCurl", "CLinux"],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,3 @@
+#ifndef CNM_CLINUX_H
+#define CNM_CLINUX_H
+#endif

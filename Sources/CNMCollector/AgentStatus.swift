@@ -1,0 +1,77 @@
+import CNMModel
+
+/// What `/status` shows: which mode runs and why, and counters of everything that went wrong.
+public struct AgentStatus: Sendable {
+    public enum Mode: String, Sendable {
+        case ebpf
+        case ebpfless
+    }
+
+    /// A collection strategy that was considered at start-up, and why it was or was not chosen.
+    public struct Strategy: Sendable {
+        public var name: String
+        public var chosen: Bool
+        public var reason: String
+
+        public init(name: String, chosen: Bool, reason: String) {
+            self.name = name
+            self.chosen = chosen
+            self.reason = reason
+        }
+    }
+
+    /// A kind of problem, how often it happened and the last time's details.
+    public struct Problem: Sendable {
+        public var count: UInt64 = 0
+        public var last: String?
+
+        public init(count: UInt64 = 0, last: String? = nil) {
+            self.count = count
+            self.last = last
+        }
+    }
+
+    public var version: String
+    public var hostname: String
+    public var startedAt: Timestamp
+    public var intervalSeconds: Int
+    public var mode: Mode
+    public var modeReason: String
+    public var strategies: [Strategy] = []
+    /// How sockets that close between two reads keep their last bytes.
+    public var closedConnections: String = ""
+    public var sampleSeconds: Double = 0
+    public var polls: UInt64 = 0
+    public var reports: UInt64 = 0
+    public var lastPollMicros: UInt64 = 0
+    public var namespaces = 0
+    public var tracker = ConnectionTracker.Health()
+    /// Keyed by a short stable name (`netlink_dump`, `proc_vanished`, `docker_unreachable`, ...).
+    public var problems: [String: Problem] = [:]
+    public var firstCollectionDone = false
+    public var docker: String = "not contacted yet"
+
+    public init(
+        version: String,
+        hostname: String,
+        startedAt: Timestamp,
+        intervalSeconds: Int,
+        mode: Mode,
+        modeReason: String
+    ) {
+        self.version = version
+        self.hostname = hostname
+        self.startedAt = startedAt
+        self.intervalSeconds = intervalSeconds
+        self.mode = mode
+        self.modeReason = modeReason
+    }
+
+    public mutating func count(_ problem: String, by amount: UInt64 = 1, detail: String? = nil) {
+        guard amount > 0 else { return }
+        var p = problems[problem] ?? Problem()
+        p.count += amount
+        if let detail { p.last = detail }
+        problems[problem] = p
+    }
+}

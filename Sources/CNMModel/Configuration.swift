@@ -1,0 +1,223 @@
+/// Everything the agent is told, read from environment variables in the names Datadog users know;
+/// our own live under `DD_CNM_`. Parsing is pure so every rule is testable without a process.
+public struct Configuration: Sendable, Equatable {
+    public enum LogLevel: String, Sendable, CaseIterable {
+        case trace, debug, info, warn, error, critical, off
+    }
+
+    /// When to print the table of busiest connections.
+    public enum TerminalOutput: String, Sendable, CaseIterable {
+        case auto, always, never
+    }
+
+    public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: UInt16
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+        public init(host: String, port: UInt16) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public var networkEnabled = true
+    public var forceEBPFless = false
+    /// Seconds between reports.
+    public var intervalSeconds = 30
+    /// Seconds between internal socket reads when the kernel's destroy notifications are not available.
+    public var sampleSeconds = 2.0
+    public var hostname: String?
+    /// Host tags: `DD_TAGS`, `DD_EXTRA_TAGS` and `env:` from `DD_ENV`.
+    public var hostTags: [String] = []
+    public var env: String?
+    public var logLevel = LogLevel.info
+    public var maxTrackedConnections = 65_536
+    public var tcpEnabled = true
+    public var udpEnabled = true
+    public var ipv6Enabled = true
+    public var hostProc = "/proc"
+    public var hostSys = "/sys"
+    public var dockerHost = "unix:///var/run/docker.sock"
+    public var httpAddress = ListenAddress(host: "127.0.0.1", port: 7777)
+    public var terminal = TerminalOutput.auto
+    /// Rows in the terminal table.
+    public var tableRows = 20
+
+    public init() {}
+
+    /// The variables this agent reads, with what each accepts: the README's table is checked against it.
+    public static let variables: [(name: String, accepts: String)] = [
+        ("DD_SYSTEM_PROBE_NETWORK_ENABLED", "true or false; false: the agent says so and exits 0"),
+        ("DD_NETWORK_CONFIG_ENABLE_EBPFLESS", "true or false"),
+        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "whole seconds, at least 1 (default 30)"),
+        ("DD_HOSTNAME", "host name (default: the system's)"),
+        ("DD_TAGS", "key:value tags separated by spaces or commas"),
+        ("DD_EXTRA_TAGS", "same as DD_TAGS, appended"),
+        ("DD_ENV", "adds env:<value>"),
+        ("DD_LOG_LEVEL", "trace, debug, info, warn, error, critical or off"),
+        ("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", "whole number, at least 1 (default 65536)"),
+        ("DD_DISABLE_TCP_TRACING", "true or false"),
+        ("DD_DISABLE_UDP_TRACING", "true or false"),
+        ("DD_DISABLE_IPV6_TRACING", "true or false"),
+        ("HOST_PROC", "absolute path (default /proc)"),
+        ("HOST_SYS", "absolute path (default /sys)"),
+        ("DOCKER_HOST", "unix:///path or tcp://host:port"),
+        ("DD_CNM_HTTP_ADDR", "IP:port, [IPv6]:port or localhost:port (default 127.0.0.1:7777)"),
+        ("DD_CNM_SAMPLE_INTERVAL", "seconds, more than 0 (default 2)"),
+        ("DD_CNM_TERMINAL", "auto, always or never"),
+        ("DD_CNM_TABLE_ROWS", "whole number, at least 1 (default 20)"),
+    ]
+
+    /// Reads the configuration from an environment. Unset and empty variables take their defaults.
+    public init(environment: [String: String]) throws(ConfigurationError) {
+        let reader = Reader(environment: environment)
+        networkEnabled = try reader.bool("DD_SYSTEM_PROBE_NETWORK_ENABLED") ?? true
+        forceEBPFless = try reader.bool("DD_NETWORK_CONFIG_ENABLE_EBPFLESS") ?? false
+        intervalSeconds = try reader.integer("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", atLeast: 1) ?? 30
+        hostname = reader.string("DD_HOSTNAME")
+        env = reader.string("DD_ENV")
+        hostTags = Self.splitTags(reader.string("DD_TAGS")) + Self.splitTags(reader.string("DD_EXTRA_TAGS"))
+        if let env, !hostTags.contains("env:\(env)") { hostTags.append("env:\(env)") }
+        if let level = reader.string("DD_LOG_LEVEL") {
+            // Datadog's agent also accepts "warning".
+            let normalized = level.lowercased() == "warning" ? "warn" : level.lowercased()
+            guard let parsed = LogLevel(rawValue: normalized) else {
+                throw reader.invalid("DD_LOG_LEVEL", level)
+            }
+            logLevel = parsed
+        }
+        maxTrackedConnections =
+            try reader.integer("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", atLeast: 1) ?? 65_536
+        tcpEnabled = !(try reader.bool("DD_DISABLE_TCP_TRACING") ?? false)
+        udpEnabled = !(try reader.bool("DD_DISABLE_UDP_TRACING") ?? false)
+        ipv6Enabled = !(try reader.bool("DD_DISABLE_IPV6_TRACING") ?? false)
+        hostProc = try reader.absolutePath("HOST_PROC") ?? "/proc"
+        hostSys = try reader.absolutePath("HOST_SYS") ?? "/sys"
+        if let docker = reader.string("DOCKER_HOST") {
+            guard Self.isValidDockerHost(docker) else { throw reader.invalid("DOCKER_HOST", docker) }
+            dockerHost = docker
+        }
+        if let address = reader.string("DD_CNM_HTTP_ADDR") {
+            guard let parsed = Self.parseListenAddress(address) else {
+                throw reader.invalid("DD_CNM_HTTP_ADDR", address)
+            }
+            httpAddress = parsed
+        }
+        if let text = reader.string("DD_CNM_SAMPLE_INTERVAL") {
+            guard let seconds = Double(text), seconds.isFinite, seconds > 0 else {
+                throw reader.invalid("DD_CNM_SAMPLE_INTERVAL", text)
+            }
+            sampleSeconds = seconds
+        }
+        sampleSeconds = min(sampleSeconds, Double(intervalSeconds))
+        if let text = reader.string("DD_CNM_TERMINAL") {
+            guard let parsed = TerminalOutput(rawValue: text.lowercased()) else {
+                throw reader.invalid("DD_CNM_TERMINAL", text)
+            }
+            terminal = parsed
+        }
+        tableRows = try reader.integer("DD_CNM_TABLE_ROWS", atLeast: 1) ?? 20
+    }
+
+    static func splitTags(_ text: String?) -> [String] {
+        guard let text else { return [] }
+        return text.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\t" || $0 == "\n" }).map(String.init)
+    }
+
+    static func isValidDockerHost(_ text: String) -> Bool {
+        if text.hasPrefix("unix://") { return text.dropFirst(7).hasPrefix("/") }
+        if text.hasPrefix("tcp://") || text.hasPrefix("http://") {
+            let rest = text.drop(while: { $0 != "/" }).dropFirst(2)
+            return parseListenAddress(String(rest.prefix(while: { $0 != "/" })), allowNames: true) != nil
+        }
+        return false
+    }
+
+    /// `IP:port`, `[IPv6]:port` or `localhost:port`; with `allowNames`, any host name.
+    static func parseListenAddress(_ text: String, allowNames: Bool = false) -> ListenAddress? {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let after = text[text.index(after: close)...]
+            guard after.hasPrefix(":") else { return nil }
+            portText = after.dropFirst()
+            guard case .v6? = IPAddress(parsing: host) else { return nil }
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            let isName =
+                !host.isEmpty && host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }
+            guard case .v4? = IPAddress(parsing: host) else {
+                guard host == "localhost" || (allowNames && isName) else { return nil }
+                return UInt16(portText).flatMap { $0 > 0 ? ListenAddress(host: String(host), port: $0) : nil }
+            }
+        }
+        guard portText.allSatisfy(\.isNumber), let port = UInt16(portText), port > 0 else { return nil }
+        return ListenAddress(host: String(host), port: port)
+    }
+}
+
+/// A variable with a value the agent cannot use; its description is the one line printed at start-up.
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var variable: String
+    public var value: String
+    public var accepted: String
+
+    public init(variable: String, value: String, accepted: String) {
+        self.variable = variable
+        self.value = value
+        self.accepted = accepted
+    }
+
+    public var description: String { "invalid \(variable)=\"\(value)\": expected \(accepted)" }
+}
+
+private struct Reader {
+    let environment: [String: String]
+
+    func string(_ name: String) -> String? {
+        guard let raw = environment[name] else { return nil }
+        let trimmed = raw.trimmingWhitespace()
+        return trimmed.isEmpty ? nil : trimmed
+    }
+
+    func invalid(_ name: String, _ value: String) -> ConfigurationError {
+        let accepted = Configuration.variables.first { $0.name == name }?.accepts ?? "a valid value"
+        return ConfigurationError(variable: name, value: value, accepted: accepted)
+    }
+
+    func bool(_ name: String) throws(ConfigurationError) -> Bool? {
+        guard let text = string(name) else { return nil }
+        switch text.lowercased() {
+        case "true", "1", "yes", "on", "t": return true
+        case "false", "0", "no", "off", "f": return false
+        default: throw invalid(name, text)
+        }
+    }
+
+    func integer(_ name: String, atLeast minimum: Int) throws(ConfigurationError) -> Int? {
+        guard let text = string(name) else { return nil }
+        guard let value = Int(text), value >= minimum else { throw invalid(name, text) }
+        return value
+    }
+
+    func absolutePath(_ name: String) throws(ConfigurationError) -> String? {
+        guard let text = string(name) else { return nil }
+        guard text.hasPrefix("/") else { throw invalid(name, text) }
+        return text.count > 1 && text.hasSuffix("/") ? String(text.dropLast()) : text
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+            return ""
+        }
+        return String(self[first...last])
+    }
+}

@@ -1,0 +1,277 @@
+/// One collection pass: what the kernel said about sockets since the previous pass.
+public struct Poll: Sendable {
+    /// Complete socket dumps per network namespace (by netns inode). A namespace whose dump failed is
+    /// absent, so its sockets are kept as they were instead of being taken for closed.
+    public var dumps: [UInt64: [SocketObservation]]
+    /// Final observations of sockets the kernel destroyed (sock_diag destroy notifications).
+    public var destroyed: [SocketObservation]
+    /// Namespaces where destroy notifications are being received, so a vanished socket's final
+    /// counters are still to come.
+    public var destroyNotified: Set<UInt64>
+    /// Owners of socket inodes, as far as they could be found.
+    public var owners: [UInt64: SocketOwner]
+    /// The agent's first pass: sockets already open start from their current counters, since what
+    /// they carried before the agent started belongs to no interval it reports.
+    public var isBaseline: Bool
+
+    public init(
+        dumps: [UInt64: [SocketObservation]] = [:],
+        destroyed: [SocketObservation] = [],
+        destroyNotified: Set<UInt64> = [],
+        owners: [UInt64: SocketOwner] = [:],
+        isBaseline: Bool = false
+    ) {
+        self.dumps = dumps
+        self.destroyed = destroyed
+        self.destroyNotified = destroyNotified
+        self.owners = owners
+        self.isBaseline = isBaseline
+    }
+}
+
+/// Turns successive socket observations into per-interval connection deltas.
+///
+/// Sockets are followed by `SocketID` (netns + cookie), so a reused port, inode or pid never mixes
+/// two sockets' counters. What a socket carried is added to its own pending stats at every pass and
+/// grouped by `ConnectionKey` only when an interval is flushed.
+public struct ConnectionTracker: Sendable {
+    public struct Health: Sendable, Equatable {
+        /// Sockets followed right now.
+        public var tracked = 0
+        /// Sockets not followed because the table was full.
+        public var droppedTableFull: UInt64 = 0
+        /// Sockets that vanished without final counters: bytes after their last read are lost.
+        public var closedWithoutFinalCounters: UInt64 = 0
+        /// Counters that went backwards for one socket (never expected; the socket is re-based).
+        public var counterRegressions: UInt64 = 0
+
+        public init() {}
+    }
+
+    private struct Tracked {
+        var observation: SocketObservation
+        /// The kernel's raw counters at the last read; deltas are taken against these.
+        var rawAccounted: SocketCounters
+        /// Whether the one byte `bytes_received` adds for the peer's FIN was already taken off.
+        var finSubtracted: Bool
+        var pending = ConnectionStats()
+        var owner: SocketOwner?
+        var direction: ConnectionDirection
+        var establishedCounted: Bool
+        var finReceived: Bool
+        var missingPasses = 0
+        var closed = false
+    }
+
+    private struct ListenerKey: Hashable {
+        var transport: TransportProtocol
+        var port: UInt16
+        var address: IPAddress?  // nil: any address
+    }
+
+    public let maxTracked: Int
+    public private(set) var health = Health()
+    private var sockets: [SocketID: Tracked] = [:]
+    private var listeners: [UInt64: Set<ListenerKey>] = [:]
+    /// Passes a vanished socket waits for its destroy notification before it is closed without it.
+    private let destroyGracePasses = 1
+
+    public init(maxTracked: Int) {
+        self.maxTracked = maxTracked
+    }
+
+    /// Inodes of followed sockets whose owner is not known yet: what the process scan should look for.
+    public var inodesWithoutOwner: Set<UInt64> {
+        var out = Set<UInt64>()
+        for (_, s) in sockets where s.owner == nil && s.observation.inode != 0 && !s.closed {
+            out.insert(s.observation.inode)
+        }
+        return out
+    }
+
+    public mutating func apply(_ poll: Poll) {
+        for (netns, observations) in poll.dumps {
+            var found = Set<ListenerKey>()
+            for o in observations where o.isListener {
+                let any = o.local.address.isUnspecified
+                found.insert(ListenerKey(transport: o.transport, port: o.local.port, address: any ? nil : o.local.address))
+            }
+            listeners[netns] = found
+        }
+        var seen = Set<SocketID>()
+        for (_, observations) in poll.dumps {
+            // TIME_WAIT entries are what is left after a full socket was destroyed: no counters.
+            for o in observations where !o.isListener && o.state != .timeWait {
+                seen.insert(o.id)
+                observe(o, owners: poll.owners, baseline: poll.isBaseline, final: false)
+            }
+        }
+        for o in poll.destroyed {
+            observe(o, owners: poll.owners, baseline: false, final: true)
+        }
+        // Sockets missing from a complete dump of their namespace have closed.
+        for (id, var s) in sockets where !s.closed && poll.dumps[id.netns] != nil && !seen.contains(id) {
+            s.missingPasses += 1
+            if !poll.destroyNotified.contains(id.netns) || s.missingPasses > destroyGracePasses {
+                s.closed = true
+                s.pending.tcpClosed += s.observation.transport == .tcp ? 1 : 0
+                if s.observation.counters != nil { health.closedWithoutFinalCounters += 1 }
+            }
+            sockets[id] = s
+        }
+        health.tracked = sockets.count
+    }
+
+    private mutating func observe(
+        _ o: SocketObservation,
+        owners: [UInt64: SocketOwner],
+        baseline: Bool,
+        final: Bool
+    ) {
+        let finNow = o.state == .closeWait || o.state == .lastAck || o.state == .closing
+        if var s = sockets[o.id] {
+            guard !s.closed else { return }
+            s.finReceived = s.finReceived || finNow || (final && s.observation.state.isSynchronized)
+            account(&s, o)
+            if s.owner == nil, o.inode != 0 { s.owner = owners[o.inode] }
+            if !s.establishedCounted && o.state.isSynchronized && o.transport == .tcp {
+                s.establishedCounted = true
+                s.pending.tcpEstablished += 1
+            }
+            s.missingPasses = 0
+            if final {
+                s.closed = true
+                if o.transport == .tcp { s.pending.tcpClosed += 1 }
+            }
+            sockets[o.id] = s
+            return
+        }
+        guard sockets.count < maxTracked else {
+            health.droppedTableFull += 1
+            return
+        }
+        // A socket first seen in its destroy notification lived and died between two reads; it had
+        // completed the handshake if it moved any data.
+        let synchronized =
+            final ? (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false) : o.state.isSynchronized
+        var s = Tracked(
+            observation: o,
+            rawAccounted: .zero,
+            finSubtracted: false,
+            owner: o.inode != 0 ? owners[o.inode] : nil,
+            direction: direction(of: o),
+            establishedCounted: synchronized || baseline,
+            finReceived: finNow || (final && synchronized)
+        )
+        if baseline {
+            s.rawAccounted = o.counters ?? .zero
+            s.finSubtracted = s.finReceived
+        } else {
+            account(&s, o)
+            if synchronized && o.transport == .tcp { s.pending.tcpEstablished += 1 }
+        }
+        if final {
+            s.closed = true
+            if o.transport == .tcp { s.pending.tcpClosed += 1 }
+        }
+        sockets[o.id] = s
+    }
+
+    private mutating func account(_ s: inout Tracked, _ o: SocketObservation) {
+        s.observation = o
+        if o.rttMicros != 0 {
+            s.pending.rttMicros = o.rttMicros
+            s.pending.rttVarMicros = o.rttVarMicros
+        }
+        guard let now = o.counters else { return }
+        guard var delta = now.since(s.rawAccounted) else {
+            health.counterRegressions += 1
+            s.rawAccounted = now
+            return
+        }
+        // `bytes_received` counts the peer's FIN as one byte. It can only be in this delta if the
+        // delta received anything, which keeps a reset connection (no FIN) exact when no data came.
+        if o.transport == .tcp && s.finReceived && !s.finSubtracted && delta.bytesReceived > 0 {
+            delta.bytesReceived -= 1
+            s.finSubtracted = true
+        }
+        s.pending.add(delta)
+        s.rawAccounted = now
+    }
+
+    private func direction(of o: SocketObservation) -> ConnectionDirection {
+        guard let known = listeners[o.id.netns] else { return .none }
+        let exact = ListenerKey(transport: o.transport, port: o.local.port, address: o.local.address)
+        let any = ListenerKey(transport: o.transport, port: o.local.port, address: nil)
+        if known.contains(exact) || known.contains(any) { return .incoming }
+        // A v4 peer of a dual-stack v6 listener shows up as a mapped address.
+        if let v4 = o.local.address.unmappedV4,
+            known.contains(ListenerKey(transport: o.transport, port: o.local.port, address: v4))
+        {
+            return .incoming
+        }
+        return o.transport == .tcp || !o.remote.address.isUnspecified ? .outgoing : .none
+    }
+
+    /// Ends the interval: every followed socket's pending stats, grouped by connection, with what is
+    /// known of the remote end when it is a socket on this host. Closed sockets are then forgotten.
+    public mutating func flush() -> [Connection] {
+        // Index both ends so a flow between two local sockets is described from both sides.
+        struct EndsKey: Hashable {
+            var transport: TransportProtocol
+            var local: Endpoint
+            var remote: Endpoint
+            var netns: UInt64?  // loopback addresses only mean something inside one namespace
+        }
+        func endsKey(_ t: TransportProtocol, _ l: Endpoint, _ r: Endpoint, _ netns: UInt64) -> EndsKey {
+            EndsKey(transport: t, local: l, remote: r, netns: l.address.isLoopback ? netns : nil)
+        }
+        var byEnds: [EndsKey: SocketOwner?] = [:]
+        var localAddresses = Set<IPAddress>()
+        for (id, s) in sockets {
+            let o = s.observation
+            byEnds[endsKey(o.transport, o.local, o.remote, id.netns)] = .some(s.owner)
+            if !o.local.address.isLoopback && !o.local.address.isUnspecified { localAddresses.insert(o.local.address) }
+        }
+        var grouped: [ConnectionKey: Connection] = [:]
+        for (id, s) in sockets {
+            let o = s.observation
+            let key = ConnectionKey(
+                transport: o.transport,
+                local: o.local,
+                remote: o.remote,
+                netns: id.netns,
+                pid: s.owner?.pid,
+                direction: s.direction
+            )
+            let peer = byEnds[endsKey(o.transport, o.remote, o.local, id.netns)]
+            if var c = grouped[key] {
+                c.stats.merge(s.pending)
+                grouped[key] = c
+            } else {
+                grouped[key] = Connection(
+                    key: key,
+                    stats: s.pending,
+                    processName: s.owner?.processName,
+                    localContainerID: s.owner?.containerID,
+                    remotePid: peer??.pid,
+                    remoteProcessName: peer??.processName,
+                    remoteContainerID: peer??.containerID,
+                    intraHost: peer != nil || o.remote.address.isLoopback
+                        || localAddresses.contains(o.remote.address),
+                    countersKnown: o.counters != nil
+                )
+            }
+        }
+        for (id, var s) in sockets {
+            if s.closed {
+                sockets[id] = nil
+            } else {
+                s.pending = ConnectionStats()
+                sockets[id] = s
+            }
+        }
+        health.tracked = sockets.count
+        return grouped.values.sorted { ($0.stats.bytesSent + $0.stats.bytesReceived) > ($1.stats.bytesSent + $1.stats.bytesReceived) }
+    }
+}

@@ -1,0 +1,135 @@
+/// What one connection did during one reporting interval.
+public struct ConnectionStats: Sendable, Equatable {
+    public var bytesSent: UInt64 = 0
+    public var bytesReceived: UInt64 = 0
+    public var packetsSent: UInt64 = 0
+    public var packetsReceived: UInt64 = 0
+    public var retransmits: UInt64 = 0
+    public var tcpEstablished: UInt64 = 0
+    public var tcpClosed: UInt64 = 0
+    /// Failed or aborted connections by errno (111 refused, 104 reset, 110 timed out, ...).
+    public var tcpFailures: [UInt32: UInt64] = [:]
+    /// Latest smoothed RTT and deviation seen in the interval, in microseconds.
+    public var rttMicros: UInt32 = 0
+    public var rttVarMicros: UInt32 = 0
+
+    public init() {}
+
+    public mutating func add(_ delta: SocketCounters) {
+        bytesSent += delta.bytesSent
+        bytesReceived += delta.bytesReceived
+        packetsSent += delta.packetsSent
+        packetsReceived += delta.packetsReceived
+        retransmits += delta.retransmits
+    }
+
+    public mutating func merge(_ other: ConnectionStats) {
+        bytesSent += other.bytesSent
+        bytesReceived += other.bytesReceived
+        packetsSent += other.packetsSent
+        packetsReceived += other.packetsReceived
+        retransmits += other.retransmits
+        tcpEstablished += other.tcpEstablished
+        tcpClosed += other.tcpClosed
+        tcpFailures.merge(other.tcpFailures, uniquingKeysWith: +)
+        if other.rttMicros != 0 {
+            rttMicros = other.rttMicros
+            rttVarMicros = other.rttVarMicros
+        }
+    }
+
+    public var isEmpty: Bool { self == ConnectionStats() }
+}
+
+/// What a report groups by: two sockets with the same key in one interval (a reused port) are summed.
+public struct ConnectionKey: Hashable, Sendable {
+    public var transport: TransportProtocol
+    public var local: Endpoint
+    public var remote: Endpoint
+    public var netns: UInt64
+    public var pid: Int32?
+    public var direction: ConnectionDirection
+
+    public init(
+        transport: TransportProtocol,
+        local: Endpoint,
+        remote: Endpoint,
+        netns: UInt64,
+        pid: Int32?,
+        direction: ConnectionDirection
+    ) {
+        self.transport = transport
+        self.local = local
+        self.remote = remote
+        self.netns = netns
+        self.pid = pid
+        self.direction = direction
+    }
+
+    public var family: AddressFamily { local.address.family }
+}
+
+/// One connection in an interval's report, with what is known of the processes at both ends.
+public struct Connection: Sendable, Equatable {
+    public var key: ConnectionKey
+    public var stats: ConnectionStats
+    public var processName: String?
+    public var localContainerID: String?
+    /// The socket at the other end when it lives on this host and was seen.
+    public var remotePid: Int32?
+    public var remoteProcessName: String?
+    public var remoteContainerID: String?
+    public var intraHost: Bool
+    /// False where the kernel gives no byte counters for this kind of socket (UDP without eBPF):
+    /// the byte and packet fields are then 0 because they are unknown, not because nothing flowed.
+    public var countersKnown: Bool
+    public var tags: [String] = []
+    public var remoteTags: [String] = []
+
+    public init(
+        key: ConnectionKey,
+        stats: ConnectionStats,
+        processName: String? = nil,
+        localContainerID: String? = nil,
+        remotePid: Int32? = nil,
+        remoteProcessName: String? = nil,
+        remoteContainerID: String? = nil,
+        intraHost: Bool = false,
+        countersKnown: Bool = true
+    ) {
+        self.key = key
+        self.stats = stats
+        self.processName = processName
+        self.localContainerID = localContainerID
+        self.remotePid = remotePid
+        self.remoteProcessName = remoteProcessName
+        self.remoteContainerID = remoteContainerID
+        self.intraHost = intraHost
+        self.countersKnown = countersKnown
+    }
+}
+
+/// Wall-clock time as nanoseconds since the Unix epoch.
+public struct Timestamp: Sendable, Hashable, Comparable, Codable {
+    public var nanoseconds: Int64
+
+    public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
+
+    public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
+}
+
+/// Everything measured between two reports.
+public struct IntervalReport: Sendable {
+    /// Increases by one per report, so readers can tell which intervals they have seen.
+    public var sequence: UInt64
+    public var start: Timestamp
+    public var end: Timestamp
+    public var connections: [Connection]
+
+    public init(sequence: UInt64, start: Timestamp, end: Timestamp, connections: [Connection]) {
+        self.sequence = sequence
+        self.start = start
+        self.end = end
+        self.connections = connections
+    }
+}

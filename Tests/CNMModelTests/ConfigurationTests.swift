@@ -1,0 +1,126 @@
+import CNMModel
+import Testing
+
+@Suite struct ConfigurationTests {
+    @Test func defaults() throws {
+        let c = try Configuration(environment: [:])
+        #expect(c.networkEnabled)
+        #expect(!c.forceEBPFless)
+        #expect(c.intervalSeconds == 30)
+        #expect(c.sampleSeconds == 2)
+        #expect(c.logLevel == .info)
+        #expect(c.maxTrackedConnections == 65_536)
+        #expect(c.httpAddress.description == "127.0.0.1:7777")
+        #expect(c.hostProc == "/proc")
+        #expect(c.dockerHost == "unix:///var/run/docker.sock")
+        #expect(c.hostTags.isEmpty)
+    }
+
+    @Test func readsEveryVariable() throws {
+        let c = try Configuration(environment: [
+            "DD_SYSTEM_PROBE_NETWORK_ENABLED": "false",
+            "DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "TRUE",
+            "DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS": " 5 ",
+            "DD_HOSTNAME": "web-1",
+            "DD_TAGS": "team:net, tier:1 zone:a",
+            "DD_EXTRA_TAGS": "extra:x",
+            "DD_ENV": "prod",
+            "DD_LOG_LEVEL": "WARNING",
+            "DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS": "1000",
+            "DD_DISABLE_TCP_TRACING": "0",
+            "DD_DISABLE_UDP_TRACING": "true",
+            "DD_DISABLE_IPV6_TRACING": "yes",
+            "HOST_PROC": "/host/proc/",
+            "HOST_SYS": "/host/sys",
+            "DOCKER_HOST": "tcp://docker.internal:2375",
+            "DD_CNM_HTTP_ADDR": "[::1]:9000",
+            "DD_CNM_SAMPLE_INTERVAL": "10",
+            "DD_CNM_TERMINAL": "never",
+        ])
+        #expect(!c.networkEnabled)
+        #expect(c.forceEBPFless)
+        #expect(c.intervalSeconds == 5)
+        #expect(c.sampleSeconds == 5, "the sample interval never exceeds the report interval")
+        #expect(c.hostname == "web-1")
+        #expect(c.hostTags == ["team:net", "tier:1", "zone:a", "extra:x", "env:prod"])
+        #expect(c.logLevel == .warn)
+        #expect(c.maxTrackedConnections == 1000)
+        #expect(c.tcpEnabled && !c.udpEnabled && !c.ipv6Enabled)
+        #expect(c.hostProc == "/host/proc")
+        #expect(c.hostSys == "/host/sys")
+        #expect(c.dockerHost == "tcp://docker.internal:2375")
+        #expect(c.httpAddress == .init(host: "::1", port: 9000))
+        #expect(c.terminal == .never)
+    }
+
+    @Test(arguments: [
+        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "abc"),
+        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "0"),
+        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "-5"),
+        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "1.5"),
+        ("DD_LOG_LEVEL", "loud"),
+        ("DD_CNM_HTTP_ADDR", "nonsense"),
+        ("DD_CNM_HTTP_ADDR", "127.0.0.1"),
+        ("DD_CNM_HTTP_ADDR", "127.0.0.1:0"),
+        ("DD_CNM_HTTP_ADDR", "127.0.0.1:70000"),
+        ("DD_CNM_HTTP_ADDR", "300.1.1.1:80"),
+        ("DD_CNM_HTTP_ADDR", "[::1:80"),
+        ("DD_CNM_HTTP_ADDR", "example.com:80"),
+        ("DD_SYSTEM_PROBE_NETWORK_ENABLED", "maybe"),
+        ("DD_NETWORK_CONFIG_ENABLE_EBPFLESS", "2"),
+        ("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", "lots"),
+        ("DD_DISABLE_IPV6_TRACING", "nope"),
+        ("HOST_PROC", "relative/proc"),
+        ("DOCKER_HOST", "/var/run/docker.sock"),
+        ("DOCKER_HOST", "unix://relative"),
+        ("DD_CNM_SAMPLE_INTERVAL", "0"),
+        ("DD_CNM_SAMPLE_INTERVAL", "fast"),
+        ("DD_CNM_TERMINAL", "sometimes"),
+    ])
+    func rejectsBadValues(variable: String, value: String) {
+        #expect {
+            _ = try Configuration(environment: [variable: value])
+        } throws: { error in
+            guard let error = error as? ConfigurationError else { return false }
+            let line = error.description
+            return error.variable == variable && error.value == value && line.contains(variable)
+                && line.contains(value) && line.contains("expected") && !line.contains("\n")
+        }
+    }
+
+    @Test func emptyValuesTakeDefaults() throws {
+        let c = try Configuration(environment: ["DD_LOG_LEVEL": "", "DD_CNM_HTTP_ADDR": "  "])
+        #expect(c.logLevel == .info)
+        #expect(c.httpAddress.port == 7777)
+    }
+
+    @Test func listenAddressForms() throws {
+        #expect(try Configuration(environment: ["DD_CNM_HTTP_ADDR": "0.0.0.0:80"]).httpAddress.host == "0.0.0.0")
+        #expect(try Configuration(environment: ["DD_CNM_HTTP_ADDR": "localhost:8080"]).httpAddress.port == 8080)
+        #expect(try Configuration(environment: ["DD_CNM_HTTP_ADDR": "[::]:7777"]).httpAddress.host == "::")
+    }
+}
+
+@Suite struct AddressTests {
+    @Test(arguments: [
+        ("::1", "::1"), ("::", "::"), ("2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"), ("fe80::1:2", "fe80::1:2"),
+        ("2001:db8::", "2001:db8::"), ("::ffff:10.0.0.1", "::ffff:10.0.0.1"), ("1:0:0:0:0:0:0:8", "1::8"),
+        ("1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8"), ("1:0:2:0:0:3:0:0", "1:0:2::3:0:0"), ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+    ])
+    func ipv6RoundTrip(text: String, canonical: String) throws {
+        let address = try #require(IPAddress(parsing: text))
+        #expect(address.description == canonical)
+        #expect(IPAddress(parsing: canonical) == address)
+    }
+
+    @Test func ipv4() throws {
+        let a = try #require(IPAddress(parsing: "127.0.0.1"))
+        #expect(a == .v4(0x7F00_0001))
+        #expect(a.isLoopback)
+        #expect(IPAddress(networkBytes: [10, 1, 2, 3])?.description == "10.1.2.3")
+        #expect(IPAddress(parsing: "1.2.3") == nil)
+        #expect(IPAddress(parsing: "1.2.3.256") == nil)
+        #expect(IPAddress(parsing: "::ffff:127.0.0.1")?.isLoopback == true)
+        #expect(Endpoint(.v6(high: 0, low: 1), 80).description == "[::1]:80")
+    }
+}

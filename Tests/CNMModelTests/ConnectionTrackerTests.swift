@@ -1,0 +1,235 @@
+import CNMModel
+import Testing
+
+/// Builds observations the way the netlink adapter does: raw kernel counters.
+private struct Kernel {
+    static let netns: UInt64 = 4_026_531_840
+    static let lo = IPAddress.v4(0x7F00_0001)
+
+    static func tcp(
+        cookie: UInt64,
+        local: UInt16,
+        remote: UInt16,
+        state: TCPState = .established,
+        inode: UInt64 = 0,
+        sent: UInt64 = 0,
+        received: UInt64 = 0,
+        netns: UInt64 = netns,
+        address: IPAddress = lo,
+        remoteAddress: IPAddress = lo
+    ) -> SocketObservation {
+        SocketObservation(
+            id: SocketID(netns: netns, cookie: cookie),
+            transport: .tcp,
+            local: Endpoint(address, local),
+            remote: Endpoint(remoteAddress, remote),
+            state: state,
+            inode: inode,
+            counters: SocketCounters(bytesSent: sent, bytesReceived: received, packetsSent: 1, packetsReceived: 1),
+            rttMicros: 50,
+            rttVarMicros: 10
+        )
+    }
+
+    static func listener(port: UInt16, netns: UInt64 = netns) -> SocketObservation {
+        SocketObservation(
+            id: SocketID(netns: netns, cookie: 1_000_000 + UInt64(port)),
+            transport: .tcp,
+            local: Endpoint(.v4(0), port),
+            remote: Endpoint(.v4(0), 0),
+            state: .listen,
+            inode: 1,
+            counters: .zero
+        )
+    }
+}
+
+@Suite struct ConnectionTrackerTests {
+    let server = SocketOwner(pid: 100, processName: "server", containerID: nil)
+    let client = SocketOwner(pid: 200, processName: "client", containerID: "c1")
+
+    @Test func deltasAcrossIntervalsAndTheFinByte() throws {
+        var t = ConnectionTracker(maxTracked: 100)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.listener(port: 80)]], isBaseline: true))
+        #expect(t.flush().isEmpty)
+
+        // Interval 1: connection opens, 100 bytes out, 40 in.
+        let owners: [UInt64: SocketOwner] = [11: client, 12: server]
+        t.apply(
+            Poll(
+                dumps: [
+                    Kernel.netns: [
+                        Kernel.listener(port: 80), Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 11, sent: 100, received: 40),
+                        Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 12, sent: 40, received: 100),
+                    ]
+                ],
+                owners: owners
+            )
+        )
+        var report = t.flush()
+        let out1 = try #require(report.first { $0.key.local.port == 5000 })
+        let in1 = try #require(report.first { $0.key.local.port == 80 })
+        #expect(out1.stats.bytesSent == 100 && out1.stats.bytesReceived == 40)
+        #expect(out1.key.direction == .outgoing && in1.key.direction == .incoming)
+        #expect(out1.key.pid == 200 && in1.key.pid == 100)
+        #expect(out1.stats.tcpEstablished == 1 && out1.stats.tcpClosed == 0)
+        #expect(out1.intraHost && out1.remotePid == 100 && in1.remoteContainerID == "c1")
+
+        // Interval 2: 50 more out; then the server side sees the FIN (CLOSE_WAIT): bytes_received +1.
+        t.apply(
+            Poll(
+                dumps: [
+                    Kernel.netns: [
+                        Kernel.listener(port: 80), Kernel.tcp(cookie: 1, local: 5000, remote: 80, state: .finWait2, inode: 11, sent: 150, received: 40),
+                        Kernel.tcp(cookie: 2, local: 80, remote: 5000, state: .closeWait, inode: 12, sent: 40, received: 151),
+                    ]
+                ],
+                destroyNotified: [Kernel.netns],
+                owners: owners
+            )
+        )
+        report = t.flush()
+        #expect(report.first { $0.key.local.port == 5000 }?.stats.bytesSent == 50)
+        #expect(report.first { $0.key.local.port == 80 }?.stats.bytesReceived == 50)
+        #expect(report.allSatisfy { $0.stats.tcpEstablished == 0 })
+
+        // Interval 3: both destroyed; the client got the server's FIN (+1), the server's was already taken off.
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.listener(port: 80)]],
+                destroyed: [
+                    Kernel.tcp(cookie: 1, local: 5000, remote: 80, state: .close, sent: 150, received: 41),
+                    Kernel.tcp(cookie: 2, local: 80, remote: 5000, state: .close, sent: 40, received: 151),
+                ],
+                destroyNotified: [Kernel.netns]
+            )
+        )
+        report = t.flush()
+        let out3 = try #require(report.first { $0.key.local.port == 5000 })
+        #expect(out3.stats.bytesReceived == 0 && out3.stats.bytesSent == 0 && out3.stats.tcpClosed == 1)
+        #expect(out3.key.pid == 200, "the owner found while the socket lived stays with it")
+        #expect(report.first { $0.key.local.port == 80 }?.stats.tcpClosed == 1)
+        #expect(t.flush().isEmpty, "closed sockets are forgotten after their last report")
+        #expect(t.health.closedWithoutFinalCounters == 0)
+    }
+
+    @Test func baselineSocketsStartFromTheirCurrentCounters() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 7, local: 1, remote: 2, sent: 1_000_000)]], isBaseline: true))
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 7, local: 1, remote: 2, sent: 1_000_010)]]))
+        let c = t.flush()
+        #expect(c.count == 1)
+        #expect(c[0].stats.bytesSent == 10)
+        #expect(c[0].stats.tcpEstablished == 0, "it was established before the agent started")
+    }
+
+    @Test func reusedPortIsANewSocketNotANegativeDelta() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 4000, remote: 80, inode: 5, sent: 500)]]))
+        // Same tuple and inode number, new cookie: a different socket, counting from zero.
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 2, local: 4000, remote: 80, inode: 5, sent: 30)]]))
+        let c = t.flush()
+        #expect(c.count == 1, "one key in one interval: summed")
+        #expect(c[0].stats.bytesSent == 530)
+        #expect(c[0].stats.tcpEstablished == 2 && c[0].stats.tcpClosed == 1)
+        #expect(t.health.counterRegressions == 0)
+        #expect(t.health.closedWithoutFinalCounters == 1, "no destroy notifications here: counted as a loss")
+    }
+
+    @Test func reusedPidGetsTheOwnerOfItsOwnSocket() {
+        var t = ConnectionTracker(maxTracked: 10)
+        let first = SocketOwner(pid: 42, processName: "old", containerID: "aaa")
+        let second = SocketOwner(pid: 42, processName: "new", containerID: "bbb")
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 4000, remote: 80, inode: 5)]], owners: [5: first]))
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 2, local: 4001, remote: 80, inode: 6)]], owners: [6: second]))
+        let c = t.flush()
+        #expect(c.first { $0.key.local.port == 4000 }?.localContainerID == "aaa")
+        #expect(c.first { $0.key.local.port == 4001 }?.localContainerID == "bbb")
+        #expect(c.first { $0.key.local.port == 4001 }?.processName == "new")
+    }
+
+    @Test func vanishedSocketWaitsForItsDestroyNotification() {
+        var t = ConnectionTracker(maxTracked: 10)
+        let notified: Set<UInt64> = [Kernel.netns]
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, sent: 10)]], destroyNotified: notified))
+        // Gone from the dump, the notification not read yet: not closed, nothing lost.
+        t.apply(Poll(dumps: [Kernel.netns: []], destroyNotified: notified))
+        #expect(t.flush().first?.stats.tcpClosed == 0)
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: []],
+                destroyed: [Kernel.tcp(cookie: 1, local: 1, remote: 2, state: .close, sent: 25, received: 0)],
+                destroyNotified: notified
+            )
+        )
+        let c = t.flush()
+        #expect(c.first?.stats.bytesSent == 15)
+        #expect(c.first?.stats.tcpClosed == 1)
+        #expect(t.health.closedWithoutFinalCounters == 0)
+    }
+
+    @Test func resetWithoutNewDataKeepsEveryByte() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, received: 70)]]))
+        // The peer reset it: no FIN, bytes_received unchanged. Nothing may be taken off.
+        t.apply(Poll(dumps: [Kernel.netns: []], destroyed: [Kernel.tcp(cookie: 1, local: 1, remote: 2, state: .close, received: 70)]))
+        #expect(t.flush().first?.stats.bytesReceived == 70)
+        #expect(t.health.counterRegressions == 0)
+    }
+
+    @Test func socketSeenOnlyInItsDestroyNotification() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [Kernel.netns: []], destroyed: [Kernel.tcp(cookie: 9, local: 1, remote: 2, state: .close, sent: 300, received: 201)]))
+        let c = t.flush()
+        #expect(c.first?.stats.bytesSent == 300)
+        #expect(c.first?.stats.bytesReceived == 200)
+        #expect(c.first?.stats.tcpEstablished == 1 && c.first?.stats.tcpClosed == 1)
+    }
+
+    @Test func failedDumpKeepsTheNamespacesSockets() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, sent: 10)]]))
+        t.apply(Poll(dumps: [:]))  // that namespace's dump failed this time
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, sent: 15)]]))
+        let c = t.flush()
+        #expect(c.first?.stats.bytesSent == 15)
+        #expect(c.first?.stats.tcpClosed == 0)
+    }
+
+    @Test func fullTableDropsAndCounts() {
+        var t = ConnectionTracker(maxTracked: 2)
+        t.apply(Poll(dumps: [Kernel.netns: (1...5).map { Kernel.tcp(cookie: UInt64($0), local: UInt16($0), remote: 80) }]))
+        #expect(t.health.tracked == 2)
+        #expect(t.health.droppedTableFull == 3)
+        #expect(t.flush().count == 2)
+    }
+
+    @Test func loopbackPeersOnlyMatchInTheirOwnNamespace() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(
+            Poll(dumps: [
+                1: [Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 1, netns: 1)],
+                2: [Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2)],
+            ], owners: [1: client, 2: server])
+        )
+        let c = t.flush()
+        #expect(c.count == 2)
+        #expect(c.allSatisfy { $0.remotePid == nil }, "127.0.0.1 in two namespaces is two different hosts")
+    }
+
+    @Test func bridgePeersMatchAcrossNamespaces() {
+        var t = ConnectionTracker(maxTracked: 10)
+        let a = IPAddress.v4(0xAC11_0002)
+        let b = IPAddress.v4(0xAC11_0003)
+        t.apply(
+            Poll(dumps: [
+                1: [Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 1, netns: 1, address: a, remoteAddress: b)],
+                2: [Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2, address: b, remoteAddress: a)],
+            ], owners: [1: client, 2: server])
+        )
+        let c = t.flush()
+        #expect(c.first { $0.key.netns == 1 }?.remotePid == 100)
+        #expect(c.first { $0.key.netns == 2 }?.remoteContainerID == "c1")
+        #expect(c.allSatisfy { $0.intraHost })
+    }
+}
