@@ -10,6 +10,8 @@ public struct Poll: Sendable {
     public var destroyNotified: Set<UInt64>
     /// Owners of socket inodes, as far as they could be found.
     public var owners: [UInt64: SocketOwner]
+    /// Namespaces that are gone (no process left in them): every socket still followed there closed.
+    public var endedNamespaces: Set<UInt64>
     /// The agent's first pass: sockets already open start from their current counters, since what
     /// they carried before the agent started belongs to no interval it reports.
     public var isBaseline: Bool
@@ -19,8 +21,10 @@ public struct Poll: Sendable {
         destroyed: [SocketObservation] = [],
         destroyNotified: Set<UInt64> = [],
         owners: [UInt64: SocketOwner] = [:],
+        endedNamespaces: Set<UInt64> = [],
         isBaseline: Bool = false
     ) {
+        self.endedNamespaces = endedNamespaces
         self.dumps = dumps
         self.destroyed = destroyed
         self.destroyNotified = destroyNotified
@@ -72,7 +76,12 @@ public struct ConnectionTracker: Sendable {
     public let maxTracked: Int
     public private(set) var health = Health()
     private var sockets: [SocketID: Tracked] = [:]
-    private var listeners: [UInt64: Set<ListenerKey>] = [:]
+    /// Listening sockets per namespace, with the pass they were last seen in: remembered for a while
+    /// after they close, since a server may stop listening once it has accepted (`nc -l`).
+    private var listeners: [UInt64: [ListenerKey: UInt64]] = [:]
+    private var pass: UInt64 = 0
+    /// Passes a closed listener is remembered for.
+    private let listenerMemoryPasses: UInt64 = 300
     /// Passes a vanished socket waits for its destroy notification before it is closed without it.
     private let destroyGracePasses = 1
 
@@ -80,24 +89,24 @@ public struct ConnectionTracker: Sendable {
         self.maxTracked = maxTracked
     }
 
-    /// Inodes of followed sockets whose owner is not known yet: what the process scan should look for.
-    public var inodesWithoutOwner: Set<UInt64> {
-        var out = Set<UInt64>()
-        for (_, s) in sockets where s.owner == nil && s.observation.inode != 0 && !s.closed {
-            out.insert(s.observation.inode)
-        }
-        return out
+    /// The inodes among `inodes` whose owner is not known yet: what the process scan should look for.
+    public func inodesNeedingOwner(among inodes: Set<UInt64>) -> Set<UInt64> {
+        var owned = Set<UInt64>()
+        for s in sockets.values where s.owner != nil { owned.insert(s.observation.inode) }
+        return inodes.subtracting(owned)
     }
 
     public mutating func apply(_ poll: Poll) {
+        pass += 1
         for (netns, observations) in poll.dumps {
-            var found = Set<ListenerKey>()
-            for o in observations where o.isListener {
+            var known = listeners[netns, default: [:]].filter { pass - $0.value < listenerMemoryPasses }
+            for o in observations where o.isListener && o.local.port != 0 {
                 let any = o.local.address.isUnspecified
-                found.insert(ListenerKey(transport: o.transport, port: o.local.port, address: any ? nil : o.local.address))
+                known[ListenerKey(transport: o.transport, port: o.local.port, address: any ? nil : o.local.address)] = pass
             }
-            listeners[netns] = found
+            listeners[netns] = known
         }
+        for netns in poll.endedNamespaces { listeners[netns] = nil }
         var seen = Set<SocketID>()
         for (_, observations) in poll.dumps {
             // TIME_WAIT entries are what is left after a full socket was destroyed: no counters.
@@ -106,13 +115,16 @@ public struct ConnectionTracker: Sendable {
                 observe(o, owners: poll.owners, baseline: poll.isBaseline, final: false)
             }
         }
-        for o in poll.destroyed {
+        for o in poll.destroyed where !o.isListener {
             observe(o, owners: poll.owners, baseline: false, final: true)
         }
-        // Sockets missing from a complete dump of their namespace have closed.
-        for (id, var s) in sockets where !s.closed && poll.dumps[id.netns] != nil && !seen.contains(id) {
+        // Sockets missing from a complete dump of their namespace have closed, and so have all
+        // sockets of a namespace that ended.
+        for (id, var s) in sockets where !s.closed {
+            let ended = poll.endedNamespaces.contains(id.netns)
+            guard ended || (poll.dumps[id.netns] != nil && !seen.contains(id)) else { continue }
             s.missingPasses += 1
-            if !poll.destroyNotified.contains(id.netns) || s.missingPasses > destroyGracePasses {
+            if ended || !poll.destroyNotified.contains(id.netns) || s.missingPasses > destroyGracePasses {
                 s.closed = true
                 s.pending.tcpClosed += s.observation.transport == .tcp ? 1 : 0
                 if s.observation.counters != nil { health.closedWithoutFinalCounters += 1 }
@@ -200,18 +212,24 @@ public struct ConnectionTracker: Sendable {
     }
 
     private func direction(of o: SocketObservation) -> ConnectionDirection {
-        guard let known = listeners[o.id.netns] else { return .none }
+        let known = listeners[o.id.netns] ?? [:]
         let exact = ListenerKey(transport: o.transport, port: o.local.port, address: o.local.address)
         let any = ListenerKey(transport: o.transport, port: o.local.port, address: nil)
-        if known.contains(exact) || known.contains(any) { return .incoming }
+        if known[exact] != nil || known[any] != nil { return .incoming }
         // A v4 peer of a dual-stack v6 listener shows up as a mapped address.
         if let v4 = o.local.address.unmappedV4,
-            known.contains(ListenerKey(transport: o.transport, port: o.local.port, address: v4))
+            known[ListenerKey(transport: o.transport, port: o.local.port, address: v4)] != nil
         {
             return .incoming
         }
-        return o.transport == .tcp || !o.remote.address.isUnspecified ? .outgoing : .none
+        // No listener seen (it closed before the first read): a client's own port is ephemeral, a
+        // server's is not.
+        if !Self.isEphemeral(o.local.port) && Self.isEphemeral(o.remote.port) { return .incoming }
+        return .outgoing
     }
+
+    /// Linux's default `ip_local_port_range`.
+    static func isEphemeral(_ port: UInt16) -> Bool { (32768...60999).contains(port) }
 
     /// Ends the interval: every followed socket's pending stats, grouped by connection, with what is
     /// known of the remote end when it is a socket on this host. Closed sockets are then forgotten.
@@ -275,3 +293,4 @@ public struct ConnectionTracker: Sendable {
         return grouped.values.sorted { ($0.stats.bytesSent + $0.stats.bytesReceived) > ($1.stats.bytesSent + $1.stats.bytesReceived) }
     }
 }
+

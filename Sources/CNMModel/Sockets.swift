@@ -113,9 +113,10 @@ public struct SocketObservation: Sendable, Equatable {
 
     public var family: AddressFamily { local.address.family }
 
-    /// A socket that listens (TCP) or is bound without a peer (UDP): it tells direction, it is no flow.
+    /// A socket that listens, or has no peer (unconnected UDP, a TCP socket closed before it
+    /// connected): it tells direction, it is no flow.
     public var isListener: Bool {
-        state == .listen || (transport == .udp && remote.port == 0 && remote.address.isUnspecified)
+        state == .listen || (remote.port == 0 && remote.address.isUnspecified)
     }
 }
 

@@ -3,6 +3,7 @@ import CNMModel
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 
 /// The local HTTP API: `/api/v1/connections`, `/api/v1/intervals`, `/status`, `/healthz`.
 public enum APIServer {
@@ -50,5 +51,12 @@ public enum APIServer {
             headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: data))
         )
+    }
+}
+
+extension APIServer {
+    /// Whether a start-up error is the listen address being taken (EADDRINUSE), a configuration error.
+    public static func isAddressInUse(_ error: any Error) -> Bool {
+        (error as? IOError)?.errnoCode == EADDRINUSE
     }
 }

@@ -1,1 +1,92 @@
-print("cnm-agent")
+import CNMCollector
+import CNMModel
+import CNMServer
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// sysexits.h EX_CONFIG: the configuration is wrong and retrying will not help.
+let exitConfigurationError: Int32 = 78
+let version = "0.1.0"
+
+func fail(_ line: String) -> Never {
+    FileHandle.standardError.write(Data("cnm-agent: \(line)\n".utf8))
+    exit(exitConfigurationError)
+}
+
+let configuration: Configuration
+do {
+    configuration = try Configuration(environment: ProcessInfo.processInfo.environment)
+} catch {
+    fail(error.description)
+}
+
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = configuration.logLevel.swiftLogLevel
+    return handler
+}
+var logger = Logger(label: "cnm-agent")
+logger.logLevel = configuration.logLevel.swiftLogLevel
+
+guard configuration.networkEnabled else {
+    logger.notice("network monitoring is disabled by DD_SYSTEM_PROBE_NETWORK_ENABLED=false; nothing to do")
+    exit(0)
+}
+
+let hostname = configuration.hostname ?? ProcessInfo.processInfo.hostName
+let store = ReportStore(
+    status: AgentStatus(
+        version: version,
+        hostname: hostname,
+        startedAt: .now,
+        intervalSeconds: configuration.intervalSeconds,
+        mode: .ebpfless,
+        modeReason: "starting"
+    )
+)
+let terminal: Bool =
+    switch configuration.terminal {
+    case .always: true
+    case .never: false
+    case .auto: isatty(STDOUT_FILENO) == 1
+    }
+
+let collector = CollectionService(configuration: configuration, hostname: hostname, store: store, logger: logger) {
+    report in
+    guard terminal else { return }
+    let table = TerminalTable.render(report, rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds)
+    FileHandle.standardOutput.write(Data(table.utf8))
+}
+let api = APIServer.application(store: store, address: configuration.httpAddress, logger: logger) { .now }
+let group = ServiceGroup(
+    configuration: .init(
+        services: [.init(service: collector), .init(service: api)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger
+    )
+)
+do {
+    try await group.run()
+} catch let error where APIServer.isAddressInUse(error) {
+    fail(
+        "invalid DD_CNM_HTTP_ADDR=\"\(configuration.httpAddress)\": the address is already in use; "
+            + "expected a free IP:port, [IPv6]:port or localhost:port"
+    )
+} catch {
+    logger.critical("stopped", metadata: ["error": "\(error)"])
+    exit(1)
+}
+
+extension Configuration.LogLevel {
+    var swiftLogLevel: Logger.Level {
+        switch self {
+        case .trace: .trace
+        case .debug: .debug
+        case .info: .info
+        case .warn: .warning
+        case .error: .error
+        case .critical, .off: .critical
+        }
+    }
+}

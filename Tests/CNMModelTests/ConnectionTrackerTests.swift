@@ -233,3 +233,38 @@ private struct Kernel {
         #expect(c.allSatisfy { $0.intraHost })
     }
 }
+
+@Suite struct DirectionTests {
+    @Test func listenerRememberedAfterItCloses() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.listener(port: 8080)]]))
+        // The server stopped listening once it accepted; its accepted socket is still incoming.
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 8080, remote: 8081)]]))
+        #expect(t.flush().first?.key.direction == .incoming)
+    }
+
+    @Test func withoutAnyListenerTheEphemeralPortDecides() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(
+            Poll(dumps: [
+                Kernel.netns: [
+                    Kernel.tcp(cookie: 1, local: 8080, remote: 45000),
+                    Kernel.tcp(cookie: 2, local: 45000, remote: 8080),
+                    Kernel.tcp(cookie: 3, local: 40000, remote: 50000),
+                ]
+            ])
+        )
+        let c = t.flush()
+        #expect(c.first { $0.key.local.port == 8080 }?.key.direction == .incoming)
+        #expect(c.first { $0.key.local.port == 45000 }?.key.direction == .outgoing)
+        #expect(c.first { $0.key.local.port == 40000 }?.key.direction == .outgoing)
+    }
+
+    @Test func endedNamespaceClosesItsSockets() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [7: [Kernel.tcp(cookie: 1, local: 1, remote: 2, netns: 7)]], destroyNotified: [7]))
+        t.apply(Poll(endedNamespaces: [7]))
+        #expect(t.flush().first?.stats.tcpClosed == 1)
+        #expect(t.flush().isEmpty)
+    }
+}

@@ -1,0 +1,257 @@
+import CNMDocker
+import CNMModel
+import CNMProcfs
+import Dispatch
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The collection loop: reads sockets every sample period, reports every interval, tags connections
+/// with container metadata, and keeps `/status` current.
+public final class CollectionService: Service, Sendable {
+    private let configuration: Configuration
+    private let hostname: String
+    private let store: ReportStore
+    private let logger: Logger
+    private let onReport: @Sendable (IntervalReport) -> Void
+    /// Blocking kernel and /proc reads run here, never on the async pool.
+    private let queue = DispatchQueue(label: "cnm.collector")
+    /// Container id → tags, and how many refreshes have completed.
+    private let containerTags = Mutex<(tags: [String: [String]], refreshes: UInt64)>(([:], 0))
+
+    public init(
+        configuration: Configuration,
+        hostname: String,
+        store: ReportStore,
+        logger: Logger,
+        onReport: @escaping @Sendable (IntervalReport) -> Void
+    ) {
+        self.configuration = configuration
+        self.hostname = hostname
+        self.store = store
+        self.logger = logger
+        self.onReport = onReport
+    }
+
+    public func run() async throws {
+        let docker = DockerTagger(host: configuration.dockerHost)
+        // Tags are refreshed beside collection, so a slow or hanging daemon never delays a sample.
+        let (tagRequests, requestTags) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                var log = ProblemLog(logger: self.logger)
+                for await _ in tagRequests { await self.refreshTags(docker, log: &log) }
+            }
+            group.addTask {
+                while (try? await Task.sleep(for: .seconds(10))) != nil { requestTags.yield() }
+            }
+            requestTags.yield()
+            // Graceful shutdown (SIGTERM, SIGINT) cancels the loop; the report in progress is dropped.
+            await cancelWhenGracefulShutdown {
+                await self.collect(requestTags: { requestTags.yield() })
+            }
+            requestTags.finish()
+            group.cancelAll()
+        }
+    }
+
+    private func collect(requestTags: @Sendable () -> Void) async {
+        let core = Core(configuration: configuration, logger: logger)
+        let modeReason =
+            configuration.forceEBPFless
+            ? "DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true"
+            : "the eBPF collector is not part of this build; the kernel's socket counters are read instead"
+        store.updateStatus {
+            $0.mode = .ebpfless
+            $0.modeReason = modeReason
+            $0.sampleSeconds = configuration.sampleSeconds
+            $0.strategies = [
+                .init(name: "ebpf", chosen: false, reason: modeReason),
+                .init(name: "sock_diag", chosen: true, reason: "NETLINK_SOCK_DIAG answers in every namespace"),
+            ]
+        }
+        logger.info(
+            "collecting",
+            metadata: [
+                "mode": "ebpfless", "reason": "\(modeReason)", "interval_s": "\(configuration.intervalSeconds)",
+                "api": "\(configuration.httpAddress)",
+            ]
+        )
+
+        let sampleMicros = UInt64(configuration.sampleSeconds * 1_000_000)
+        let intervalMicros = UInt64(configuration.intervalSeconds) * 1_000_000
+        var intervalStart = Timestamp.now
+        let firstSample = await onQueue { core.sample(baseline: true) }
+        publishStatus(core: core, sample: firstSample)
+        logger.info("first collection done", metadata: ["namespaces": "\(firstSample.namespaces)"])
+
+        let startMicros = monotonicMicros()
+        var nextSample = startMicros + sampleMicros
+        var nextReport = startMicros + intervalMicros
+        var sequence: UInt64 = 0
+        while !Task.isCancelled {
+            let wake = min(nextSample, nextReport)
+            let now = monotonicMicros()
+            if wake > now {
+                do {
+                    try await Task.sleep(for: .microseconds(wake - now))
+                } catch {
+                    break
+                }
+            }
+            let sample = await onQueue { core.sample(baseline: false) }
+            publishStatus(core: core, sample: sample)
+            let after = monotonicMicros()
+            // New containers should carry their names from their first report on.
+            if sample.unknownContainers { requestTags() }
+            while nextSample <= after { nextSample += sampleMicros }
+            guard after >= nextReport else { continue }
+            while nextReport <= after { nextReport += intervalMicros }
+            sequence += 1
+            let end = Timestamp.now
+            var connections = await onQueue { core.flush() }
+            let tags = await tags(for: connections, requestTags: requestTags)
+            for i in connections.indices {
+                connections[i].tags =
+                    configuration.hostTags + (connections[i].localContainerID.flatMap { tags[$0] } ?? [])
+                connections[i].remoteTags = connections[i].remoteContainerID.flatMap { tags[$0] } ?? []
+            }
+            let report = IntervalReport(sequence: sequence, start: intervalStart, end: end, connections: connections)
+            intervalStart = end
+            store.publish(report)
+            store.updateStatus { $0.reports = sequence }
+            onReport(report)
+        }
+    }
+
+    /// The tag map for a report. A container met for the first time may have started a moment ago:
+    /// one refresh is awaited (briefly) so its first report already carries its name.
+    private func tags(for connections: [Connection], requestTags: @Sendable () -> Void) async -> [String: [String]] {
+        let (known, refreshes) = containerTags.withLock { ($0.tags, $0.refreshes) }
+        let ids = connections.flatMap { [$0.localContainerID, $0.remoteContainerID] }.compactMap { $0 }
+        guard ids.contains(where: { known[$0] == nil }) else { return known }
+        requestTags()
+        let deadline = monotonicMicros() + 1_000_000
+        while monotonicMicros() < deadline, containerTags.withLock({ $0.refreshes }) <= refreshes {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return containerTags.withLock { $0.tags }
+    }
+
+    private func onQueue<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: work()) }
+        }
+    }
+
+    private func refreshTags(_ docker: DockerTagger, log: inout ProblemLog) async {
+        let result = await docker.refresh()
+        containerTags.withLock { $0.refreshes += 1 }
+        if let tags = result.tags {
+            containerTags.withLock { $0.tags = tags }
+            log.resolved("docker", "Docker API at \(configuration.dockerHost) answers")
+        } else {
+            log.report("docker", "no container tags, flows are still reported: Docker API \(result.summary)")
+        }
+        store.updateStatus {
+            $0.docker = result.summary
+            if let problem = result.problem { $0.count(problem.kind, detail: problem.detail) }
+        }
+    }
+
+    private func publishStatus(core: Core, sample: Core.SampleResult) {
+        store.updateStatus { status in
+            status.polls += 1
+            status.firstCollectionDone = true
+            status.lastPollMicros = sample.micros
+            status.namespaces = sample.namespaces
+            status.tracker = sample.tracker
+            status.closedConnections = sample.closedConnections
+            for (kind, problem) in sample.problems {
+                status.count(kind, by: problem.0, detail: problem.1)
+            }
+        }
+    }
+}
+
+/// The collection state, touched only on the collection queue.
+private final class Core: @unchecked Sendable {
+    struct SampleResult: Sendable {
+        var micros: UInt64
+        var namespaces: Int
+        var tracker: ConnectionTracker.Health
+        var problems: [String: (UInt64, String)]
+        var closedConnections: String
+        var unknownContainers: Bool
+    }
+
+    private let source: SockDiagSource
+    private var tracker: ConnectionTracker
+    private var problemLog: ProblemLog
+    private let configuration: Configuration
+    private var lastScanHealth = ScanHealth()
+    private var knownContainers = Set<String>()
+
+    init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.source = SockDiagSource(configuration: configuration)
+        self.tracker = ConnectionTracker(maxTracked: configuration.maxTrackedConnections)
+        self.problemLog = ProblemLog(logger: logger)
+    }
+
+    func sample(baseline: Bool) -> SampleResult {
+        let started = monotonicMicros()
+        var problems: [String: (UInt64, String)] = [:]
+        let poll = source.poll(tracker: tracker, baseline: baseline, problems: &problems)
+        let droppedBefore = tracker.health.droppedTableFull
+        tracker.apply(poll)
+        if tracker.health.droppedTableFull > droppedBefore {
+            problems["table_full"] = (
+                tracker.health.droppedTableFull - droppedBefore,
+                "more sockets than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections)"
+            )
+        }
+        let scan = source.scanHealth
+        addDelta(&problems, "proc_vanished", scan.vanished, lastScanHealth.vanished, "a process exited while /proc was read")
+        addDelta(
+            &problems, "proc_permission_denied", scan.permissionDenied, lastScanHealth.permissionDenied,
+            "a process's fd directory could not be read (the agent needs SYS_PTRACE to see other processes' sockets)"
+        )
+        addDelta(&problems, "proc_malformed", scan.malformed, lastScanHealth.malformed, "an unreadable /proc file")
+        lastScanHealth = scan
+        for (kind, problem) in problems { problemLog.report(kind, problem.1) }
+        var unknown = false
+        for owner in poll.owners.values {
+            if let id = owner.containerID, knownContainers.insert(id).inserted { unknown = true }
+        }
+        let closed: String =
+            switch source.destroyNotificationsAvailable {
+            case true?:
+                "final counters from the kernel's socket-destroy notifications (CAP_NET_ADMIN)"
+            default:
+                "sampled every \(configuration.sampleSeconds) s: destroy notifications unavailable"
+                    + " (\(source.destroyUnavailableReason ?? "unknown")); a socket closing between two samples"
+                    + " loses what it carried after the last one"
+            }
+        return SampleResult(
+            micros: monotonicMicros() - started,
+            namespaces: source.namespaceCount,
+            tracker: tracker.health,
+            problems: problems,
+            closedConnections: closed,
+            unknownContainers: unknown
+        )
+    }
+
+    func flush() -> [Connection] { tracker.flush() }
+
+    private func addDelta(
+        _ problems: inout [String: (UInt64, String)],
+        _ kind: String,
+        _ now: UInt64,
+        _ before: UInt64,
+        _ detail: String
+    ) {
+        if now > before { problems[kind] = (now - before, detail) }
+    }
+}

@@ -1,0 +1,141 @@
+import CNMModel
+import CNMNetlink
+import CNMProcfs
+
+/// The eBPF-less source: the kernel's own socket table and counters through NETLINK_SOCK_DIAG, in
+/// every network namespace on the host, with owners found through `/proc`.
+///
+/// Not thread-safe: used only from the collection queue.
+final class SockDiagSource {
+    private struct Namespace {
+        var diag: SockDiagSocket
+        var destroy: DestroyListener?
+    }
+
+    private let configuration: Configuration
+    private var scanner: SocketOwnerScanner
+    private let ownNamespace = SocketOwnerScanner.ownNetworkNamespace()
+    private var namespaces: [UInt64: Namespace] = [:]
+    /// How often an inode was looked for without finding its process (an accepted socket can exist
+    /// before `accept` gives it an fd); after a few tries it is left unowned.
+    private var ownerLookups: [UInt64: Int] = [:]
+    private let maxOwnerLookups = 3
+    private(set) var destroyNotificationsAvailable: Bool?
+    private(set) var destroyUnavailableReason: String?
+
+    private var queries: [(TransportProtocol, AddressFamily)] {
+        var out: [(TransportProtocol, AddressFamily)] = []
+        for transport in TransportProtocol.allCases {
+            guard transport == .tcp ? configuration.tcpEnabled : configuration.udpEnabled else { continue }
+            for family in AddressFamily.allCases where family == .v4 || configuration.ipv6Enabled {
+                out.append((transport, family))
+            }
+        }
+        return out
+    }
+
+    init(configuration: Configuration) {
+        self.configuration = configuration
+        self.scanner = SocketOwnerScanner(procRoot: configuration.hostProc)
+    }
+
+    var namespaceCount: Int { namespaces.count }
+    var scanHealth: ScanHealth { scanner.health }
+
+    /// Reads every namespace once. Problems are counted into `status`, never thrown: one namespace
+    /// failing does not cost the others their data.
+    func poll(tracker: ConnectionTracker, baseline: Bool, problems: inout [String: (UInt64, String)]) -> Poll {
+        var poll = Poll(isBaseline: baseline)
+        let ended = refreshNamespaces(problems: &problems)
+        // A namespace that ended still delivers the destroy notifications of its last sockets.
+        for (netns, ns) in ended {
+            if let destroy = ns.destroy, let drained = try? destroy.drain(netns: netns) {
+                poll.destroyed += drained.observations.filter(isEnabled)
+            }
+            poll.endedNamespaces.insert(netns)
+        }
+        var inodes = Set<UInt64>()
+        for (netns, ns) in namespaces {
+            var observations: [SocketObservation] = []
+            var complete = true
+            for (transport, family) in queries {
+                do {
+                    observations += try ns.diag.dump(transport, family, netns: netns)
+                } catch {
+                    complete = false
+                    problems["netlink_dump", default: (0, "")].0 += 1
+                    problems["netlink_dump"]!.1 = "namespace \(netns) \(transport)/\(family): \(error)"
+                }
+            }
+            if complete { poll.dumps[netns] = observations }
+            for o in observations where !o.isListener && o.inode != 0 { inodes.insert(o.inode) }
+            if let destroy = ns.destroy {
+                do {
+                    let drained = try destroy.drain(netns: netns)
+                    poll.destroyed += drained.observations.filter(isEnabled)
+                    poll.destroyNotified.insert(netns)
+                    if drained.lost > 0 {
+                        problems["destroy_notifications_lost", default: (0, "")].0 += UInt64(drained.lost)
+                        problems["destroy_notifications_lost"]!.1 =
+                            "the kernel dropped destroy notifications in namespace \(netns): "
+                            + "those sockets keep only the counters of their last read"
+                    }
+                } catch {
+                    problems["destroy_notifications_read", default: (0, "")].0 += 1
+                    problems["destroy_notifications_read"]!.1 = "namespace \(netns): \(error)"
+                }
+            }
+        }
+        poll.owners = owners(for: inodes, tracker: tracker)
+        return poll
+    }
+
+    private func isEnabled(_ o: SocketObservation) -> Bool {
+        (o.transport == .tcp ? configuration.tcpEnabled : configuration.udpEnabled)
+            && (o.family == .v4 || configuration.ipv6Enabled)
+    }
+
+    private func owners(for inodes: Set<UInt64>, tracker: ConnectionTracker) -> [UInt64: SocketOwner] {
+        let wanted = tracker.inodesNeedingOwner(among: inodes).filter { (ownerLookups[$0] ?? 0) < maxOwnerLookups }
+        ownerLookups = ownerLookups.filter { inodes.contains($0.key) }
+        guard !wanted.isEmpty else { return [:] }
+        let found = scanner.owners(for: wanted)
+        for inode in wanted where found[inode] == nil { ownerLookups[inode, default: 0] += 1 }
+        return found
+    }
+
+    /// Opens sockets in namespaces that appeared; returns those of namespaces that ended.
+    private func refreshNamespaces(problems: inout [String: (UInt64, String)]) -> [UInt64: Namespace] {
+        var found = scanner.networkNamespaces()
+        // The agent's own namespace may hold no host process it can see (its own pid namespace).
+        if let own = ownNamespace, found[own] == nil { found[own] = "/proc/self/ns/net" }
+        for (netns, path) in found where namespaces[netns] == nil {
+            // The agent's own namespace needs no setns.
+            let enterPath: String? = netns == ownNamespace ? nil : path
+            do {
+                let diag = try SockDiagSocket(namespacePath: enterPath)
+                var destroy: DestroyListener?
+                if destroyNotificationsAvailable != false {
+                    do {
+                        destroy = try DestroyListener(namespacePath: enterPath)
+                        destroyNotificationsAvailable = true
+                    } catch {
+                        destroyNotificationsAvailable = false
+                        destroyUnavailableReason = "\(error)"
+                    }
+                }
+                namespaces[netns] = Namespace(diag: diag, destroy: destroy)
+            } catch {
+                problems["namespace_enter", default: (0, "")].0 += 1
+                problems["namespace_enter"]!.1 = "namespace \(netns) via \(path): \(error)"
+            }
+        }
+        // A namespace whose last process is gone is gone too (or held only by a bind mount we do not see).
+        var ended: [UInt64: Namespace] = [:]
+        for (netns, ns) in namespaces where found[netns] == nil {
+            ended[netns] = ns
+            namespaces[netns] = nil
+        }
+        return ended
+    }
+}

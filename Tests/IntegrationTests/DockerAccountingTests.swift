@@ -1,0 +1,59 @@
+import Foundation
+import Testing
+
+/// Two real containers on a real dockerd: the server's connection is tagged with its container and
+/// carries exactly the bytes of the file it served.
+@Suite(
+    .serialized,
+    .enabled(if: Environment.isRoot, "needs root: the agent reads every namespace's sockets"),
+    .enabled(if: Environment.hasAgentBinary, "build the agent first (swift build): .build/debug/cnm-agent"),
+    .enabled(if: Environment.dockerAnswers, "needs a running dockerd with cnm-test/busybox (make test starts both)")
+)
+struct DockerAccountingTests {
+    @Test func servedFileIsCountedExactlyAndTagged() async throws {
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let network = "cnm-it-\(suffix)"
+        let serverName = "cnm-it-srv-\(suffix)"
+        let clientName = "cnm-it-cli-\(suffix)"
+        let size = 100_003
+        defer {
+            _ = try? Environment.docker("rm", "-f", serverName, clientName)
+            _ = try? Environment.docker("network", "rm", network)
+        }
+
+        let agent = try AgentProcess()
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        let before = try await agent.latestSequence()
+
+        try Environment.docker("network", "create", network)
+        // The server keeps the connection open for a moment after sending, so that the agent's
+        // socket reads see it alive and can name its process (sock_diag has no pid of its own).
+        let serverID = try Environment.docker(
+            "run", "-d", "--name", serverName, "--network", network, "cnm-test/busybox:latest",
+            "sh", "-c", "head -c \(size) /dev/zero > /f; (cat /f; sleep 2) | nc -l -p 8080"
+        )
+        _ = try await waitFor("the server to listen") {
+            let r = try Environment.run("/usr/bin/env", ["docker", "exec", serverName, "netstat", "-ltn"])
+            return r.output.contains(":8080") ? true : nil
+        }
+        let received = try Environment.docker(
+            "run", "--name", clientName, "--network", network, "cnm-test/busybox:latest",
+            "sh", "-c", "sleep 4 | nc \(serverName) 8080 | wc -c"
+        )
+        #expect(Int(received) == size, "ground truth: the client received the whole file")
+
+        let served = try await waitFor("the server's connection reported closed", timeout: .seconds(30)) {
+            () async throws -> [[String: Any]]? in
+            let all = try await agent.connections(after: before)
+            let mine = all.filter { $0.port("laddr") == 8080 && $0.address("laddr")["container_id"] as? String == serverID }
+            return mine.map { $0.int("tcp_closed") }.reduce(0, +) >= 1 ? mine : nil
+        }
+        #expect(served.map { $0.int("bytes_sent") }.reduce(0, +) == size)
+        #expect(served.map { $0.int("bytes_received") }.reduce(0, +) == 0)
+        #expect(served.allSatisfy { $0["direction"] as? String == "incoming" })
+        #expect(served.allSatisfy { $0.tags.contains("container_name:\(serverName)") })
+        #expect(served.allSatisfy { $0.tags.contains("image_name:cnm-test/busybox") })
+        #expect(served.allSatisfy { $0.tags.contains("container_id:\(serverID)") })
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import Glibc
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// Paths and preconditions shared by the tests that run the real agent.
+enum Environment {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static let agentBinary = root.appendingPathComponent(".build/debug/cnm-agent").path
+    static var isRoot: Bool { geteuid() == 0 }
+    static var hasAgentBinary: Bool { FileManager.default.isExecutableFile(atPath: agentBinary) }
+    static var dockerAnswers: Bool {
+        (try? run("/usr/bin/env", ["docker", "info", "--format", "{{.ServerVersion}}"]).status) == 0
+    }
+
+    @discardableResult
+    static func run(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tool)
+        p.arguments = arguments
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @discardableResult
+    static func docker(_ arguments: String...) throws -> String {
+        let r = try run("/usr/bin/env", ["docker"] + arguments)
+        guard r.status == 0 else { throw TestFailure("docker \(arguments.joined(separator: " ")): \(r.output)") }
+        return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Polls `condition` until it returns a value or the deadline passes.
+func waitFor<T>(
+    _ what: String,
+    timeout: Duration = .seconds(30),
+    every: Duration = .milliseconds(100),
+    _ condition: () async throws -> T?
+) async throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if let value = try await condition() { return value }
+        try await Task.sleep(for: every)
+    }
+    throw TestFailure("timed out waiting for \(what)")
+}
+
+/// A free TCP port on loopback, chosen by the kernel.
+func freePort() throws -> UInt16 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+        }
+    }
+    guard ok else { throw TestFailure("no free port: errno \(errno)") }
+    return UInt16(bigEndian: addr.sin_port)
+}
+
+/// The real agent binary, run as users run it, with its API on a free loopback port.
+final class AgentProcess {
+    let process = Process()
+    let port: UInt16
+    let logPath: String
+
+    init(environment extra: [String: String] = [:]) throws {
+        port = try freePort()
+        logPath = NSTemporaryDirectory() + "cnm-agent-\(port).log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Environment.agentBinary)
+        var env = ProcessInfo.processInfo.environment
+        env["DD_CNM_HTTP_ADDR"] = "127.0.0.1:\(port)"
+        env["DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS"] = "1"
+        env["DD_CNM_SAMPLE_INTERVAL"] = "0.5"
+        env["DD_CNM_TERMINAL"] = "never"
+        env["DD_LOG_LEVEL"] = "debug"
+        for (k, v) in extra { env[k] = v }
+        process.environment = env
+        let log = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    deinit { stop() }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    func get(_ path: String) async throws -> (status: Int, body: Data) {
+        let url = URL(string: "http://127.0.0.1:\(port)\(path)")!
+        var request = URLRequest(url: url)
+        request.timeoutInterval = 5
+        let (data, response) = try await URLSession.shared.data(for: request)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
+    }
+
+    func json(_ path: String) async throws -> [String: Any] {
+        let (status, body) = try await get(path)
+        guard status == 200, let object = try JSONSerialization.jsonObject(with: body) as? [String: Any] else {
+            throw TestFailure("GET \(path) answered \(status): \(String(decoding: body, as: UTF8.self))")
+        }
+        return object
+    }
+
+    func waitUntilHealthy() async throws {
+        _ = try await waitFor("the agent's /healthz (log: \(logPath))", timeout: .seconds(30)) {
+            guard process.isRunning else { throw TestFailure("the agent exited: \(log)") }
+            return (try? await get("/healthz"))?.status == 200 ? true : nil
+        }
+    }
+
+    /// The sequence number of the newest completed interval (0 before the first).
+    func latestSequence() async throws -> UInt64 {
+        let intervals = try await json("/api/v1/intervals")["intervals"] as? [[String: Any]] ?? []
+        return intervals.compactMap { ($0["sequence"] as? NSNumber)?.uint64Value }.max() ?? 0
+    }
+
+    /// Waits until `count` more intervals have completed after `sequence`.
+    func waitForIntervals(after sequence: UInt64, count: UInt64 = 1) async throws -> UInt64 {
+        try await waitFor("\(count) interval(s) after #\(sequence)") {
+            let latest = try await latestSequence()
+            return latest >= sequence + count ? latest : nil
+        }
+    }
+
+    /// Every connection reported in the intervals after `sequence`, as decoded JSON objects.
+    func connections(after sequence: UInt64) async throws -> [[String: Any]] {
+        let intervals = try await json("/api/v1/intervals?after=\(sequence)")["intervals"] as? [[String: Any]] ?? []
+        return intervals.flatMap { $0["connections"] as? [[String: Any]] ?? [] }
+    }
+}
+
+extension Dictionary where Key == String, Value == Any {
+    func int(_ key: String) -> Int { (self[key] as? NSNumber)?.intValue ?? -1 }
+    func address(_ key: String) -> [String: Any] { self[key] as? [String: Any] ?? [:] }
+    func port(_ key: String) -> Int { address(key).int("port") }
+    var tags: [String] { self["tags"] as? [String] ?? [] }
+}
