@@ -33,10 +33,10 @@ let package = Package(
 
         // Adapters to the system.
         .target(name: "CNMNetlink", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
-        .target(name: "CNMProcfs", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
+        .target(name: "CNMProcfs", dependencies: ["CNMModel"], swiftSettings: strict),
         .target(
             name: "CNMDocker",
-            dependencies: ["CNMModel", "CCurl", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CNMModel", "CCurl"],
             swiftSettings: strict
         ),
 

@@ -74,7 +74,7 @@ func forEachEntry(
 func listPIDs(in root: String) -> Result<[Int32], ReadFailure> {
     var pids: [Int32] = []
     let failure = forEachEntry(in: root) { _, name in
-        if let pid = parseDecimal(UnsafeBufferPointer(start: name, count: strlen(name))), pid <= Int32.max {
+        if let pid = parseDecimal(UnsafeRawBufferPointer(start: name, count: strlen(name))), pid <= Int32.max {
             pids.append(Int32(pid))
         }
         return true
@@ -103,10 +103,10 @@ func readLink(
 /// The N of `<kind>:[N]`, the form of socket fd and namespace links.
 func linkInode(_ target: UnsafeBufferPointer<UInt8>, kind: StaticString) -> UInt64? {
     let prefix = UnsafeBufferPointer(start: kind.utf8Start, count: kind.utf8CodeUnitCount)
-    guard target.count > prefix.count + 2, target.starts(with: prefix),
-        target[prefix.count] == UInt8(ascii: "["), target.last == UInt8(ascii: "]")
+    guard target.count > prefix.count + 3, target.starts(with: prefix), target[prefix.count] == UInt8(ascii: ":"),
+        target[prefix.count + 1] == UInt8(ascii: "["), target.last == UInt8(ascii: "]")
     else { return nil }
-    return parseDecimal(target[(prefix.count + 1)..<(target.count - 1)])
+    return parseDecimal(target[(prefix.count + 2)..<(target.count - 1)])
 }
 
 /// A non-empty run of ASCII digits that fits in 64 bits.
