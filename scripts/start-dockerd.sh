@@ -26,19 +26,22 @@ for tool in dockerd docker; do
 done
 
 # Docker here runs on cgroup v1: without the controller hierarchies mounted it cannot create
-# containers. Mount whatever is missing, the way cgroupfs-mount does.
+# containers. Mount whatever is missing, the way cgroupfs-mount does. A unified (cgroup2-only)
+# host needs nothing, and a directory made there would be a new cgroup, not a mount point.
 if ! mountpoint -q /sys/fs/cgroup; then
     mount -t tmpfs -o uid=0,gid=0,mode=0755 cgroup /sys/fs/cgroup
 fi
-while read -r subsys _ _ enabled; do
-    [[ $subsys == \#* || $enabled != 1 ]] && continue
-    dir=/sys/fs/cgroup/$subsys
-    if ! mountpoint -q "$dir"; then
-        mkdir -p "$dir"
-        # A controller may already be co-mounted with another one (cpu,cpuacct); that is fine.
-        mount -n -t cgroup -o "$subsys" cgroup "$dir" 2>/dev/null || rmdir "$dir" 2>/dev/null || true
-    fi
-done </proc/cgroups
+if [[ $(stat -fc %T /sys/fs/cgroup) != cgroup2fs ]]; then
+    while read -r subsys _ _ enabled; do
+        [[ $subsys == \#* || $enabled != 1 ]] && continue
+        dir=/sys/fs/cgroup/$subsys
+        if ! mountpoint -q "$dir"; then
+            mkdir -p "$dir"
+            # A controller may already be co-mounted with another (cpu,cpuacct): then leave it.
+            mount -n -t cgroup -o "$subsys" cgroup "$dir" 2>/dev/null || rmdir "$dir" 2>/dev/null || true
+        fi
+    done </proc/cgroups
+fi
 
 # A stale pid file from a daemon that died would stop the new one from starting.
 if [[ -f /var/run/docker.pid ]] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
@@ -46,7 +49,9 @@ if [[ -f /var/run/docker.pid ]] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev
 fi
 
 # No iptables: the kernel's netfilter set-up belongs to the tests, and no published ports are needed.
-nohup dockerd --iptables=false >>"$LOG" 2>&1 </dev/null &
+# setsid: the daemon outlives this script and is not killed with its caller's process group.
+echo "=== start-dockerd.sh $(date -Is)" >>"$LOG"
+setsid dockerd --iptables=false >>"$LOG" 2>&1 </dev/null &
 pid=$!
 
 deadline=$((SECONDS + DEADLINE_SECONDS))

@@ -1,0 +1,82 @@
+import CNMModel
+
+/// What the agent knows of one running container, from its inspect (and list entry).
+public struct ContainerMetadata: Sendable, Equatable {
+    /// The full 64-hex id.
+    public var id: String
+    /// Without Docker's leading `/`.
+    public var name: String
+    /// `Config.Image`: the image as given at creation, which may be an image id.
+    public var image: String?
+    /// The parsed image name; nil when the container was created from an image id, so its tags
+    /// are unknown.
+    public var imageReference: ImageReference?
+    public var labels: [String: String]
+    /// `Config.Env` as a map; a later duplicate wins, as it does for the process.
+    public var env: [String: String]
+    /// Every address the container has on any network, sorted, without duplicates.
+    public var ipAddresses: [IPAddress]
+
+    public init(
+        id: String,
+        name: String,
+        image: String? = nil,
+        imageReference: ImageReference? = nil,
+        labels: [String: String] = [:],
+        env: [String: String] = [:],
+        ipAddresses: [IPAddress] = []
+    ) {
+        self.id = id
+        self.name = name
+        self.image = image
+        self.imageReference = imageReference
+        self.labels = labels
+        self.env = env
+        self.ipAddresses = ipAddresses
+    }
+
+    /// Builds the metadata from an inspect, falling back to the list entry for what it lacks.
+    /// The image name is `Config.Image`, else the list's `Image`, whichever is a name and not an
+    /// image id or a prefix of the container's image id.
+    public init(inspect: DockerContainerInspect, summary: DockerContainerSummary? = nil) {
+        let imageID = inspect.image ?? summary?.imageID
+        let given = [inspect.config?.image, summary?.image].compactMap { $0 }
+        var env: [String: String] = [:]
+        for entry in inspect.config?.env ?? [] {
+            guard let equals = entry.firstIndex(of: "=") else { continue }
+            env[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+        }
+        let settings = inspect.networkSettings ?? summary?.networkSettings
+        let texts =
+            [settings?.ipAddress, settings?.globalIPv6Address]
+            + (settings?.networks ?? [:]).values.flatMap { [$0.ipAddress, $0.globalIPv6Address] }
+        let addresses = Set(texts.compactMap { $0.flatMap { IPAddress(parsing: $0) } })
+        let name = inspect.name ?? summary?.names?.first ?? ""
+        self.init(
+            id: inspect.id,
+            name: name.hasPrefix("/") ? String(name.dropFirst()) : name,
+            image: given.first,
+            imageReference: given.lazy
+                .filter { !Self.isPrefix($0, ofImageID: imageID) }
+                .compactMap { ImageReference(parsing: $0) }
+                .first,
+            labels: inspect.config?.labels ?? summary?.labels ?? [:],
+            env: env,
+            ipAddresses: addresses.sorted()
+        )
+    }
+
+    /// Datadog's container tags: `container_name`, `container_id`, then the image tags when the
+    /// image name is known.
+    public var tags: [String] {
+        (name.isEmpty ? [] : ["container_name:\(name)"]) + ["container_id:\(id)"] + (imageReference?.tags ?? [])
+    }
+
+    /// Whether `text` is the start of the image id, which is how `docker run 0cb40641836c`
+    /// records an image given by short id.
+    private static func isPrefix(_ text: String, ofImageID imageID: String?) -> Bool {
+        guard let imageID, !text.isEmpty, text.allSatisfy(\.isHexDigit) else { return false }
+        let hex = imageID.hasPrefix("sha256:") ? imageID.dropFirst(7) : Substring(imageID)
+        return hex.hasPrefix(text.lowercased())
+    }
+}

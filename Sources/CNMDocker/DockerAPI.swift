@@ -1,0 +1,80 @@
+// The few fields of Engine API responses the agent uses. Everything but the id is optional and
+// unknown fields are ignored, so responses from API 1.22 to today decode alike.
+
+/// One entry of `GET /containers/json`.
+public struct DockerContainerSummary: Decodable, Sendable, Equatable {
+    public var id: String
+    /// Names prefixed with `/`; more than one only with legacy links.
+    public var names: [String]?
+    /// The image as given at creation, or the image id once that name was moved to another image.
+    public var image: String?
+    public var imageID: String?
+    public var labels: [String: String]?
+    public var networkSettings: DockerNetworkSettings?
+
+    enum CodingKeys: String, CodingKey {
+        case id = "Id"
+        case names = "Names"
+        case image = "Image"
+        case imageID = "ImageID"
+        case labels = "Labels"
+        case networkSettings = "NetworkSettings"
+    }
+}
+
+/// The part of `GET /containers/{id}/json` the agent uses.
+public struct DockerContainerInspect: Decodable, Sendable, Equatable {
+    public struct Config: Decodable, Sendable, Equatable {
+        /// The image exactly as given when the container was created (a name, or an id).
+        public var image: String?
+        public var labels: [String: String]?
+        /// `NAME=value` entries.
+        public var env: [String]?
+
+        enum CodingKeys: String, CodingKey {
+            case image = "Image"
+            case labels = "Labels"
+            case env = "Env"
+        }
+    }
+
+    public var id: String
+    /// Prefixed with `/`.
+    public var name: String?
+    /// The image id (`sha256:…`, bare hex before API 1.22).
+    public var image: String?
+    public var config: Config?
+    public var networkSettings: DockerNetworkSettings?
+
+    enum CodingKeys: String, CodingKey {
+        case id = "Id"
+        case name = "Name"
+        case image = "Image"
+        case config = "Config"
+        case networkSettings = "NetworkSettings"
+    }
+}
+
+public struct DockerNetworkSettings: Decodable, Sendable, Equatable {
+    /// One endpoint per network the container is attached to, by network name.
+    public struct Endpoint: Decodable, Sendable, Equatable {
+        public var ipAddress: String?
+        public var globalIPv6Address: String?
+
+        enum CodingKeys: String, CodingKey {
+            case ipAddress = "IPAddress"
+            case globalIPv6Address = "GlobalIPv6Address"
+        }
+    }
+
+    /// The default bridge's addresses, duplicated here by daemons before API 1.44.
+    public var ipAddress: String?
+    public var globalIPv6Address: String?
+    public var networks: [String: Endpoint]?
+
+    enum CodingKeys: String, CodingKey {
+        case ipAddress = "IPAddress"
+        case globalIPv6Address = "GlobalIPv6Address"
+        case networks = "Networks"
+    }
+}
