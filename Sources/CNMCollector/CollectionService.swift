@@ -227,7 +227,7 @@ private final class Core: @unchecked Sendable {
         let closed: String =
             switch source.destroyNotificationsAvailable {
             case true?:
-                "final counters from the kernel's socket-destroy notifications (CAP_NET_ADMIN)"
+                "final counters from the kernel's socket-destroy notifications"
             default:
                 "sampled every \(configuration.sampleSeconds) s: destroy notifications unavailable"
                     + " (\(source.destroyUnavailableReason ?? "unknown")); a socket closing between two samples"

@@ -37,6 +37,10 @@ final class SockDiagSource {
     init(configuration: Configuration) {
         self.configuration = configuration
         self.scanner = SocketOwnerScanner(procRoot: configuration.hostProc)
+        if !configuration.destroyNotifications {
+            destroyNotificationsAvailable = false
+            destroyUnavailableReason = "turned off by DD_CNM_DESTROY_NOTIFICATIONS=false"
+        }
     }
 
     var namespaceCount: Int { namespaces.count }

@@ -43,6 +43,8 @@ public struct Configuration: Sendable, Equatable {
     public var terminal = TerminalOutput.auto
     /// Rows in the terminal table.
     public var tableRows = 20
+    /// Whether to take closed sockets' final counters from sock_diag destroy notifications.
+    public var destroyNotifications = true
 
     public init() {}
 
@@ -67,6 +69,7 @@ public struct Configuration: Sendable, Equatable {
         ("DD_CNM_SAMPLE_INTERVAL", "seconds, more than 0 (default 2)"),
         ("DD_CNM_TERMINAL", "auto, always or never"),
         ("DD_CNM_TABLE_ROWS", "whole number, at least 1 (default 20)"),
+        ("DD_CNM_DESTROY_NOTIFICATIONS", "true or false (default true; false: sample only)"),
     ]
 
     /// Reads the configuration from an environment. Unset and empty variables take their defaults.
@@ -118,6 +121,7 @@ public struct Configuration: Sendable, Equatable {
             terminal = parsed
         }
         tableRows = try reader.integer("DD_CNM_TABLE_ROWS", atLeast: 1) ?? 20
+        destroyNotifications = try reader.bool("DD_CNM_DESTROY_NOTIFICATIONS") ?? true
     }
 
     static func splitTags(_ text: String?) -> [String] {

@@ -1,0 +1,100 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Bad input around the agent costs what it must and nothing more: it keeps reporting.
+@Suite(
+    .serialized,
+    .enabled(if: Environment.isRoot, "needs root: the agent reads every process's sockets"),
+    .enabled(if: Environment.hasAgentBinary, "build the agent first (swift build): .build/debug/cnm-agent")
+)
+struct DegradationTests {
+    /// A stand-in Docker daemon on loopback that answers every request with the same status and body.
+    final class BadDockerAPI: @unchecked Sendable {
+        let port: UInt16
+        private let listener: TestSocket
+        private let thread: Thread
+
+        init(status: Int, body: String) throws {
+            let (listener, port) = try TestSocket.listener(v6: false)
+            self.listener = listener
+            self.port = port
+            let response = Array(
+                ("HTTP/1.1 \(status) X\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
+                    + "Connection: close\r\n\r\n\(body)").utf8
+            )
+            thread = Thread {
+                // Ends when the listener is shut down in deinit: accept then fails.
+                while case let fd = accept(listener.fd, nil, nil), fd >= 0 {
+                    var request = [UInt8](repeating: 0, count: 4096)
+                    _ = request.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                    _ = response.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    close(fd)
+                }
+            }
+            thread.start()
+        }
+
+        deinit {
+            _ = shutdown(listener.fd, Int32(SHUT_RDWR))
+            listener.close()
+        }
+    }
+
+    @Test(arguments: [(500, "{\"message\":\"boom\"}"), (200, "this is not json"), (200, "[{\"Id\": \"abc\", \"Names\"")])
+    func dockerAnsweringGarbageCostsOnlyTheTags(status: Int, body: String) async throws {
+        let docker = try BadDockerAPI(status: status, body: body)
+        let agent = try AgentProcess(environment: ["DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)"])
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        let before = try await agent.latestSequence()
+
+        let (listener, port) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: false, port: port)
+        let server = try listener.accept()
+        try client.send(1234)
+        try server.receive(1234)
+        let seen = try await agent.waitForIntervals(after: before, count: 3)
+        client.close()
+        server.close()
+
+        let sent = try await agent.connections(after: before)
+            .filter { $0.port("raddr") == Int(port) }
+            .map { $0.int("bytes_sent") }.reduce(0, +)
+        #expect(sent == 1234, "flows are reported without container tags")
+        let problems = try await agent.json("/status")["problems"] as? [String: Any] ?? [:]
+        #expect(problems.keys.contains { $0.hasPrefix("docker_") }, "the Docker failure is counted in /status: \(problems)")
+        #expect(seen >= before + 3)
+        let warnings = agent.log.split(separator: "\n").filter { $0.contains("no container tags") }
+        #expect(warnings.count == 1, "logged once, not per refresh: \(agent.log)")
+    }
+
+    /// Where destroy notifications cannot be had, sampling keeps every byte of a connection that lives
+    /// across a sample.
+    @Test func withoutDestroyNotificationsItSamplesAndSaysSo() async throws {
+        let agent = try AgentProcess(environment: ["DD_CNM_DESTROY_NOTIFICATIONS": "false"])
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        let status = try await agent.json("/status")
+        let closed = status["closed_connections"] as? String ?? ""
+        #expect(closed.hasPrefix("sampled every"), "\(closed)")
+
+        let before = try await agent.latestSequence()
+        let (listener, port) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: false, port: port)
+        let server = try listener.accept()
+        try client.send(4321)
+        try server.receive(4321)
+        // Held across a sample, the bytes are seen before the close.
+        _ = try await agent.waitForIntervals(after: before, count: 2)
+        client.close()
+        server.close()
+        let connections = try await waitFor("the closed connection") { () async throws -> [[String: Any]]? in
+            let all = try await agent.connections(after: before).filter { $0.port("raddr") == Int(port) }
+            return all.map { $0.int("tcp_closed") }.reduce(0, +) >= 1 ? all : nil
+        }
+        #expect(connections.map { $0.int("bytes_sent") }.reduce(0, +) == 4321)
+    }
+}
