@@ -8,14 +8,19 @@ connections=${CONNECTIONS:-10000}
 window=${WINDOW_SECONDS:-30}
 agent=.build/release/cnm-agent
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-ulimit -n $((connections * 2 + 1024))
-
-python3 scripts/hold-connections.py "$connections" > /tmp/cnm-bench-holder.log 2>&1 &
-holder=$!
-trap 'kill $holder ${agent_pid:-} 2>/dev/null || true' EXIT
-until grep -q ready /tmp/cnm-bench-holder.log; do
-    kill -0 $holder 2>/dev/null || { cat /tmp/cnm-bench-holder.log; exit 1; }
-    sleep 0.2
+# Each holder keeps 5,000 connections (10,000 fds): within the usual hard limit on open files.
+per_holder=5000
+holders=()
+trap 'kill ${holders[*]} ${agent_pid:-} 2>/dev/null || true' EXIT
+for ((left = connections; left > 0; left -= per_holder)); do
+    n=$((left < per_holder ? left : per_holder))
+    log=/tmp/cnm-bench-holder-$left.log
+    (ulimit -n $((n * 2 + 256)) && exec python3 scripts/hold-connections.py "$n") > "$log" 2>&1 &
+    holders+=($!)
+    until grep -q ready "$log"; do
+        kill -0 "${holders[-1]}" 2>/dev/null || { cat "$log"; exit 1; }
+        sleep 0.2
+    done
 done
 
 DD_CNM_HTTP_ADDR=127.0.0.1:$port DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=10 DD_CNM_SAMPLE_INTERVAL=1 \
