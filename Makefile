@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 # Build and runtime packages; docker.io and busybox-static serve the tests that need a real dockerd.
 BUILD_PACKAGES := libbpf-dev libelf-dev libcurl4-openssl-dev pkg-config
-TEST_PACKAGES := docker.io busybox-static iproute2 nftables
+TEST_PACKAGES := docker.io busybox-static iproute2 nftables zstd python3 curl
 
 .PHONY: deps test-deps build release run test fmt lint bench clean
 
