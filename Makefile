@@ -18,7 +18,7 @@ build: deps
 	swift build
 
 release: deps
-	swift build -c release
+	swift build -c release --static-swift-stdlib
 
 # Runs the agent on this host (as root: it reads every process's sockets).
 run: release

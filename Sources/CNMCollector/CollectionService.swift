@@ -111,9 +111,15 @@ public final class CollectionService: Service, Sendable {
             let end = Timestamp.now
             var connections = await onQueue { core.flush() }
             let tags = await tags(for: connections, requestTags: requestTags)
+            // One tag array per container, shared by all its connections.
+            var localTags: [String: [String]] = [:]
             for i in connections.indices {
-                connections[i].tags =
-                    configuration.hostTags + (connections[i].localContainerID.flatMap { tags[$0] } ?? [])
+                if let id = connections[i].localContainerID {
+                    if localTags[id] == nil { localTags[id] = configuration.hostTags + (tags[id] ?? []) }
+                    connections[i].tags = localTags[id]!
+                } else {
+                    connections[i].tags = configuration.hostTags
+                }
                 connections[i].remoteTags = connections[i].remoteContainerID.flatMap { tags[$0] } ?? []
             }
             let report = IntervalReport(sequence: sequence, start: intervalStart, end: end, connections: connections)
@@ -202,9 +208,11 @@ private final class Core: @unchecked Sendable {
     func sample(baseline: Bool) -> SampleResult {
         let started = monotonicMicros()
         var problems: [String: (UInt64, String)] = [:]
-        let poll = source.poll(tracker: tracker, baseline: baseline, problems: &problems)
+        let poll = source.poll(baseline: baseline, problems: &problems)
         let droppedBefore = tracker.health.droppedTableFull
         tracker.apply(poll)
+        let owners = source.owners(for: tracker.inodesWithoutOwner)
+        tracker.assignOwners(owners)
         if tracker.health.droppedTableFull > droppedBefore {
             problems["table_full"] = (
                 tracker.health.droppedTableFull - droppedBefore,
@@ -215,13 +223,13 @@ private final class Core: @unchecked Sendable {
         addDelta(&problems, "proc_vanished", scan.vanished, lastScanHealth.vanished, "a process exited while /proc was read")
         addDelta(
             &problems, "proc_permission_denied", scan.permissionDenied, lastScanHealth.permissionDenied,
-            "a process's fd directory could not be read (the agent needs SYS_PTRACE to see other processes' sockets)"
+            "a process's fd directory could not be read: permission denied (the agent lacks SYS_PTRACE, or a capability that process holds)"
         )
         addDelta(&problems, "proc_malformed", scan.malformed, lastScanHealth.malformed, "an unreadable /proc file")
         lastScanHealth = scan
         for (kind, problem) in problems { problemLog.report(kind, problem.1) }
         var unknown = false
-        for owner in poll.owners.values {
+        for owner in owners.values {
             if let id = owner.containerID, knownContainers.insert(id).inserted { unknown = true }
         }
         let closed: String =

@@ -11,17 +11,24 @@ public final class ReportStore: Sendable {
 
     /// Reports kept for readers that poll less often than the interval (`/api/v1/intervals`).
     public let retained: Int
+    /// Connections kept in reports older than the latest: memory stays bounded on busy hosts,
+    /// where the latest report alone may hold tens of thousands.
+    public let retainedConnections: Int
     private let state: Mutex<State>
 
-    public init(status: AgentStatus, retained: Int = 16) {
+    public init(status: AgentStatus, retained: Int = 16, retainedConnections: Int = 10_000) {
         self.retained = retained
+        self.retainedConnections = retainedConnections
         self.state = Mutex(State(status: status))
     }
 
     public func publish(_ report: IntervalReport) {
         state.withLock {
             $0.recent.append(report)
-            if $0.recent.count > retained { $0.recent.removeFirst($0.recent.count - retained) }
+            var older = $0.recent.dropLast().reduce(0) { $0 + $1.connections.count }
+            while $0.recent.count > 1 && ($0.recent.count > retained || older > retainedConnections) {
+                older -= $0.recent.removeFirst().connections.count
+            }
         }
     }
 

@@ -16,10 +16,6 @@ final class SockDiagSource {
     private var scanner: SocketOwnerScanner
     private let ownNamespace = SocketOwnerScanner.ownNetworkNamespace()
     private var namespaces: [UInt64: Namespace] = [:]
-    /// How often an inode was looked for without finding its process (an accepted socket can exist
-    /// before `accept` gives it an fd); after a few tries it is left unowned.
-    private var ownerLookups: [UInt64: Int] = [:]
-    private let maxOwnerLookups = 3
     private(set) var destroyNotificationsAvailable: Bool?
     private(set) var destroyUnavailableReason: String?
 
@@ -48,7 +44,7 @@ final class SockDiagSource {
 
     /// Reads every namespace once. Problems are counted into `status`, never thrown: one namespace
     /// failing does not cost the others their data.
-    func poll(tracker: ConnectionTracker, baseline: Bool, problems: inout [String: (UInt64, String)]) -> Poll {
+    func poll(baseline: Bool, problems: inout [String: (UInt64, String)]) -> Poll {
         var poll = Poll(isBaseline: baseline)
         let ended = refreshNamespaces(problems: &problems)
         // A namespace that ended still delivers the destroy notifications of its last sockets.
@@ -58,7 +54,6 @@ final class SockDiagSource {
             }
             poll.endedNamespaces.insert(netns)
         }
-        var inodes = Set<UInt64>()
         for (netns, ns) in namespaces {
             var observations: [SocketObservation] = []
             var complete = true
@@ -72,7 +67,6 @@ final class SockDiagSource {
                 }
             }
             if complete { poll.dumps[netns] = observations }
-            for o in observations where !o.isListener && o.inode != 0 { inodes.insert(o.inode) }
             if let destroy = ns.destroy {
                 do {
                     let drained = try destroy.drain(netns: netns)
@@ -90,7 +84,6 @@ final class SockDiagSource {
                 }
             }
         }
-        poll.owners = owners(for: inodes, tracker: tracker)
         return poll
     }
 
@@ -99,13 +92,10 @@ final class SockDiagSource {
             && (o.family == .v4 || configuration.ipv6Enabled)
     }
 
-    private func owners(for inodes: Set<UInt64>, tracker: ConnectionTracker) -> [UInt64: SocketOwner] {
-        let wanted = tracker.inodesNeedingOwner(among: inodes).filter { (ownerLookups[$0] ?? 0) < maxOwnerLookups }
-        ownerLookups = ownerLookups.filter { inodes.contains($0.key) }
-        guard !wanted.isEmpty else { return [:] }
-        let found = scanner.owners(for: wanted)
-        for inode in wanted where found[inode] == nil { ownerLookups[inode, default: 0] += 1 }
-        return found
+    /// The processes holding these socket inodes, as far as `/proc` shows them. The scanner walks
+    /// `/proc` only for inodes it has never looked for.
+    func owners(for inodes: Set<UInt64>) -> [UInt64: SocketOwner] {
+        inodes.isEmpty ? [:] : scanner.owners(for: inodes)
     }
 
     /// Opens sockets in namespaces that appeared; returns those of namespaces that ended.

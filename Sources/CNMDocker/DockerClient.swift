@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Asks a Docker daemon about its containers over the Engine API. Paths carry no API version, so
 /// the daemon answers in its own, and decoding tolerates every version since 1.22.
@@ -65,10 +66,23 @@ public struct DockerClient: Sendable {
         try await decode([DockerContainerSummary].self, path: "/containers/json")
     }
 
+    /// Every byte but ASCII letters and digits as `%XX`: an id or name is one path segment, whatever it holds.
+    static func percentEncoded(_ segment: String) -> String {
+        var out = ""
+        for byte in segment.utf8 {
+            let c = Character(Unicode.Scalar(byte))
+            if byte < 0x80 && (c.isLetter || c.isNumber) {
+                out.append(c)
+            } else {
+                out += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xF, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+
     /// `GET /containers/{id}/json`.
     public func inspectContainer(id: String) async throws(DockerError) -> DockerContainerInspect {
-        let escaped = id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id
-        return try await decode(DockerContainerInspect.self, path: "/containers/\(escaped)/json")
+        return try await decode(DockerContainerInspect.self, path: "/containers/\(Self.percentEncoded(id))/json")
     }
 
     /// Lists the running containers and inspects each. A container that is gone by the time it is

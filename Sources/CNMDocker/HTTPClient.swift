@@ -1,6 +1,6 @@
 import CCurl
 import Dispatch
-import Foundation
+import FoundationEssentials
 
 /// One HTTP request as libcurl will make it.
 public struct HTTPRequest: Sendable {

@@ -65,6 +65,8 @@ public struct ConnectionTracker: Sendable {
         var finReceived: Bool
         var missingPasses = 0
         var closed = false
+        /// The last pass whose dump listed this socket.
+        var seenInPass: UInt64 = 0
     }
 
     private struct ListenerKey: Hashable {
@@ -76,6 +78,8 @@ public struct ConnectionTracker: Sendable {
     public let maxTracked: Int
     public private(set) var health = Health()
     private var sockets: [SocketID: Tracked] = [:]
+    /// Followed sockets whose process is not known yet, by inode: what the process scan looks for.
+    private var unowned: [UInt64: SocketID] = [:]
     /// Listening sockets per namespace, with the pass they were last seen in: remembered for a while
     /// after they close, since a server may stop listening once it has accepted (`nc -l`).
     private var listeners: [UInt64: [ListenerKey: UInt64]] = [:]
@@ -89,11 +93,15 @@ public struct ConnectionTracker: Sendable {
         self.maxTracked = maxTracked
     }
 
-    /// The inodes among `inodes` whose owner is not known yet: what the process scan should look for.
-    public func inodesNeedingOwner(among inodes: Set<UInt64>) -> Set<UInt64> {
-        var owned = Set<UInt64>()
-        for s in sockets.values where s.owner != nil { owned.insert(s.observation.inode) }
-        return inodes.subtracting(owned)
+    /// Inodes of followed sockets whose owner is not known yet.
+    public var inodesWithoutOwner: Set<UInt64> { Set(unowned.keys) }
+
+    /// Gives sockets the owners the process scan found for their inodes.
+    public mutating func assignOwners(_ owners: [UInt64: SocketOwner]) {
+        for (inode, owner) in owners {
+            guard let id = unowned.removeValue(forKey: inode), let index = sockets.index(forKey: id) else { continue }
+            sockets.values[index].owner = owner
+        }
     }
 
     public mutating func apply(_ poll: Poll) {
@@ -107,11 +115,9 @@ public struct ConnectionTracker: Sendable {
             listeners[netns] = known
         }
         for netns in poll.endedNamespaces { listeners[netns] = nil }
-        var seen = Set<SocketID>()
         for (_, observations) in poll.dumps {
             // TIME_WAIT entries are what is left after a full socket was destroyed: no counters.
             for o in observations where !o.isListener && o.state != .timeWait {
-                seen.insert(o.id)
                 observe(o, owners: poll.owners, baseline: poll.isBaseline, final: false)
             }
         }
@@ -120,16 +126,20 @@ public struct ConnectionTracker: Sendable {
         }
         // Sockets missing from a complete dump of their namespace have closed, and so have all
         // sockets of a namespace that ended.
-        for (id, var s) in sockets where !s.closed {
-            let ended = poll.endedNamespaces.contains(id.netns)
-            guard ended || (poll.dumps[id.netns] != nil && !seen.contains(id)) else { continue }
-            s.missingPasses += 1
-            if ended || !poll.destroyNotified.contains(id.netns) || s.missingPasses > destroyGracePasses {
-                s.closed = true
-                s.pending.tcpClosed += s.observation.transport == .tcp ? 1 : 0
-                if s.observation.counters != nil { health.closedWithoutFinalCounters += 1 }
+        var index = sockets.startIndex
+        while index != sockets.endIndex {
+            defer { index = sockets.index(after: index) }
+            let netns = sockets.keys[index].netns
+            guard !sockets.values[index].closed, sockets.values[index].seenInPass != pass else { continue }
+            let ended = poll.endedNamespaces.contains(netns)
+            guard ended || poll.dumps[netns] != nil else { continue }
+            sockets.values[index].missingPasses += 1
+            if ended || !poll.destroyNotified.contains(netns)
+                || sockets.values[index].missingPasses > destroyGracePasses
+            {
+                Self.close(&sockets.values[index])
+                if sockets.values[index].observation.counters != nil { health.closedWithoutFinalCounters += 1 }
             }
-            sockets[id] = s
         }
         health.tracked = sockets.count
     }
@@ -141,21 +151,11 @@ public struct ConnectionTracker: Sendable {
         final: Bool
     ) {
         let finNow = o.state == .closeWait || o.state == .lastAck || o.state == .closing
-        if var s = sockets[o.id] {
-            guard !s.closed else { return }
-            s.finReceived = s.finReceived || finNow || (final && s.observation.state.isSynchronized)
-            account(&s, o)
-            if s.owner == nil, o.inode != 0 { s.owner = owners[o.inode] }
-            if !s.establishedCounted && o.state.isSynchronized && o.transport == .tcp {
-                s.establishedCounted = true
-                s.pending.tcpEstablished += 1
-            }
-            s.missingPasses = 0
-            if final {
-                s.closed = true
-                if o.transport == .tcp { s.pending.tcpClosed += 1 }
-            }
-            sockets[o.id] = s
+        if let index = sockets.index(forKey: o.id) {
+            // Updated in place: a socket's state is not copied out and back on every pass.
+            let regressed = Self.update(&sockets.values[index], o, owners: owners, final: final, pass: pass)
+            if regressed { health.counterRegressions += 1 }
+            if final, sockets.values[index].owner == nil { unowned[o.inode] = nil }
             return
         }
         guard sockets.count < maxTracked else {
@@ -175,31 +175,61 @@ public struct ConnectionTracker: Sendable {
             establishedCounted: synchronized || baseline,
             finReceived: finNow || (final && synchronized)
         )
+        s.seenInPass = final ? 0 : pass
         if baseline {
             s.rawAccounted = o.counters ?? .zero
             s.finSubtracted = s.finReceived
         } else {
-            account(&s, o)
+            if Self.account(&s, o) { health.counterRegressions += 1 }
             if synchronized && o.transport == .tcp { s.pending.tcpEstablished += 1 }
         }
-        if final {
-            s.closed = true
-            if o.transport == .tcp { s.pending.tcpClosed += 1 }
-        }
+        if final { Self.close(&s) }
+        if s.owner == nil && o.inode != 0 && !final { unowned[o.inode] = o.id }
         sockets[o.id] = s
     }
 
-    private mutating func account(_ s: inout Tracked, _ o: SocketObservation) {
+    /// A later observation of a followed socket. Returns true when its counters went backwards.
+    private static func update(
+        _ s: inout Tracked,
+        _ o: SocketObservation,
+        owners: [UInt64: SocketOwner],
+        final: Bool,
+        pass: UInt64
+    ) -> Bool {
+        guard !s.closed else { return false }
+        let finNow = o.state == .closeWait || o.state == .lastAck || o.state == .closing
+        s.finReceived = s.finReceived || finNow || (final && s.observation.state.isSynchronized)
+        let regressed = account(&s, o)
+        if s.owner == nil, o.inode != 0, let owner = owners[o.inode] { s.owner = owner }
+        if !s.establishedCounted && o.state.isSynchronized && o.transport == .tcp {
+            s.establishedCounted = true
+            s.pending.tcpEstablished += 1
+        }
+        s.missingPasses = 0
+        if !final { s.seenInPass = pass }
+        if final { close(&s) }
+        return regressed
+    }
+
+    private static func close(_ s: inout Tracked) {
+        s.closed = true
+        if s.observation.transport == .tcp { s.pending.tcpClosed += 1 }
+    }
+
+    /// Adds what the kernel's counters moved since the last read. Returns true when they went backwards.
+    private static func account(_ s: inout Tracked, _ o: SocketObservation) -> Bool {
+        let inode = s.observation.inode
         s.observation = o
+        // A destroy notification has no inode any more; keep the one the socket was known by.
+        if o.inode == 0 { s.observation.inode = inode }
         if o.rttMicros != 0 {
             s.pending.rttMicros = o.rttMicros
             s.pending.rttVarMicros = o.rttVarMicros
         }
-        guard let now = o.counters else { return }
+        guard let now = o.counters else { return false }
         guard var delta = now.since(s.rawAccounted) else {
-            health.counterRegressions += 1
             s.rawAccounted = now
-            return
+            return true
         }
         // `bytes_received` counts the peer's FIN as one byte. It can only be in this delta if the
         // delta received anything, which keeps a reset connection (no FIN) exact when no data came.
@@ -209,6 +239,7 @@ public struct ConnectionTracker: Sendable {
         }
         s.pending.add(delta)
         s.rawAccounted = now
+        return false
     }
 
     private func direction(of o: SocketObservation) -> ConnectionDirection {
@@ -281,14 +312,9 @@ public struct ConnectionTracker: Sendable {
                 )
             }
         }
-        for (id, var s) in sockets {
-            if s.closed {
-                sockets[id] = nil
-            } else {
-                s.pending = ConnectionStats()
-                sockets[id] = s
-            }
-        }
+        sockets = sockets.filter { !$0.value.closed }
+        for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
+        unowned = unowned.filter { sockets[$0.value] != nil }
         health.tracked = sockets.count
         return grouped.values.sorted { ($0.stats.bytesSent + $0.stats.bytesReceived) > ($1.stats.bytesSent + $1.stats.bytesReceived) }
     }

@@ -1,6 +1,7 @@
 import CNMCollector
 import CNMModel
-import Foundation
+import FoundationEssentials
+import Glibc
 import Hummingbird
 import Logging
 import NIOCore

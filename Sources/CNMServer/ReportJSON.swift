@@ -1,6 +1,6 @@
 import CNMCollector
 import CNMModel
-import Foundation
+import FoundationEssentials
 
 /// The JSON contract of `/api/v1/connections`. Fields may be added; these stay.
 struct ReportJSON: Encodable {

@@ -1,7 +1,8 @@
 import CNMCollector
 import CNMModel
 import CNMServer
-import Foundation
+import FoundationEssentials
+import Glibc
 import Logging
 import ServiceLifecycle
 
@@ -9,8 +10,19 @@ import ServiceLifecycle
 let exitConfigurationError: Int32 = 78
 let version = "0.1.0"
 
+/// Writes all of `text` to a file descriptor (the terminal table can exceed one pipe write).
+func write(to fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { return }
+        bytes = bytes.dropFirst(n)
+    }
+}
+
 func fail(_ line: String) -> Never {
-    FileHandle.standardError.write(Data("cnm-agent: \(line)\n".utf8))
+    write(to: STDERR_FILENO, "cnm-agent: \(line)\n")
     exit(exitConfigurationError)
 }
 
@@ -56,7 +68,7 @@ let collector = CollectionService(configuration: configuration, hostname: hostna
     report in
     guard terminal else { return }
     let table = TerminalTable.render(report, rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds)
-    FileHandle.standardOutput.write(Data(table.utf8))
+    write(to: STDOUT_FILENO, table)
 }
 let api = APIServer.application(store: store, address: configuration.httpAddress, logger: logger) { .now }
 let group = ServiceGroup(

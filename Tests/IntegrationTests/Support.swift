@@ -117,7 +117,7 @@ final class AgentProcess {
     func get(_ path: String) async throws -> (status: Int, body: Data) {
         let url = URL(string: "http://127.0.0.1:\(port)\(path)")!
         var request = URLRequest(url: url)
-        request.timeoutInterval = 5
+        request.timeoutInterval = 15
         let (data, response) = try await URLSession.shared.data(for: request)
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
