@@ -45,7 +45,7 @@ let package = Package(
         .target(
             name: "CNMCollector",
             dependencies: [
-                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker",
+                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -67,7 +67,7 @@ let package = Package(
         .executableTarget(
             name: "cnm-agent",
             dependencies: [
-                "CNMModel", "CNMCollector", "CNMServer",
+                "CNMModel", "CNMCollector", "CNMServer", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -7,6 +7,7 @@
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <linux/tcp.h>
+#include <malloc.h>
 #include <sched.h>
 #include <stddef.h>
 #include <string.h>
@@ -156,3 +157,7 @@ int cnm_linux_netlink_port_id(int fd, uint32_t *port_id) {
     *port_id = address.nl_pid;
     return 0;
 }
+
+int cnm_linux_malloc_limit_arenas(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
+
+int cnm_linux_malloc_trim(void) { return malloc_trim(0); }

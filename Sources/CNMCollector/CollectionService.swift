@@ -1,3 +1,4 @@
+import CLinux
 import CNMDocker
 import CNMModel
 import CNMProcfs
@@ -220,7 +221,8 @@ private final class Core: @unchecked Sendable {
             )
         }
         let scan = source.scanHealth
-        addDelta(&problems, "proc_vanished", scan.vanished, lastScanHealth.vanished, "a process exited while /proc was read")
+        addDelta(
+            &problems, "proc_vanished", scan.vanished, lastScanHealth.vanished, "a process exited while /proc was read")
         addDelta(
             &problems, "proc_permission_denied", scan.permissionDenied, lastScanHealth.permissionDenied,
             "a process's fd directory could not be read: permission denied (the agent lacks SYS_PTRACE, or a capability that process holds)"
@@ -251,7 +253,10 @@ private final class Core: @unchecked Sendable {
         )
     }
 
-    func flush() -> [Connection] { tracker.flush() }
+    func flush() -> [Connection] {
+        defer { _ = cnm_linux_malloc_trim() }
+        return tracker.flush()
+    }
 
     private func addDelta(
         _ problems: inout [String: (UInt64, String)],

@@ -74,7 +74,8 @@ public struct DockerClient: Sendable {
             if byte < 0x80 && (c.isLetter || c.isNumber) {
                 out.append(c)
             } else {
-                out += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xF, radix: 16, uppercase: true)
+                out +=
+                    "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xF, radix: 16, uppercase: true)
             }
         }
         return out

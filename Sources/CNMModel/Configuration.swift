@@ -154,7 +154,8 @@ public struct Configuration: Sendable, Equatable {
             host = text[..<colon]
             portText = text[text.index(after: colon)...]
             let isName =
-                !host.isEmpty && host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }
+                !host.isEmpty
+                && host.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }
             guard case .v4? = IPAddress(parsing: host) else {
                 guard host == "localhost" || (allowNames && isName) else { return nil }
                 return UInt16(portText).flatMap { $0 > 0 ? ListenAddress(host: String(host), port: $0) : nil }

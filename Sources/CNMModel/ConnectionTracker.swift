@@ -110,7 +110,8 @@ public struct ConnectionTracker: Sendable {
             var known = listeners[netns, default: [:]].filter { pass - $0.value < listenerMemoryPasses }
             for o in observations where o.isListener && o.local.port != 0 {
                 let any = o.local.address.isUnspecified
-                known[ListenerKey(transport: o.transport, port: o.local.port, address: any ? nil : o.local.address)] = pass
+                known[ListenerKey(transport: o.transport, port: o.local.port, address: any ? nil : o.local.address)] =
+                    pass
             }
             listeners[netns] = known
         }
@@ -316,7 +317,8 @@ public struct ConnectionTracker: Sendable {
         for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { sockets[$0.value] != nil }
         health.tracked = sockets.count
-        return grouped.values.sorted { ($0.stats.bytesSent + $0.stats.bytesReceived) > ($1.stats.bytesSent + $1.stats.bytesReceived) }
+        return grouped.values.sorted {
+            ($0.stats.bytesSent + $0.stats.bytesReceived) > ($1.stats.bytesSent + $1.stats.bytesReceived)
+        }
     }
 }
-

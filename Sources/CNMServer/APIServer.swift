@@ -30,7 +30,9 @@ public enum APIServer {
             return try json(["intervals": reports])
         }
         router.get("/status") { _, _ in
-            try json(StatusJSON(s: store.status, connectionsInLastReport: store.latest?.connections.count ?? 0, now: clock()))
+            try json(
+                StatusJSON(s: store.status, connectionsInLastReport: store.latest?.connections.count ?? 0, now: clock())
+            )
         }
         router.get("/healthz") { _, _ in
             store.status.firstCollectionDone

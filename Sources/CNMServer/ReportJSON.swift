@@ -160,7 +160,8 @@ struct StatusJSON: Encodable {
         try e.encode(s.hostname, forKey: .hostname)
         try e.encode(s.mode.rawValue, forKey: .mode)
         try e.encode(s.modeReason, forKey: .modeReason)
-        try e.encode(s.strategies.map { StrategyJSON(name: $0.name, chosen: $0.chosen, reason: $0.reason) }, forKey: .strategies)
+        try e.encode(
+            s.strategies.map { StrategyJSON(name: $0.name, chosen: $0.chosen, reason: $0.reason) }, forKey: .strategies)
         try e.encode(s.intervalSeconds, forKey: .intervalSeconds)
         try e.encode(s.sampleSeconds, forKey: .sampleSeconds)
         try e.encode(s.closedConnections, forKey: .closedConnections)
@@ -190,5 +191,6 @@ struct StatusJSON: Encodable {
 /// RFC 3339 in UTC with milliseconds.
 func formatTimestamp(_ t: Timestamp) -> String {
     let date = Date(timeIntervalSince1970: Double(t.nanoseconds) / 1e9)
-    return date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    return date.formatted(
+        .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
 }

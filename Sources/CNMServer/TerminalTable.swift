@@ -47,7 +47,9 @@ public enum TerminalTable {
     }
 
     static func remoteName(_ c: Connection) -> String {
-        let who = tag(c.remoteTags, "container_name") ?? c.remoteProcessName.map { name in c.remotePid.map { "\(name)[\($0)]" } ?? name }
+        let who =
+            tag(c.remoteTags, "container_name")
+            ?? c.remoteProcessName.map { name in c.remotePid.map { "\(name)[\($0)]" } ?? name }
         return who.map { "\($0) \(c.key.remote)" } ?? c.key.remote.description
     }
 

@@ -1,3 +1,4 @@
+import CLinux
 import CNMCollector
 import CNMModel
 import CNMServer
@@ -25,6 +26,9 @@ func fail(_ line: String) -> Never {
     write(to: STDERR_FILENO, "cnm-agent: \(line)\n")
     exit(exitConfigurationError)
 }
+
+// Two arenas are enough for a collection thread and the HTTP server; more only strand freed memory.
+_ = cnm_linux_malloc_limit_arenas(2)
 
 let configuration: Configuration
 do {
@@ -67,7 +71,8 @@ let terminal: Bool =
 let collector = CollectionService(configuration: configuration, hostname: hostname, store: store, logger: logger) {
     report in
     guard terminal else { return }
-    let table = TerminalTable.render(report, rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds)
+    let table = TerminalTable.render(
+        report, rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds)
     write(to: STDOUT_FILENO, table)
 }
 let api = APIServer.application(store: store, address: configuration.httpAddress, logger: logger) { .now }

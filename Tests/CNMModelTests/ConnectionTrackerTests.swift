@@ -59,7 +59,8 @@ private struct Kernel {
             Poll(
                 dumps: [
                     Kernel.netns: [
-                        Kernel.listener(port: 80), Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 11, sent: 100, received: 40),
+                        Kernel.listener(port: 80),
+                        Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 11, sent: 100, received: 40),
                         Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 12, sent: 40, received: 100),
                     ]
                 ],
@@ -80,8 +81,11 @@ private struct Kernel {
             Poll(
                 dumps: [
                     Kernel.netns: [
-                        Kernel.listener(port: 80), Kernel.tcp(cookie: 1, local: 5000, remote: 80, state: .finWait2, inode: 11, sent: 150, received: 40),
-                        Kernel.tcp(cookie: 2, local: 80, remote: 5000, state: .closeWait, inode: 12, sent: 40, received: 151),
+                        Kernel.listener(port: 80),
+                        Kernel.tcp(
+                            cookie: 1, local: 5000, remote: 80, state: .finWait2, inode: 11, sent: 150, received: 40),
+                        Kernel.tcp(
+                            cookie: 2, local: 80, remote: 5000, state: .closeWait, inode: 12, sent: 40, received: 151),
                     ]
                 ],
                 destroyNotified: [Kernel.netns],
@@ -115,7 +119,9 @@ private struct Kernel {
 
     @Test func baselineSocketsStartFromTheirCurrentCounters() {
         var t = ConnectionTracker(maxTracked: 10)
-        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 7, local: 1, remote: 2, sent: 1_000_000)]], isBaseline: true))
+        t.apply(
+            Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 7, local: 1, remote: 2, sent: 1_000_000)]], isBaseline: true)
+        )
         t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 7, local: 1, remote: 2, sent: 1_000_010)]]))
         let c = t.flush()
         #expect(c.count == 1)
@@ -140,8 +146,11 @@ private struct Kernel {
         var t = ConnectionTracker(maxTracked: 10)
         let first = SocketOwner(pid: 42, processName: "old", containerID: "aaa")
         let second = SocketOwner(pid: 42, processName: "new", containerID: "bbb")
-        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 4000, remote: 80, inode: 5)]], owners: [5: first]))
-        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 2, local: 4001, remote: 80, inode: 6)]], owners: [6: second]))
+        t.apply(
+            Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 4000, remote: 80, inode: 5)]], owners: [5: first]))
+        t.apply(
+            Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 2, local: 4001, remote: 80, inode: 6)]], owners: [6: second])
+        )
         let c = t.flush()
         #expect(c.first { $0.key.local.port == 4000 }?.localContainerID == "aaa")
         #expect(c.first { $0.key.local.port == 4001 }?.localContainerID == "bbb")
@@ -151,7 +160,10 @@ private struct Kernel {
     @Test func vanishedSocketWaitsForItsDestroyNotification() {
         var t = ConnectionTracker(maxTracked: 10)
         let notified: Set<UInt64> = [Kernel.netns]
-        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, sent: 10)]], destroyNotified: notified))
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, sent: 10)]], destroyNotified: notified
+            ))
         // Gone from the dump, the notification not read yet: not closed, nothing lost.
         t.apply(Poll(dumps: [Kernel.netns: []], destroyNotified: notified))
         #expect(t.flush().first?.stats.tcpClosed == 0)
@@ -172,14 +184,20 @@ private struct Kernel {
         var t = ConnectionTracker(maxTracked: 10)
         t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, received: 70)]]))
         // The peer reset it: no FIN, bytes_received unchanged. Nothing may be taken off.
-        t.apply(Poll(dumps: [Kernel.netns: []], destroyed: [Kernel.tcp(cookie: 1, local: 1, remote: 2, state: .close, received: 70)]))
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: []],
+                destroyed: [Kernel.tcp(cookie: 1, local: 1, remote: 2, state: .close, received: 70)]))
         #expect(t.flush().first?.stats.bytesReceived == 70)
         #expect(t.health.counterRegressions == 0)
     }
 
     @Test func socketSeenOnlyInItsDestroyNotification() {
         var t = ConnectionTracker(maxTracked: 10)
-        t.apply(Poll(dumps: [Kernel.netns: []], destroyed: [Kernel.tcp(cookie: 9, local: 1, remote: 2, state: .close, sent: 300, received: 201)]))
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: []],
+                destroyed: [Kernel.tcp(cookie: 9, local: 1, remote: 2, state: .close, sent: 300, received: 201)]))
         let c = t.flush()
         #expect(c.first?.stats.bytesSent == 300)
         #expect(c.first?.stats.bytesReceived == 200)
@@ -198,7 +216,8 @@ private struct Kernel {
 
     @Test func fullTableDropsAndCounts() {
         var t = ConnectionTracker(maxTracked: 2)
-        t.apply(Poll(dumps: [Kernel.netns: (1...5).map { Kernel.tcp(cookie: UInt64($0), local: UInt16($0), remote: 80) }]))
+        t.apply(
+            Poll(dumps: [Kernel.netns: (1...5).map { Kernel.tcp(cookie: UInt64($0), local: UInt16($0), remote: 80) }]))
         #expect(t.health.tracked == 2)
         #expect(t.health.droppedTableFull == 3)
         #expect(t.flush().count == 2)
@@ -207,10 +226,11 @@ private struct Kernel {
     @Test func loopbackPeersOnlyMatchInTheirOwnNamespace() {
         var t = ConnectionTracker(maxTracked: 10)
         t.apply(
-            Poll(dumps: [
-                1: [Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 1, netns: 1)],
-                2: [Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2)],
-            ], owners: [1: client, 2: server])
+            Poll(
+                dumps: [
+                    1: [Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 1, netns: 1)],
+                    2: [Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2)],
+                ], owners: [1: client, 2: server])
         )
         let c = t.flush()
         #expect(c.count == 2)
@@ -222,10 +242,15 @@ private struct Kernel {
         let a = IPAddress.v4(0xAC11_0002)
         let b = IPAddress.v4(0xAC11_0003)
         t.apply(
-            Poll(dumps: [
-                1: [Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 1, netns: 1, address: a, remoteAddress: b)],
-                2: [Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2, address: b, remoteAddress: a)],
-            ], owners: [1: client, 2: server])
+            Poll(
+                dumps: [
+                    1: [
+                        Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 1, netns: 1, address: a, remoteAddress: b)
+                    ],
+                    2: [
+                        Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2, address: b, remoteAddress: a)
+                    ],
+                ], owners: [1: client, 2: server])
         )
         let c = t.flush()
         #expect(c.first { $0.key.netns == 1 }?.remotePid == 100)

@@ -41,7 +41,9 @@ struct DegradationTests {
         }
     }
 
-    @Test(arguments: [(500, "{\"message\":\"boom\"}"), (200, "this is not json"), (200, "[{\"Id\": \"abc\", \"Names\"")])
+    @Test(arguments: [
+        (500, "{\"message\":\"boom\"}"), (200, "this is not json"), (200, "[{\"Id\": \"abc\", \"Names\""),
+    ])
     func dockerAnsweringGarbageCostsOnlyTheTags(status: Int, body: String) async throws {
         let docker = try BadDockerAPI(status: status, body: body)
         let agent = try AgentProcess(environment: ["DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)"])
@@ -64,7 +66,8 @@ struct DegradationTests {
             .map { $0.int("bytes_sent") }.reduce(0, +)
         #expect(sent == 1234, "flows are reported without container tags")
         let problems = try await agent.json("/status")["problems"] as? [String: Any] ?? [:]
-        #expect(problems.keys.contains { $0.hasPrefix("docker_") }, "the Docker failure is counted in /status: \(problems)")
+        #expect(
+            problems.keys.contains { $0.hasPrefix("docker_") }, "the Docker failure is counted in /status: \(problems)")
         #expect(seen >= before + 3)
         let warnings = agent.log.split(separator: "\n").filter { $0.contains("no container tags") }
         #expect(warnings.count == 1, "logged once, not per refresh: \(agent.log)")

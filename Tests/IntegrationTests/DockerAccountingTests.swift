@@ -46,7 +46,9 @@ struct DockerAccountingTests {
         let served = try await waitFor("the server's connection reported closed", timeout: .seconds(30)) {
             () async throws -> [[String: Any]]? in
             let all = try await agent.connections(after: before)
-            let mine = all.filter { $0.port("laddr") == 8080 && $0.address("laddr")["container_id"] as? String == serverID }
+            let mine = all.filter {
+                $0.port("laddr") == 8080 && $0.address("laddr")["container_id"] as? String == serverID
+            }
             return mine.map { $0.int("tcp_closed") }.reduce(0, +) >= 1 ? mine : nil
         }
         #expect(served.map { $0.int("bytes_sent") }.reduce(0, +) == size)

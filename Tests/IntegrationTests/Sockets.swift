@@ -39,7 +39,9 @@ struct TestSocket {
             a.sin6_port = port.bigEndian
             a.sin6_addr = in6addr_loopback
             return withUnsafePointer(to: &a) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    body($0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
             }
         }
         var a = sockaddr_in()
@@ -68,7 +70,9 @@ struct TestSocket {
         let chunk = [UInt8](repeating: 0x5A, count: min(count, 16_384))
         var left = count
         while left > 0 {
-            let n = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, min(left, chunk.count), Int32(MSG_NOSIGNAL)) }
+            let n = chunk.withUnsafeBytes {
+                Glibc.send(fd, $0.baseAddress, min(left, chunk.count), Int32(MSG_NOSIGNAL))
+            }
             guard n > 0 else { throw TestFailure("send: errno \(errno)") }
             left -= n
         }

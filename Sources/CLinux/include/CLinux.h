@@ -185,4 +185,12 @@ int cnm_linux_netlink_bind(int fd, uint32_t groups);
 /// The netlink port id (nl_pid) the kernel assigned to a bound socket, from getsockname().
 int cnm_linux_netlink_port_id(int fd, uint32_t *port_id);
 
+/// Caps glibc's malloc arenas (M_ARENA_MAX): each thread that allocates would otherwise get its own,
+/// and memory freed in one is not reused by another. Call before threads start. malloc.h is not in
+/// Swift's Glibc module.
+int cnm_linux_malloc_limit_arenas(int arenas);
+
+/// Returns freed heap memory to the kernel (malloc_trim), after a collection's large temporary arrays.
+int cnm_linux_malloc_trim(void);
+
 #endif
