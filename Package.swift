@@ -77,6 +77,7 @@ let package = Package(
         .testTarget(name: "CNMModelTests", dependencies: ["CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMServerTests", dependencies: ["CNMServer", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",

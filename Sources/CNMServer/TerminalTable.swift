@@ -3,6 +3,7 @@ import CNMModel
 /// The compact table printed every interval when the agent runs in a terminal.
 public enum TerminalTable {
     public static func render(_ report: IntervalReport, rows: Int, intervalSeconds: Int) -> String {
+        guard !report.connections.isEmpty else { return "── no connections in the last \(intervalSeconds) s ──\n" }
         let busiest = report.connections.sorted { total($0) > total($1) }.prefix(rows)
         var lines: [[String]] = [["", "LOCAL", "", "REMOTE", "SENT", "RECEIVED", "RTT", "RETR", "FAILED"]]
         for c in busiest {
