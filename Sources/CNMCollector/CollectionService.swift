@@ -174,8 +174,8 @@ public final class CollectionService: Service, Sendable {
             status.namespaces = sample.namespaces
             status.tracker = sample.tracker
             status.closedConnections = sample.closedConnections
-            for (kind, problem) in sample.problems {
-                status.count(kind, by: problem.0, detail: problem.1)
+            for (kind, problem) in sample.problems.entries {
+                status.count(kind, by: problem.count, detail: problem.detail)
             }
         }
     }
@@ -187,7 +187,7 @@ private final class Core: @unchecked Sendable {
         var micros: UInt64
         var namespaces: Int
         var tracker: ConnectionTracker.Health
-        var problems: [String: (UInt64, String)]
+        var problems: ProblemCounts
         var closedConnections: String
         var unknownContainers: Bool
     }
@@ -208,15 +208,15 @@ private final class Core: @unchecked Sendable {
 
     func sample(baseline: Bool) -> SampleResult {
         let started = monotonicMicros()
-        var problems: [String: (UInt64, String)] = [:]
+        var problems = ProblemCounts()
         let poll = source.poll(baseline: baseline, problems: &problems)
         let droppedBefore = tracker.health.droppedTableFull
         tracker.apply(poll)
         let owners = source.owners(for: tracker.inodesWithoutOwner)
         tracker.assignOwners(owners)
         if tracker.health.droppedTableFull > droppedBefore {
-            problems["table_full"] = (
-                tracker.health.droppedTableFull - droppedBefore,
+            problems.add(
+                "table_full", by: tracker.health.droppedTableFull - droppedBefore,
                 "more sockets than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections)"
             )
         }
@@ -229,7 +229,7 @@ private final class Core: @unchecked Sendable {
         )
         addDelta(&problems, "proc_malformed", scan.malformed, lastScanHealth.malformed, "an unreadable /proc file")
         lastScanHealth = scan
-        for (kind, problem) in problems { problemLog.report(kind, problem.1) }
+        for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
         var unknown = false
         for owner in owners.values {
             if let id = owner.containerID, knownContainers.insert(id).inserted { unknown = true }
@@ -259,12 +259,12 @@ private final class Core: @unchecked Sendable {
     }
 
     private func addDelta(
-        _ problems: inout [String: (UInt64, String)],
+        _ problems: inout ProblemCounts,
         _ kind: String,
         _ now: UInt64,
         _ before: UInt64,
         _ detail: String
     ) {
-        if now > before { problems[kind] = (now - before, detail) }
+        if now > before { problems.add(kind, by: now - before, detail) }
     }
 }

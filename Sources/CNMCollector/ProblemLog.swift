@@ -18,3 +18,14 @@ struct ProblemLog {
         logger.notice("\(message())")
     }
 }
+
+/// Problems met during one collection: how many of each kind, and the last one's details.
+struct ProblemCounts: Sendable {
+    private(set) var entries: [String: (count: UInt64, detail: String)] = [:]
+
+    mutating func add(_ kind: String, by count: UInt64 = 1, _ detail: String) {
+        guard count > 0 else { return }
+        entries[kind, default: (0, "")].count += count
+        entries[kind]?.detail = detail
+    }
+}

@@ -44,7 +44,7 @@ final class SockDiagSource {
 
     /// Reads every namespace once. Problems are counted into `status`, never thrown: one namespace
     /// failing does not cost the others their data.
-    func poll(baseline: Bool, problems: inout [String: (UInt64, String)]) -> Poll {
+    func poll(baseline: Bool, problems: inout ProblemCounts) -> Poll {
         var poll = Poll(isBaseline: baseline)
         let ended = refreshNamespaces(problems: &problems)
         // A namespace that ended still delivers the destroy notifications of its last sockets.
@@ -62,8 +62,7 @@ final class SockDiagSource {
                     observations += try ns.diag.dump(transport, family, netns: netns)
                 } catch {
                     complete = false
-                    problems["netlink_dump", default: (0, "")].0 += 1
-                    problems["netlink_dump"]!.1 = "namespace \(netns) \(transport)/\(family): \(error)"
+                    problems.add("netlink_dump", "namespace \(netns) \(transport)/\(family): \(error)")
                 }
             }
             if complete { poll.dumps[netns] = observations }
@@ -73,14 +72,14 @@ final class SockDiagSource {
                     poll.destroyed += drained.observations.filter(isEnabled)
                     poll.destroyNotified.insert(netns)
                     if drained.lost > 0 {
-                        problems["destroy_notifications_lost", default: (0, "")].0 += UInt64(drained.lost)
-                        problems["destroy_notifications_lost"]!.1 =
+                        problems.add(
+                            "destroy_notifications_lost", by: UInt64(drained.lost),
                             "the kernel dropped destroy notifications in namespace \(netns): "
-                            + "those sockets keep only the counters of their last read"
+                                + "those sockets keep only the counters of their last read"
+                        )
                     }
                 } catch {
-                    problems["destroy_notifications_read", default: (0, "")].0 += 1
-                    problems["destroy_notifications_read"]!.1 = "namespace \(netns): \(error)"
+                    problems.add("destroy_notifications_read", "namespace \(netns): \(error)")
                 }
             }
         }
@@ -99,7 +98,7 @@ final class SockDiagSource {
     }
 
     /// Opens sockets in namespaces that appeared; returns those of namespaces that ended.
-    private func refreshNamespaces(problems: inout [String: (UInt64, String)]) -> [UInt64: Namespace] {
+    private func refreshNamespaces(problems: inout ProblemCounts) -> [UInt64: Namespace] {
         var found = scanner.networkNamespaces()
         // The agent's own namespace may hold no host process it can see (its own pid namespace).
         if let own = ownNamespace, found[own] == nil { found[own] = "/proc/self/ns/net" }
@@ -120,8 +119,7 @@ final class SockDiagSource {
                 }
                 namespaces[netns] = Namespace(diag: diag, destroy: destroy)
             } catch {
-                problems["namespace_enter", default: (0, "")].0 += 1
-                problems["namespace_enter"]!.1 = "namespace \(netns) via \(path): \(error)"
+                problems.add("namespace_enter", "namespace \(netns) via \(path): \(error)")
             }
         }
         // A namespace whose last process is gone is gone too (or held only by a bind mount we do not see).
