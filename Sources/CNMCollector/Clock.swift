@@ -10,13 +10,6 @@ extension Timestamp {
     }
 }
 
-/// CPU time this process has used (user + system), for `/status` and benchmarks.
-func processCPUMicros() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
-}
-
 func monotonicMicros() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)

@@ -11,7 +11,6 @@ import Synchronization
 /// with container metadata, and keeps `/status` current.
 public final class CollectionService: Service, Sendable {
     private let configuration: Configuration
-    private let hostname: String
     private let store: ReportStore
     private let logger: Logger
     private let onReport: @Sendable (IntervalReport) -> Void
@@ -22,13 +21,11 @@ public final class CollectionService: Service, Sendable {
 
     public init(
         configuration: Configuration,
-        hostname: String,
         store: ReportStore,
         logger: Logger,
         onReport: @escaping @Sendable (IntervalReport) -> Void
     ) {
         self.configuration = configuration
-        self.hostname = hostname
         self.store = store
         self.logger = logger
         self.onReport = onReport
@@ -83,7 +80,7 @@ public final class CollectionService: Service, Sendable {
         let intervalMicros = UInt64(configuration.intervalSeconds) * 1_000_000
         var intervalStart = Timestamp.now
         let firstSample = await onQueue { core.sample(baseline: true) }
-        publishStatus(core: core, sample: firstSample)
+        publishStatus(firstSample)
         logger.info("first collection done", metadata: ["namespaces": "\(firstSample.namespaces)"])
 
         let startMicros = monotonicMicros()
@@ -101,7 +98,7 @@ public final class CollectionService: Service, Sendable {
                 }
             }
             let sample = await onQueue { core.sample(baseline: false) }
-            publishStatus(core: core, sample: sample)
+            publishStatus(sample)
             let after = monotonicMicros()
             // New containers should carry their names from their first report on.
             if sample.unknownContainers { requestTags() }
@@ -166,7 +163,7 @@ public final class CollectionService: Service, Sendable {
         }
     }
 
-    private func publishStatus(core: Core, sample: Core.SampleResult) {
+    private func publishStatus(_ sample: Core.SampleResult) {
         store.updateStatus { status in
             status.polls += 1
             status.firstCollectionDone = true

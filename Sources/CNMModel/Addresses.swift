@@ -162,17 +162,17 @@ extension Endpoint: CustomStringConvertible {
     }
 }
 
-public enum AddressFamily: String, Sendable, Hashable, Codable, CaseIterable {
+public enum AddressFamily: String, Sendable, Hashable, CaseIterable {
     case v4
     case v6
 }
 
-public enum TransportProtocol: String, Sendable, Hashable, Codable, CaseIterable {
+public enum TransportProtocol: String, Sendable, Hashable, CaseIterable {
     case tcp
     case udp
 }
 
-public enum ConnectionDirection: String, Sendable, Hashable, Codable {
+public enum ConnectionDirection: String, Sendable, Hashable {
     case incoming
     case outgoing
     case none

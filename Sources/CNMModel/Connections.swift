@@ -37,8 +37,6 @@ public struct ConnectionStats: Sendable, Equatable {
             rttVarMicros = other.rttVarMicros
         }
     }
-
-    public var isEmpty: Bool { self == ConnectionStats() }
 }
 
 /// What a report groups by: two sockets with the same key in one interval (a reused port) are summed.
@@ -110,12 +108,10 @@ public struct Connection: Sendable, Equatable {
 }
 
 /// Wall-clock time as nanoseconds since the Unix epoch.
-public struct Timestamp: Sendable, Hashable, Comparable, Codable {
+public struct Timestamp: Sendable, Hashable {
     public var nanoseconds: Int64
 
     public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
-
-    public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
 }
 
 /// Everything measured between two reports.

@@ -68,7 +68,7 @@ let terminal: Bool =
     case .auto: isatty(STDOUT_FILENO) == 1
     }
 
-let collector = CollectionService(configuration: configuration, hostname: hostname, store: store, logger: logger) {
+let collector = CollectionService(configuration: configuration, store: store, logger: logger) {
     report in
     guard terminal else { return }
     let table = TerminalTable.render(
