@@ -101,7 +101,9 @@ public final class CollectionService: Service, Sendable {
             publishStatus(sample)
             let after = monotonicMicros()
             // New containers should carry their names from their first report on.
-            if sample.unknownContainers { requestTags() }
+            if containerTags.withLock({ known in sample.containerIDs.contains { known.tags[$0] == nil } }) {
+                requestTags()
+            }
             while nextSample <= after { nextSample += sampleMicros }
             guard after >= nextReport else { continue }
             while nextReport <= after { nextReport += intervalMicros }
@@ -186,7 +188,8 @@ private final class Core: @unchecked Sendable {
         var tracker: ConnectionTracker.Health
         var problems: ProblemCounts
         var closedConnections: String
-        var unknownContainers: Bool
+        /// Containers of the sockets whose owners this sample found.
+        var containerIDs: Set<String>
     }
 
     private let source: SockDiagSource
@@ -194,7 +197,6 @@ private final class Core: @unchecked Sendable {
     private var problemLog: ProblemLog
     private let configuration: Configuration
     private var lastScanHealth = ScanHealth()
-    private var knownContainers = Set<String>()
 
     init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -227,10 +229,6 @@ private final class Core: @unchecked Sendable {
         addDelta(&problems, "proc_malformed", scan.malformed, lastScanHealth.malformed, "an unreadable /proc file")
         lastScanHealth = scan
         for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
-        var unknown = false
-        for owner in owners.values {
-            if let id = owner.containerID, knownContainers.insert(id).inserted { unknown = true }
-        }
         let closed: String =
             switch source.destroyNotificationsAvailable {
             case true?:
@@ -246,7 +244,7 @@ private final class Core: @unchecked Sendable {
             tracker: tracker.health,
             problems: problems,
             closedConnections: closed,
-            unknownContainers: unknown
+            containerIDs: Set(owners.values.compactMap(\.containerID))
         )
     }
 
