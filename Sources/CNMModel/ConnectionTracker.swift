@@ -8,8 +8,6 @@ public struct Poll: Sendable {
     /// Namespaces where destroy notifications are being received, so a vanished socket's final
     /// counters are still to come.
     public var destroyNotified: Set<UInt64>
-    /// Owners of socket inodes, as far as they could be found.
-    public var owners: [UInt64: SocketOwner]
     /// Namespaces that are gone (no process left in them): every socket still followed there closed.
     public var endedNamespaces: Set<UInt64>
     /// The agent's first pass: sockets already open start from their current counters, since what
@@ -20,7 +18,6 @@ public struct Poll: Sendable {
         dumps: [UInt64: [SocketObservation]] = [:],
         destroyed: [SocketObservation] = [],
         destroyNotified: Set<UInt64> = [],
-        owners: [UInt64: SocketOwner] = [:],
         endedNamespaces: Set<UInt64> = [],
         isBaseline: Bool = false
     ) {
@@ -28,7 +25,6 @@ public struct Poll: Sendable {
         self.dumps = dumps
         self.destroyed = destroyed
         self.destroyNotified = destroyNotified
-        self.owners = owners
         self.isBaseline = isBaseline
     }
 }
@@ -59,7 +55,7 @@ public struct ConnectionTracker: Sendable {
         /// Whether the one byte `bytes_received` adds for the peer's FIN was already taken off.
         var finSubtracted: Bool
         var pending = ConnectionStats()
-        var owner: SocketOwner?
+        var owner: SocketOwner? = nil
         var direction: ConnectionDirection
         var establishedCounted: Bool
         var finReceived: Bool
@@ -119,11 +115,11 @@ public struct ConnectionTracker: Sendable {
         for (_, observations) in poll.dumps {
             // TIME_WAIT entries are what is left after a full socket was destroyed: no counters.
             for o in observations where !o.isListener && o.state != .timeWait {
-                observe(o, owners: poll.owners, baseline: poll.isBaseline, final: false)
+                observe(o, baseline: poll.isBaseline, final: false)
             }
         }
         for o in poll.destroyed where !o.isListener {
-            observe(o, owners: poll.owners, baseline: false, final: true)
+            observe(o, baseline: false, final: true)
         }
         // Sockets missing from a complete dump of their namespace have closed, and so have all
         // sockets of a namespace that ended.
@@ -147,16 +143,16 @@ public struct ConnectionTracker: Sendable {
 
     private mutating func observe(
         _ o: SocketObservation,
-        owners: [UInt64: SocketOwner],
         baseline: Bool,
         final: Bool
     ) {
         let finNow = o.state == .closeWait || o.state == .lastAck || o.state == .closing
         if let index = sockets.index(forKey: o.id) {
             // Updated in place: a socket's state is not copied out and back on every pass.
-            let regressed = Self.update(&sockets.values[index], o, owners: owners, final: final, pass: pass)
+            let regressed = Self.update(&sockets.values[index], o, final: final, pass: pass)
             if regressed { health.counterRegressions += 1 }
-            if final, sockets.values[index].owner == nil { unowned[o.inode] = nil }
+            // A closed socket's process is no longer to be found.
+            if final, sockets.values[index].owner == nil { unowned[sockets.values[index].observation.inode] = nil }
             return
         }
         guard sockets.count < maxTracked else {
@@ -171,7 +167,6 @@ public struct ConnectionTracker: Sendable {
             observation: o,
             rawAccounted: .zero,
             finSubtracted: false,
-            owner: o.inode != 0 ? owners[o.inode] : nil,
             direction: direction(of: o),
             establishedCounted: synchronized || baseline,
             finReceived: finNow || (final && synchronized)
@@ -193,7 +188,6 @@ public struct ConnectionTracker: Sendable {
     private static func update(
         _ s: inout Tracked,
         _ o: SocketObservation,
-        owners: [UInt64: SocketOwner],
         final: Bool,
         pass: UInt64
     ) -> Bool {
@@ -201,7 +195,6 @@ public struct ConnectionTracker: Sendable {
         let finNow = o.state == .closeWait || o.state == .lastAck || o.state == .closing
         s.finReceived = s.finReceived || finNow || (final && s.observation.state.isSynchronized)
         let regressed = account(&s, o)
-        if s.owner == nil, o.inode != 0, let owner = owners[o.inode] { s.owner = owner }
         if !s.establishedCounted && o.state.isSynchronized && o.transport == .tcp {
             s.establishedCounted = true
             s.pending.tcpEstablished += 1

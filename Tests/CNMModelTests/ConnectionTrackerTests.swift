@@ -63,10 +63,10 @@ private struct Kernel {
                         Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 11, sent: 100, received: 40),
                         Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 12, sent: 40, received: 100),
                     ]
-                ],
-                owners: owners
+                ]
             )
         )
+        t.assignOwners(owners)
         var report = t.flush()
         let out1 = try #require(report.first { $0.key.local.port == 5000 })
         let in1 = try #require(report.first { $0.key.local.port == 80 })
@@ -88,8 +88,7 @@ private struct Kernel {
                             cookie: 2, local: 80, remote: 5000, state: .closeWait, inode: 12, sent: 40, received: 151),
                     ]
                 ],
-                destroyNotified: [Kernel.netns],
-                owners: owners
+                destroyNotified: [Kernel.netns]
             )
         )
         report = t.flush()
@@ -146,11 +145,10 @@ private struct Kernel {
         var t = ConnectionTracker(maxTracked: 10)
         let first = SocketOwner(pid: 42, processName: "old", containerID: "aaa")
         let second = SocketOwner(pid: 42, processName: "new", containerID: "bbb")
-        t.apply(
-            Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 4000, remote: 80, inode: 5)]], owners: [5: first]))
-        t.apply(
-            Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 2, local: 4001, remote: 80, inode: 6)]], owners: [6: second])
-        )
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 4000, remote: 80, inode: 5)]]))
+        t.assignOwners([5: first])
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 2, local: 4001, remote: 80, inode: 6)]]))
+        t.assignOwners([6: second])
         let c = t.flush()
         #expect(c.first { $0.key.local.port == 4000 }?.localContainerID == "aaa")
         #expect(c.first { $0.key.local.port == 4001 }?.localContainerID == "bbb")
@@ -230,8 +228,9 @@ private struct Kernel {
                 dumps: [
                     1: [Kernel.tcp(cookie: 1, local: 5000, remote: 80, inode: 1, netns: 1)],
                     2: [Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2)],
-                ], owners: [1: client, 2: server])
+                ])
         )
+        t.assignOwners([1: client, 2: server])
         let c = t.flush()
         #expect(c.count == 2)
         #expect(c.allSatisfy { $0.remotePid == nil }, "127.0.0.1 in two namespaces is two different hosts")
@@ -250,8 +249,9 @@ private struct Kernel {
                     2: [
                         Kernel.tcp(cookie: 2, local: 80, remote: 5000, inode: 2, netns: 2, address: b, remoteAddress: a)
                     ],
-                ], owners: [1: client, 2: server])
+                ])
         )
+        t.assignOwners([1: client, 2: server])
         let c = t.flush()
         #expect(c.first { $0.key.netns == 1 }?.remotePid == 100)
         #expect(c.first { $0.key.netns == 2 }?.remoteContainerID == "c1")
