@@ -146,7 +146,6 @@ public struct ConnectionTracker: Sendable {
         baseline: Bool,
         final: Bool
     ) {
-        let finNow = o.state == .closeWait || o.state == .lastAck || o.state == .closing
         if let index = sockets.index(forKey: o.id) {
             // Updated in place: a socket's state is not copied out and back on every pass.
             let regressed = Self.update(&sockets.values[index], o, final: final, pass: pass)
@@ -169,7 +168,7 @@ public struct ConnectionTracker: Sendable {
             finSubtracted: false,
             direction: direction(of: o),
             establishedCounted: synchronized || baseline,
-            finReceived: finNow || (final && synchronized)
+            finReceived: o.state.peerFinReceived || (final && synchronized)
         )
         s.seenInPass = final ? 0 : pass
         if baseline {
@@ -192,8 +191,7 @@ public struct ConnectionTracker: Sendable {
         pass: UInt64
     ) -> Bool {
         guard !s.closed else { return false }
-        let finNow = o.state == .closeWait || o.state == .lastAck || o.state == .closing
-        s.finReceived = s.finReceived || finNow || (final && s.observation.state.isSynchronized)
+        s.finReceived = s.finReceived || o.state.peerFinReceived || (final && s.observation.state.isSynchronized)
         let regressed = account(&s, o)
         if !s.establishedCounted && o.state.isSynchronized && o.transport == .tcp {
             s.establishedCounted = true

@@ -72,6 +72,9 @@ public enum TCPState: UInt8, Sendable {
         default: true
         }
     }
+
+    /// States a socket reaches only after the peer's FIN arrived (which `bytes_received` counts as a byte).
+    public var peerFinReceived: Bool { self == .closeWait || self == .lastAck || self == .closing }
 }
 
 /// One socket as the kernel described it at one read (a dump or a destroy notification).
