@@ -49,9 +49,7 @@ final class SockDiagSource {
         let ended = refreshNamespaces(problems: &problems)
         // A namespace that ended still delivers the destroy notifications of its last sockets.
         for (netns, ns) in ended {
-            if let destroy = ns.destroy, let drained = try? destroy.drain(netns: netns) {
-                poll.destroyed += drained.observations.filter(isEnabled)
-            }
+            drainDestroyed(ns, netns, into: &poll, problems: &problems)
             poll.endedNamespaces.insert(netns)
         }
         for (netns, ns) in namespaces {
@@ -66,24 +64,33 @@ final class SockDiagSource {
                 }
             }
             if complete { poll.dumps[netns] = observations }
-            if let destroy = ns.destroy {
-                do {
-                    let drained = try destroy.drain(netns: netns)
-                    poll.destroyed += drained.observations.filter(isEnabled)
-                    poll.destroyNotified.insert(netns)
-                    if drained.lost > 0 {
-                        problems.add(
-                            "destroy_notifications_lost", by: UInt64(drained.lost),
-                            "the kernel dropped destroy notifications in namespace \(netns): "
-                                + "those sockets keep only the counters of their last read"
-                        )
-                    }
-                } catch {
-                    problems.add("destroy_notifications_read", "namespace \(netns): \(error)")
-                }
-            }
+            if drainDestroyed(ns, netns, into: &poll, problems: &problems) { poll.destroyNotified.insert(netns) }
         }
         return poll
+    }
+
+    /// Adds the final observations of the namespace's destroyed sockets to `poll`. Returns whether
+    /// the namespace has destroy notifications at all.
+    @discardableResult
+    private func drainDestroyed(
+        _ ns: Namespace,
+        _ netns: UInt64,
+        into poll: inout Poll,
+        problems: inout ProblemCounts
+    ) -> Bool {
+        guard let destroy = ns.destroy else { return false }
+        do {
+            let drained = try destroy.drain(netns: netns)
+            poll.destroyed += drained.observations.filter(isEnabled)
+            problems.add(
+                "destroy_notifications_lost", by: UInt64(drained.lost),
+                "the kernel dropped destroy notifications in namespace \(netns): "
+                    + "those sockets keep only the counters of their last read"
+            )
+        } catch {
+            problems.add("destroy_notifications_read", "namespace \(netns): \(error)")
+        }
+        return true
     }
 
     private func isEnabled(_ o: SocketObservation) -> Bool {
