@@ -3,10 +3,19 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # Build and runtime packages; docker.io and busybox-static serve the tests that need a real dockerd.
-BUILD_PACKAGES := libbpf-dev libelf-dev libcurl4-openssl-dev pkg-config
+BUILD_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libcurl4-openssl-dev pkg-config bpftool
 TEST_PACKAGES := docker.io busybox-static iproute2 nftables zstd python3 curl
 
-.PHONY: deps test-deps build release run test fmt lint bench clean
+.PHONY: deps test-deps bpf build release run test fmt lint bench clean
+
+# The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
+# object, and embedded in the agent as bytes (Sources/CBPF/embedded_object.h, generated, not committed).
+CLANG ?= $(shell dirname "$$(command -v swift)")/clang
+BPF_SOURCES := $(wildcard bpf/*.bpf.c)
+BPF_HEADERS := $(wildcard bpf/*.h)
+BPF_BUILD := .build/bpf
+BPF_OBJECT := $(BPF_BUILD)/cnm.bpf.o
+BPF_INC := Sources/CBPF/embedded_object.h
 
 deps:
 	@scripts/apt-ensure.sh $(BUILD_PACKAGES)
@@ -14,10 +23,24 @@ deps:
 test-deps: deps
 	@scripts/apt-ensure.sh $(TEST_PACKAGES)
 
-build: deps
+$(BPF_BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
+	@mkdir -p $(BPF_BUILD)
+	$(CLANG) -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$$(gcc -print-multiarch) -Ibpf \
+		-g -O2 -Wall -Werror -c $< -o $@
+
+$(BPF_OBJECT): $(patsubst bpf/%.bpf.c,$(BPF_BUILD)/%.bpf.o,$(BPF_SOURCES))
+	bpftool gen object $@ $^
+
+$(BPF_INC): $(BPF_OBJECT)
+	scripts/embed-bytes.sh cnm_bpf_object $< > $@.tmp && mv $@.tmp $@
+
+bpf: deps
+	@$(MAKE) --no-print-directory $(BPF_INC)
+
+build: bpf
 	swift build
 
-release: deps
+release: bpf
 	swift build -c release --static-swift-stdlib
 
 # Runs the agent on this host (as root: it reads every process's sockets).
@@ -28,6 +51,7 @@ run: release
 test: test-deps
 	scripts/start-dockerd.sh
 	scripts/build-test-images.sh
+	$(MAKE) --no-print-directory bpf
 	swift build
 	swift test --no-parallel
 

@@ -27,6 +27,11 @@ let package = Package(
         // C interop, one small target per C library, every symbol prefixed.
         .target(name: "CLinux", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
         .target(
+            name: "CBPF",
+            cSettings: [.unsafeFlags(["-Wall", "-Werror"])],
+            linkerSettings: [.linkedLibrary("bpf"), .linkedLibrary("elf"), .linkedLibrary("z")]
+        ),
+        .target(
             name: "CCurl",
             cSettings: [.unsafeFlags(["-Wall", "-Werror"])],
             linkerSettings: [.linkedLibrary("curl")]
@@ -35,6 +40,7 @@ let package = Package(
         // Adapters to the system.
         .target(name: "CNMNetlink", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
         .target(name: "CNMProcfs", dependencies: ["CNMModel"], swiftSettings: strict),
+        .target(name: "CNMBPF", dependencies: ["CNMModel", "CBPF", "CNMNetlink"], swiftSettings: strict),
         .target(
             name: "CNMDocker",
             dependencies: ["CNMModel", "CCurl"],
@@ -45,7 +51,7 @@ let package = Package(
         .target(
             name: "CNMCollector",
             dependencies: [
-                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CLinux",
+                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMBPF", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

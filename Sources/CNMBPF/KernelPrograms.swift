@@ -1,0 +1,250 @@
+internal import CBPF
+import CNMModel
+import CNMNetlink
+import Glibc
+import Synchronization
+
+/// How the programs count bytes; probed in this order at start-up.
+public enum EBPFStrategy: String, Sendable, CaseIterable {
+    /// `sock:sock_send_length` / `sock_recv_length` (Linux 6.x): every send and receive, in the
+    /// caller's context.
+    case sockLength = "sock_length"
+    /// The kernel's own `tcp_sock` counters at state changes and by `iter/tcp`; UDP from the socket
+    /// syscalls' exits. For kernels without the sock_length tracepoints.
+    case kernelCounters = "kernel_counters"
+
+    var cValue: Int32 {
+        switch self {
+        case .sockLength: Int32(CNM_BPF_STRATEGY_SOCK_LENGTH.rawValue)
+        case .kernelCounters: Int32(CNM_BPF_STRATEGY_KERNEL_COUNTERS.rawValue)
+        }
+    }
+
+    /// What the strategy needs from the kernel, for `/status`.
+    public var needs: String {
+        switch self {
+        case .sockLength: "tracepoints sock:sock_send_length and sock:sock_recv_length (Linux 6.x)"
+        case .kernelCounters: "tp_btf sock:inet_sock_set_state, iter/tcp and the syscall tracepoints (Linux 5.8+)"
+        }
+    }
+}
+
+public struct EBPFError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// What the programs could not do, counted since they were loaded.
+public struct EBPFTelemetry: Sendable, Equatable {
+    public var tableFull: UInt64 = 0
+    public var ringBufferDeferred: UInt64 = 0
+    public var closedLost: UInt64 = 0
+    public var udpPeerUnknown: UInt64 = 0
+    public var syscallTableFull: UInt64 = 0
+    public init() {}
+}
+
+/// The loaded and attached eBPF programs. Table and iterator reads are meant for one thread (the
+/// collection queue); closed records come from the consumer thread through `closedRecords`.
+public final class KernelPrograms: @unchecked Sendable {
+    public let strategy: EBPFStrategy
+    private let handle: OpaquePointer
+    private let consumer = Mutex<ConsumerThread?>(nil)
+    private let closed = Mutex(false)
+
+    /// Whether this binary carries the programs at all.
+    public static var areBuiltIn: Bool { cnm_bpf_object_size() > 0 }
+
+    /// Loads and attaches the programs for `strategy`, each flow table holding `maxFlows` entries.
+    public init(strategy: EBPFStrategy, maxFlows: Int) throws(EBPFError) {
+        var message = [CChar](repeating: 0, count: 8192)
+        guard let handle = cnm_bpf_open(strategy.cValue, UInt32(clamping: maxFlows), &message, message.count) else {
+            throw EBPFError(description: String(decoding: message.prefix { $0 != 0 }.map(UInt8.init), as: UTF8.self))
+        }
+        self.handle = handle
+        self.strategy = strategy
+    }
+
+    deinit { close() }
+
+    /// Detaches everything; stops the consumer thread first.
+    public func close() {
+        let wasClosed = closed.withLock { c in
+            defer { c = true }
+            return c
+        }
+        guard !wasClosed else { return }
+        if let thread = consumer.withLock({ $0.take() }) { thread.stop() }
+        cnm_bpf_close(handle)
+    }
+
+    /// Closed flows as they leave the ring buffer, in batches, read on a thread of their own. The
+    /// stream ends when the programs are closed. Call once.
+    public func closedRecords() -> AsyncStream<[FlowRecord]> {
+        let (stream, continuation) = AsyncStream.makeStream(of: [FlowRecord].self)
+        let thread = ConsumerThread(handle: handle, continuation: continuation)
+        consumer.withLock { $0 = thread }
+        thread.start()
+        return stream
+    }
+
+    /// Every open TCP flow of the network namespace at `namespacePath` (the agent's own when nil),
+    /// read by iter/tcp.
+    public func tcpFlows(namespacePath: String?) throws(EBPFError) -> [FlowRecord] {
+        let bytes = try readIterator(CNM_BPF_ITER_TCP, namespacePath: namespacePath)
+        let size = MemoryLayout<cnm_flow_record>.size
+        return bytes.withUnsafeBytes { raw in
+            stride(from: 0, to: raw.count - size + 1, by: size).map {
+                FlowRecord(raw.loadUnaligned(fromByteOffset: $0, as: cnm_flow_record.self))
+            }
+        }
+    }
+
+    /// The kernel addresses of every UDP socket in the namespace, read by iter/udp.
+    public func udpSockets(namespacePath: String?) throws(EBPFError) -> Set<UInt64> {
+        let bytes = try readIterator(CNM_BPF_ITER_UDP, namespacePath: namespacePath)
+        return bytes.withUnsafeBytes { raw in
+            Set(
+                stride(from: 0, to: raw.count - 7, by: 8).map { raw.loadUnaligned(fromByteOffset: $0, as: UInt64.self) }
+            )
+        }
+    }
+
+    /// Every UDP flow in the table.
+    public func udpFlows() -> [FlowRecord] { tableEntries(CNM_BPF_TABLE_UDP) }
+
+    /// Closed TCP flows that found the ring buffer full; removed from the table as they are read.
+    public func takeDeferredClosed() -> [FlowRecord] {
+        let records = tableEntries(CNM_BPF_TABLE_DEFERRED)
+        for r in records { delete(r, from: CNM_BPF_TABLE_DEFERRED) }
+        return records
+    }
+
+    /// Removes UDP flows whose socket is gone.
+    public func deleteUDPFlow(_ record: FlowRecord) { delete(record, from: CNM_BPF_TABLE_UDP) }
+
+    public func telemetry() -> EBPFTelemetry {
+        var t = cnm_telemetry()
+        guard cnm_bpf_telemetry(handle, &t) == 0 else { return EBPFTelemetry() }
+        var out = EBPFTelemetry()
+        out.tableFull = t.table_full
+        out.ringBufferDeferred = t.ringbuf_deferred
+        out.closedLost = t.closed_lost
+        out.udpPeerUnknown = t.udp_peer_unknown
+        out.syscallTableFull = t.syscall_table_full
+        return out
+    }
+
+    /// The last path component of a cgroup the programs met, by id.
+    public func cgroupName(_ id: UInt64) -> String? {
+        var name = [CChar](repeating: 0, count: Int(CNM_CGROUP_NAME_LEN))
+        guard cnm_bpf_cgroup_name(handle, id, &name, name.count) == 0 else { return nil }
+        return String(decoding: name.prefix { $0 != 0 }.map(UInt8.init), as: UTF8.self)
+    }
+
+    private func readIterator(_ which: cnm_bpf_iterator, namespacePath: String?) throws(EBPFError) -> [UInt8] {
+        let open = { [handle] in cnm_bpf_iterator_open(handle, Int32(which.rawValue)) }
+        let fd: Int32
+        if let namespacePath {
+            // The iterator walks the namespace of the thread that creates it.
+            do {
+                fd = try NetworkNamespace.run(in: namespacePath) { open() }
+            } catch {
+                throw EBPFError(description: "entering \(namespacePath): \(error)")
+            }
+        } else {
+            fd = open()
+        }
+        guard fd >= 0 else { throw EBPFError(description: "iterator: \(String(cString: strerror(-fd)))") }
+        defer { Glibc.close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n == 0 { return out }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw EBPFError(description: "reading the iterator: \(String(cString: strerror(errno)))")
+            }
+            out.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    private func tableEntries(_ table: cnm_bpf_table) -> [FlowRecord] {
+        var records: [FlowRecord] = []
+        var key = cnm_flow_key()
+        var next = cnm_flow_key()
+        var value = cnm_flow()
+        var first = true
+        while true {
+            let rc =
+                first
+                ? cnm_bpf_table_next(handle, Int32(table.rawValue), nil, &next, &value)
+                : cnm_bpf_table_next(handle, Int32(table.rawValue), &key, &next, &value)
+            guard rc == 0 else { return records }
+            first = false
+            records.append(FlowRecord(cnm_flow_record(key: next, flow: value)))
+            key = next
+        }
+    }
+
+    private func delete(_ record: FlowRecord, from table: cnm_bpf_table) {
+        var key = cnm_flow_key(record.id, closedTag: record.closedTag)
+        _ = cnm_bpf_table_delete(handle, Int32(table.rawValue), &key)
+    }
+}
+
+/// The ring buffer's reader: a thread of its own blocked in epoll, woken to stop.
+private final class ConsumerThread: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let continuation: AsyncStream<[FlowRecord]>.Continuation
+    private let stopping = Atomic<Bool>(false)
+    private var thread = pthread_t()
+    private var started = false
+    /// Filled by the C callback during one cnm_bpf_consume call.
+    fileprivate var batch: [FlowRecord] = []
+
+    init(handle: OpaquePointer, continuation: AsyncStream<[FlowRecord]>.Continuation) {
+        self.handle = handle
+        self.continuation = continuation
+    }
+
+    func start() {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        started =
+            pthread_create(
+                &thread, nil,
+                { raw in
+                    let me = Unmanaged<ConsumerThread>.fromOpaque(raw!).takeRetainedValue()
+                    me.run()
+                    return nil
+                }, context) == 0
+        if !started {
+            Unmanaged<ConsumerThread>.fromOpaque(context).release()
+            continuation.finish()
+        }
+    }
+
+    private func run() {
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        while !stopping.load(ordering: .acquiring) {
+            let rc = cnm_bpf_consume(
+                handle,
+                { context, record in
+                    let me = Unmanaged<ConsumerThread>.fromOpaque(context!).takeUnretainedValue()
+                    me.batch.append(FlowRecord(record!.pointee))
+                }, context)
+            if rc < 0 { break }
+            if !batch.isEmpty {
+                continuation.yield(batch)
+                batch = []
+            }
+        }
+        continuation.finish()
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+        cnm_bpf_wake(handle)
+        if started { pthread_join(thread, nil) }
+    }
+}
