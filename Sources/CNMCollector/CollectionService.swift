@@ -1,8 +1,10 @@
 import CLinux
+import CNMBPF
 import CNMDocker
 import CNMModel
 import CNMProcfs
 import Dispatch
+import Glibc
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -53,28 +55,94 @@ public final class CollectionService: Service, Sendable {
         }
     }
 
-    private func collect(requestTags: @Sendable () -> Void) async {
-        let core = Core(configuration: configuration, logger: logger)
-        let modeReason =
-            configuration.forceEBPFless
-            ? "DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true"
-            : "the eBPF collector is not part of this build; the kernel's socket counters are read instead"
+    /// Picks the mode: eBPF with the first strategy that loads and attaches, unless eBPF-less is
+    /// forced or nothing does. Says why in the log and in `/status`.
+    private func chooseCore() -> (any CollectorCore, KernelPrograms?) {
+        var strategies: [AgentStatus.Strategy] = []
+        var programs: KernelPrograms?
+        let candidates: [EBPFStrategy] =
+            switch configuration.ebpfStrategy {
+            case .auto: EBPFStrategy.allCases
+            case .sockLength: [.sockLength]
+            case .kernelCounters: [.kernelCounters]
+            }
+        var whyNot: String
+        if configuration.forceEBPFless {
+            whyNot = "DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true"
+        } else if access("/sys/kernel/btf/vmlinux", R_OK) != 0 {
+            whyNot = "the kernel has no BTF (/sys/kernel/btf/vmlinux), which the CO-RE programs need"
+        } else if !KernelPrograms.areBuiltIn {
+            whyNot = "this binary was built without its eBPF programs (build with `make build`)"
+        } else {
+            whyNot = ""
+        }
+        for strategy in EBPFStrategy.allCases {
+            let name = "ebpf/\(strategy.rawValue)"
+            guard whyNot.isEmpty || programs != nil else {
+                strategies.append(.init(name: name, chosen: false, reason: whyNot))
+                continue
+            }
+            guard programs == nil else {
+                strategies.append(.init(name: name, chosen: false, reason: "a strategy before it was chosen"))
+                continue
+            }
+            guard candidates.contains(strategy) else {
+                strategies.append(
+                    .init(
+                        name: name, chosen: false, reason: "DD_CNM_EBPF_STRATEGY=\(configuration.ebpfStrategy.rawValue)"
+                    ))
+                continue
+            }
+            do {
+                programs = try KernelPrograms(strategy: strategy, maxFlows: configuration.maxTrackedConnections)
+                strategies.append(
+                    .init(name: name, chosen: true, reason: "loaded and attached; needs \(strategy.needs)"))
+            } catch {
+                logger.warning("eBPF strategy \(strategy.rawValue) unavailable: \(error)")
+                let firstLine = error.description.split(separator: "\n").first.map(String.init) ?? ""
+                strategies.append(.init(name: name, chosen: false, reason: firstLine))
+            }
+        }
+        if programs == nil && whyNot.isEmpty {
+            whyNot = "no eBPF strategy loaded: " + strategies.map { "\($0.name): \($0.reason)" }.joined(separator: "; ")
+        }
+        strategies.append(
+            .init(
+                name: "sock_diag", chosen: programs == nil,
+                reason: programs == nil ? "NETLINK_SOCK_DIAG answers in every namespace" : "eBPF mode runs"))
+        let mode: AgentStatus.Mode = programs == nil ? .ebpfless : .ebpf
+        let reason =
+            programs.map { "eBPF programs loaded and attached (strategy \($0.strategy.rawValue))" } ?? whyNot
         store.updateStatus {
-            $0.mode = .ebpfless
-            $0.modeReason = modeReason
+            $0.mode = mode
+            $0.modeReason = reason
             $0.sampleSeconds = configuration.sampleSeconds
-            $0.strategies = [
-                .init(name: "ebpf", chosen: false, reason: modeReason),
-                .init(name: "sock_diag", chosen: true, reason: "NETLINK_SOCK_DIAG answers in every namespace"),
-            ]
+            $0.strategies = strategies
         }
         logger.info(
             "collecting",
             metadata: [
-                "mode": "ebpfless", "reason": "\(modeReason)", "interval_s": "\(configuration.intervalSeconds)",
+                "mode": "\(mode.rawValue)", "reason": "\(reason)", "interval_s": "\(configuration.intervalSeconds)",
                 "api": "\(configuration.httpAddress)",
             ]
         )
+        if let programs {
+            return (
+                EBPFCore(programs: programs, configuration: configuration, problemLog: ProblemLog(logger: logger)),
+                programs
+            )
+        }
+        return (SockDiagCore(configuration: configuration, logger: logger), nil)
+    }
+
+    private func collect(requestTags: @escaping @Sendable () -> Void) async {
+        let (core, programs) = await onQueue { self.chooseCore() }
+        defer { programs?.close() }
+        if let programs, let ebpf = core as? EBPFCore {
+            // Closed flows leave the ring buffer on their own thread, whatever the collection loop does.
+            let stream = programs.closedRecords()
+            Task { for await batch in stream { ebpf.closedQueue.append(batch) } }
+        }
 
         let sampleMicros = UInt64(configuration.sampleSeconds * 1_000_000)
         let intervalMicros = UInt64(configuration.intervalSeconds) * 1_000_000
@@ -165,7 +233,7 @@ public final class CollectionService: Service, Sendable {
         }
     }
 
-    private func publishStatus(_ sample: Core.SampleResult) {
+    private func publishStatus(_ sample: SampleResult) {
         store.updateStatus { status in
             status.polls += 1
             status.firstCollectionDone = true
@@ -180,17 +248,25 @@ public final class CollectionService: Service, Sendable {
     }
 }
 
-/// The collection state, touched only on the collection queue.
-private final class Core: @unchecked Sendable {
-    struct SampleResult: Sendable {
-        var micros: UInt64
-        var namespaces: Int
-        var tracker: ConnectionTracker.Health
-        var problems: ProblemCounts
-        var closedConnections: String
-        /// Containers of the sockets whose owners this sample found.
-        var containerIDs: Set<String>
-    }
+/// One collection pass's outcome, for `/status`.
+struct SampleResult: Sendable {
+    var micros: UInt64
+    var namespaces: Int
+    var tracker: ConnectionTracker.Health
+    var problems: ProblemCounts
+    var closedConnections: String
+    /// Containers of the sockets whose owners this sample found.
+    var containerIDs: Set<String>
+}
+
+/// A source of connections, read on the collection queue only.
+protocol CollectorCore: AnyObject, Sendable {
+    func sample(baseline: Bool) -> SampleResult
+    func flush() -> [Connection]
+}
+
+/// The eBPF-less collection state, touched only on the collection queue.
+private final class SockDiagCore: CollectorCore, @unchecked Sendable {
 
     private let source: SockDiagSource
     private var tracker: ConnectionTracker

@@ -45,6 +45,14 @@ public struct Configuration: Sendable, Equatable {
     public var tableRows = 20
     /// Whether to take closed sockets' final counters from sock_diag destroy notifications.
     public var destroyNotifications = true
+    /// Which eBPF strategies may be tried, in order: `auto` probes them all.
+    public var ebpfStrategy = EBPFStrategySetting.auto
+
+    public enum EBPFStrategySetting: String, Sendable, CaseIterable {
+        case auto
+        case sockLength = "sock_length"
+        case kernelCounters = "kernel_counters"
+    }
 
     public init() {}
 
@@ -70,6 +78,7 @@ public struct Configuration: Sendable, Equatable {
         ("DD_CNM_TERMINAL", "auto, always or never"),
         ("DD_CNM_TABLE_ROWS", "whole number, at least 1 (default 20)"),
         ("DD_CNM_DESTROY_NOTIFICATIONS", "true or false (default true; false: sample only)"),
+        ("DD_CNM_EBPF_STRATEGY", "auto, sock_length or kernel_counters (default auto)"),
     ]
 
     /// Reads the configuration from an environment. Unset and empty variables take their defaults.
@@ -122,6 +131,12 @@ public struct Configuration: Sendable, Equatable {
         }
         tableRows = try reader.integer("DD_CNM_TABLE_ROWS", atLeast: 1) ?? 20
         destroyNotifications = try reader.bool("DD_CNM_DESTROY_NOTIFICATIONS") ?? true
+        if let text = reader.string("DD_CNM_EBPF_STRATEGY") {
+            guard let parsed = EBPFStrategySetting(rawValue: text.lowercased()) else {
+                throw reader.invalid("DD_CNM_EBPF_STRATEGY", text)
+            }
+            ebpfStrategy = parsed
+        }
     }
 
     static func splitTags(_ text: String?) -> [String] {

@@ -257,59 +257,22 @@ public struct ConnectionTracker: Sendable {
     /// Ends the interval: every followed socket's pending stats, grouped by connection, with what is
     /// known of the remote end when it is a socket on this host. Closed sockets are then forgotten.
     public mutating func flush() -> [Connection] {
-        // Index both ends so a flow between two local sockets is described from both sides.
-        struct EndsKey: Hashable {
-            var transport: TransportProtocol
-            var local: Endpoint
-            var remote: Endpoint
-            var netns: UInt64?  // loopback addresses only mean something inside one namespace
-        }
-        func endsKey(_ t: TransportProtocol, _ l: Endpoint, _ r: Endpoint, _ netns: UInt64) -> EndsKey {
-            EndsKey(transport: t, local: l, remote: r, netns: l.address.isLoopback ? netns : nil)
-        }
-        var byEnds: [EndsKey: SocketOwner?] = [:]
-        var localAddresses = Set<IPAddress>()
-        for (id, s) in sockets {
-            let o = s.observation
-            byEnds[endsKey(o.transport, o.local, o.remote, id.netns)] = .some(s.owner)
-            if !o.local.address.isLoopback && !o.local.address.isUnspecified { localAddresses.insert(o.local.address) }
-        }
-        var grouped: [ConnectionKey: Connection] = [:]
-        for (id, s) in sockets {
-            let o = s.observation
-            let key = ConnectionKey(
-                transport: o.transport,
-                local: o.local,
-                remote: o.remote,
+        let ends = sockets.map { id, s in
+            FlowEnd(
                 netns: id.netns,
-                pid: s.owner?.pid,
-                direction: s.direction
+                transport: s.observation.transport,
+                local: s.observation.local,
+                remote: s.observation.remote,
+                owner: s.owner,
+                direction: s.direction,
+                stats: s.pending,
+                countersKnown: s.observation.counters != nil
             )
-            let peer = byEnds[endsKey(o.transport, o.remote, o.local, id.netns)]
-            if var c = grouped[key] {
-                c.stats.merge(s.pending)
-                grouped[key] = c
-            } else {
-                grouped[key] = Connection(
-                    key: key,
-                    stats: s.pending,
-                    processName: s.owner?.processName,
-                    localContainerID: s.owner?.containerID,
-                    remotePid: peer??.pid,
-                    remoteProcessName: peer??.processName,
-                    remoteContainerID: peer??.containerID,
-                    intraHost: peer != nil || o.remote.address.isLoopback
-                        || localAddresses.contains(o.remote.address),
-                    countersKnown: o.counters != nil
-                )
-            }
         }
         sockets = sockets.filter { !$0.value.closed }
         for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { sockets[$0.value] != nil }
         health.tracked = sockets.count
-        return grouped.values.sorted {
-            ($0.stats.bytesSent + $0.stats.bytesReceived) > ($1.stats.bytesSent + $1.stats.bytesReceived)
-        }
+        return groupConnections(ends)
     }
 }

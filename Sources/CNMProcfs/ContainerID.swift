@@ -108,3 +108,10 @@ extension Substring {
         return self[start...end]
     }
 }
+
+/// The container a cgroup belongs to, from the cgroup's own name (the last path component, all the
+/// eBPF programs keep): the same forms as in a path, including Fargate's `<32hex>-<digits>`.
+public func containerID(fromCgroupName name: String) -> String? {
+    guard !name.isEmpty, !name.contains("/") else { return nil }
+    return containerID(fromCgroup: "1:memory:/\(name)") ?? containerID(fromCgroup: "1:memory:/ecs/\(name)")
+}

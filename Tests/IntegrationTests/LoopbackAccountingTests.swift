@@ -10,7 +10,7 @@ struct LoopbackAccountingTests {
         arguments: [false, true]
     )
     func exactBytesAtBothEndsAcrossIntervals(v6: Bool) async throws {
-        let agent = try AgentProcess()
+        let agent = try AgentProcess(environment: ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true"])
         defer { agent.stop() }
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()

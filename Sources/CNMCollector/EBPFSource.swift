@@ -1,0 +1,175 @@
+import CNMBPF
+import CNMModel
+import CNMProcfs
+import Glibc
+import Synchronization
+
+/// Closed flows handed over by the ring buffer's thread, waiting for the next pass. Bounded: past
+/// `limit` the oldest are dropped and counted (the pass rate keeps it far from that).
+final class ClosedFlowQueue: Sendable {
+    private let state = Mutex<(records: [FlowRecord], dropped: UInt64)>(([], 0))
+    private let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    func append(_ batch: [FlowRecord]) {
+        state.withLock {
+            $0.records += batch
+            let excess = $0.records.count - limit
+            if excess > 0 {
+                $0.records.removeFirst(excess)
+                $0.dropped += UInt64(excess)
+            }
+        }
+    }
+
+    func take() -> (records: [FlowRecord], dropped: UInt64) {
+        state.withLock { s in
+            defer { s = ([], 0) }
+            return s
+        }
+    }
+}
+
+/// The eBPF source: the programs' open flows read by iterator in every network namespace and from
+/// the UDP table each pass, closed ones from the ring buffer, owners from the programs (or `/proc`
+/// for sockets older than the agent). Used only from the collection queue.
+final class EBPFCore: CollectorCore, @unchecked Sendable {
+    let programs: KernelPrograms
+    let closedQueue: ClosedFlowQueue
+    private let configuration: Configuration
+    private var tracker: FlowTracker
+    private var scanner: SocketOwnerScanner
+    private let ownNamespace = SocketOwnerScanner.ownNetworkNamespace()
+    private var problemLog: ProblemLog
+    private var containerByCgroup: [UInt64: String?] = [:]
+    private var lastTelemetry = EBPFTelemetry()
+    private var lastScanHealth = ScanHealth()
+
+    init(programs: KernelPrograms, configuration: Configuration, problemLog: ProblemLog) {
+        self.programs = programs
+        self.configuration = configuration
+        self.closedQueue = ClosedFlowQueue(limit: max(configuration.maxTrackedConnections * 4, 100_000))
+        self.tracker = FlowTracker(hooksCountTCPBytes: programs.strategy == .sockLength)
+        self.scanner = SocketOwnerScanner(procRoot: configuration.hostProc)
+        self.problemLog = problemLog
+    }
+
+    func sample(baseline: Bool) -> SampleResult {
+        let started = monotonicMicros()
+        var problems = ProblemCounts()
+        var namespaces = scanner.networkNamespaces()
+        if let own = ownNamespace { namespaces[own] = nil }
+        // Flows the iterators list as open, and the UDP sockets that still exist.
+        let iterationStartNanos = monotonicMicros() * 1000
+        var open: [FlowRecord] = []
+        var liveUDP = Set<UInt64>()
+        var complete = Set<UInt64>()
+        var paths: [(netns: UInt64?, path: String?)] = [(ownNamespace, nil)]
+        paths += namespaces.map { ($0.key, $0.value) }
+        for (netns, path) in paths {
+            do {
+                var tcp = try programs.tcpFlows(namespacePath: path)
+                if !configuration.ipv6Enabled { tcp.removeAll { $0.local.address.family == .v6 } }
+                if configuration.tcpEnabled { open += tcp }
+                liveUDP.formUnion(try programs.udpSockets(namespacePath: path))
+                if let netns { complete.insert(netns) }
+            } catch {
+                problems.add("ebpf_iterator", "namespace \(netns.map(String.init) ?? "own") : \(error)")
+            }
+        }
+        // A UDP flow whose socket no iterator listed has closed: its table entry holds its final counts.
+        var closed: [FlowRecord] = []
+        for record in programs.udpFlows() {
+            let gone =
+                !liveUDP.contains(record.id.socket) && complete.contains(record.netns)
+                && record.id.birth < iterationStartNanos
+            if gone {
+                closed.append(record)
+                programs.deleteUDPFlow(record)
+            } else if configuration.udpEnabled {
+                open.append(record)
+            }
+        }
+        if !configuration.udpEnabled { closed.removeAll { $0.transport == .udp } }
+        let queued = closedQueue.take()
+        closed += queued.records
+        closed += programs.takeDeferredClosed()
+        problems.add(
+            "closed_queue_full", by: queued.dropped,
+            "closed flows arrived faster than the collector took them: the oldest were dropped")
+        if !configuration.tcpEnabled { closed.removeAll { $0.transport == .tcp } }
+        if !configuration.ipv6Enabled { closed.removeAll { $0.local.address.family == .v6 } }
+
+        resolveContainers(&open)
+        resolveContainers(&closed)
+        tracker.apply(open: open, closed: closed, complete: complete, baseline: baseline)
+        let unowned = tracker.inodesWithoutOwner
+        if !unowned.isEmpty { tracker.assignOwners(scanner.owners(for: unowned)) }
+        countTelemetry(&problems)
+        countScanHealth(&problems)
+        for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
+        var health = ConnectionTracker.Health()
+        health.tracked = tracker.health.tracked
+        health.droppedTableFull = lastTelemetry.tableFull
+        health.closedWithoutFinalCounters = tracker.health.closedWithoutFinalRecord
+        health.counterRegressions = tracker.health.counterRegressions
+        return SampleResult(
+            micros: monotonicMicros() - started,
+            namespaces: paths.count,
+            tracker: health,
+            problems: problems,
+            closedConnections: "final counters from the eBPF ring buffer (\(programs.strategy.rawValue))",
+            containerIDs: Set(open.compactMap(\.containerID) + closed.compactMap(\.containerID))
+        )
+    }
+
+    func flush() -> [Connection] { tracker.flush() }
+
+    /// Fills in each record's container from its cgroup's name, remembered per cgroup.
+    private func resolveContainers(_ records: inout [FlowRecord]) {
+        for i in records.indices where records[i].cgroupID != 0 {
+            let id = records[i].cgroupID
+            if let known = containerByCgroup[id] {
+                records[i].containerID = known
+                continue
+            }
+            guard let name = programs.cgroupName(id) else { continue }
+            let container = containerID(fromCgroupName: name)
+            containerByCgroup[id] = .some(container)
+            records[i].containerID = container
+        }
+    }
+
+    private func countTelemetry(_ problems: inout ProblemCounts) {
+        let now = programs.telemetry()
+        let before = lastTelemetry
+        lastTelemetry = now
+        problems.add(
+            "ebpf_table_full", by: now.tableFull - before.tableFull,
+            "more flows than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections): "
+                + "new ones are read from the kernel's counters without an owner, UDP ones are not counted")
+        problems.add(
+            "ring_buffer_deferred", by: now.ringBufferDeferred - before.ringBufferDeferred,
+            "the ring buffer was full: closed flows waited in the deferred table (nothing lost)")
+        problems.add(
+            "closed_flows_lost", by: now.closedLost - before.closedLost,
+            "the ring buffer and the deferred table were both full: closed flows lost their last counters")
+        problems.add(
+            "udp_peer_unknown", by: now.udpPeerUnknown - before.udpPeerUnknown,
+            "unconnected UDP datagrams whose peer address the process did not ask for (recv without an address)")
+        problems.add(
+            "syscall_table_full", by: now.syscallTableFull - before.syscallTableFull,
+            "more socket syscalls in flight than the argument table holds")
+    }
+
+    private func countScanHealth(_ problems: inout ProblemCounts) {
+        let scan = scanner.health
+        if scan.permissionDenied > lastScanHealth.permissionDenied {
+            problems.add(
+                "proc_permission_denied", by: scan.permissionDenied - lastScanHealth.permissionDenied,
+                "a process's fd directory could not be read: permission denied")
+        }
+        lastScanHealth = scan
+    }
+}

@@ -1,0 +1,179 @@
+/// Turns the eBPF programs' flow records into per-interval connection deltas.
+///
+/// Open flows are read every pass (cumulative counters); closed ones arrive once with their final
+/// counters. A flow is followed by its record id within its namespace, so a reused address never
+/// mixes two sockets' counters.
+public struct FlowTracker: Sendable {
+    public struct Health: Sendable, Equatable {
+        public var tracked = 0
+        /// Flows that vanished without their final record: what they carried after their last read is lost.
+        public var closedWithoutFinalRecord: UInt64 = 0
+        /// Counters that went backwards for one flow (never expected; the flow is re-based).
+        public var counterRegressions: UInt64 = 0
+
+        public init() {}
+    }
+
+    private struct Key: Hashable {
+        var netns: UInt64
+        var id: FlowRecord.ID
+    }
+
+    private struct Tracked {
+        var record: FlowRecord
+        var accounted: SocketCounters
+        var pending = ConnectionStats()
+        var owner: SocketOwner?
+        var direction: ConnectionDirection
+        var establishedCounted: Bool
+        var everEstablished: Bool
+        var closed = false
+        var missingPasses = 0
+        var seenInPass: UInt64 = 0
+    }
+
+    /// Whether TCP bytes come from the per-call hooks (the sock_length strategy).
+    public let hooksCountTCPBytes: Bool
+    public private(set) var health = Health()
+    private var flows: [Key: Tracked] = [:]
+    private var unowned: [UInt64: Key] = [:]
+    private var pass: UInt64 = 0
+    /// Flows closed and already reported, by the pass they closed in. An iterator may list a socket
+    /// an instant after its final record left (the state changes before the socket is unhashed):
+    /// such a late open record must not start the flow again.
+    private var recentlyClosed: [Key: UInt64] = [:]
+    /// Passes an open flow may be missing before it is taken as closed: its final record may still be
+    /// on its way through the ring buffer.
+    private let closeGracePasses = 2
+
+    public init(hooksCountTCPBytes: Bool) {
+        self.hooksCountTCPBytes = hooksCountTCPBytes
+    }
+
+    /// Inodes of followed flows whose process the programs did not see (sockets older than the agent).
+    public var inodesWithoutOwner: Set<UInt64> { Set(unowned.keys) }
+
+    public mutating func assignOwners(_ owners: [UInt64: SocketOwner]) {
+        for (inode, owner) in owners {
+            guard let key = unowned.removeValue(forKey: inode), let index = flows.index(forKey: key) else { continue }
+            if flows.values[index].owner == nil { flows.values[index].owner = owner }
+        }
+    }
+
+    /// One pass: every open flow of the namespaces in `complete` (read whole), and the flows that
+    /// closed since the last pass. On the first pass (`baseline`) flows already open start from their
+    /// current counters: what they carried before the agent started belongs to no interval.
+    public mutating func apply(open: [FlowRecord], closed: [FlowRecord], complete: Set<UInt64>, baseline: Bool) {
+        pass += 1
+        for record in open { observe(record, baseline: baseline, final: false) }
+        for record in closed { observe(record, baseline: false, final: true) }
+        var index = flows.startIndex
+        while index != flows.endIndex {
+            defer { index = flows.index(after: index) }
+            guard !flows.values[index].closed, flows.values[index].seenInPass != pass,
+                complete.contains(flows.keys[index].netns)
+            else { continue }
+            flows.values[index].missingPasses += 1
+            if flows.values[index].missingPasses > closeGracePasses {
+                Self.close(&flows.values[index], error: 0)
+                health.closedWithoutFinalRecord += 1
+            }
+        }
+        health.tracked = flows.count
+    }
+
+    private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool) {
+        let key = Key(netns: r.netns, id: r.id)
+        let counters = r.counters(hooksCountTCPBytes: hooksCountTCPBytes)
+        if !final, recentlyClosed[key] != nil { return }
+        if let index = flows.index(forKey: key) {
+            guard !flows.values[index].closed else { return }
+            if Self.account(&flows.values[index], r, counters) { health.counterRegressions += 1 }
+            if !final { flows.values[index].seenInPass = pass }
+            flows.values[index].missingPasses = 0
+            if r.owner != nil && (flows.values[index].owner == nil || flows.values[index].owner?.containerID == nil) {
+                flows.values[index].owner = r.owner
+            }
+            if final { Self.close(&flows.values[index], error: r.error) }
+            return
+        }
+        // A flow older than the agent: its history is not ours to report.
+        let inherited = baseline && !r.flags.contains(.bornWatched)
+        let established = r.flags.contains(.established)
+        var t = Tracked(
+            record: r,
+            accounted: inherited ? counters : .zero,
+            owner: r.owner,
+            direction: r.direction ?? Self.guessDirection(r),
+            establishedCounted: inherited,
+            everEstablished: established
+        )
+        if !inherited, Self.account(&t, r, counters) { health.counterRegressions += 1 }
+        t.seenInPass = final ? 0 : pass
+        if final { Self.close(&t, error: r.error) }
+        if t.owner == nil && r.inode != 0 && !final { unowned[r.inode] = key }
+        flows[key] = t
+    }
+
+    /// Adds what the flow's counters moved since the last read. Returns true when they went backwards.
+    private static func account(_ t: inout Tracked, _ r: FlowRecord, _ counters: SocketCounters) -> Bool {
+        let earlier = t.record
+        t.record = r
+        if r.inode == 0 { t.record.inode = earlier.inode }
+        // A closing socket has given its local port back by the time its final record is taken.
+        if r.local.port == 0 { t.record.local = earlier.local }
+        if r.rttMicros != 0 {
+            t.pending.rttMicros = r.rttMicros
+            t.pending.rttVarMicros = r.rttVarMicros
+        }
+        if r.flags.contains(.established) { t.everEstablished = true }
+        if r.transport == .tcp && !t.establishedCounted && t.everEstablished {
+            t.establishedCounted = true
+            t.pending.tcpEstablished += 1
+        }
+        guard let delta = counters.since(t.accounted) else {
+            t.accounted = counters
+            return true
+        }
+        t.pending.add(delta)
+        t.accounted = counters
+        return false
+    }
+
+    private static func close(_ t: inout Tracked, error: Int32) {
+        t.closed = true
+        guard t.record.transport == .tcp else { return }
+        if t.everEstablished { t.pending.tcpClosed += 1 }
+        if error > 0 { t.pending.tcpFailures[UInt32(error), default: 0] += 1 }
+    }
+
+    /// Only flows whose start the programs missed lack a direction: a client's own port is
+    /// ephemeral, a server's is not.
+    private static func guessDirection(_ r: FlowRecord) -> ConnectionDirection {
+        let isEphemeral = ConnectionTracker.isEphemeral
+        return !isEphemeral(r.local.port) && isEphemeral(r.remote.port) ? .incoming : .outgoing
+    }
+
+    /// Ends the interval: every flow's pending stats grouped by connection; closed flows are forgotten.
+    public mutating func flush() -> [Connection] {
+        let ends = flows.values.map { t in
+            FlowEnd(
+                netns: t.record.netns,
+                transport: t.record.transport,
+                local: t.record.local,
+                remote: t.record.remote,
+                owner: t.owner,
+                direction: t.direction,
+                stats: t.pending,
+                countersKnown: true
+            )
+        }
+        recentlyClosed = recentlyClosed.filter { pass - $0.value < 3 }
+        for (key, t) in flows where t.closed { recentlyClosed[key] = pass }
+        flows = flows.filter { !$0.value.closed }
+        for index in flows.indices { flows.values[index].pending = ConnectionStats() }
+        unowned = unowned.filter { flows[$0.value] != nil }
+        health.tracked = flows.count
+        return groupConnections(ends)
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The ways the agent can collect; every accounting test runs under each one that can do it.
+enum CollectionMode: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sockLength = "sock_length"
+    case kernelCounters = "kernel_counters"
+    case ebpfless
+
+    var testDescription: String { rawValue }
+    var isEBPF: Bool { self != .ebpfless }
+    static let ebpf: [CollectionMode] = [.sockLength, .kernelCounters]
+
+    var environment: [String: String] {
+        switch self {
+        case .sockLength, .kernelCounters: ["DD_CNM_EBPF_STRATEGY": rawValue]
+        case .ebpfless: ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true"]
+        }
+    }
+
+    /// Starts the agent in this mode and checks it really runs in it (an eBPF mode that fell back
+    /// would otherwise pass or fail for the wrong reason).
+    func startAgent(_ extra: [String: String] = [:]) async throws -> AgentProcess {
+        let agent = try AgentProcess(environment: environment.merging(extra) { $1 })
+        try await agent.waitUntilHealthy()
+        let status = try await agent.json("/status")
+        let mode = status["mode"] as? String
+        guard mode == (isEBPF ? "ebpf" : "ebpfless") else {
+            agent.stop()
+            throw TestFailure("agent runs \(mode ?? "?") instead of \(rawValue): \(status["mode_reason"] ?? "")")
+        }
+        if isEBPF {
+            let chosen = (status["strategies"] as? [[String: Any]] ?? []).first { $0["chosen"] as? Bool == true }
+            guard chosen?["name"] as? String == "ebpf/\(rawValue)" else {
+                agent.stop()
+                throw TestFailure("chosen strategy \(chosen?["name"] ?? "none"), expected ebpf/\(rawValue)")
+            }
+        }
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence())
+        return agent
+    }
+}
+
+extension Array where Element == [String: Any] {
+    func sum(_ key: String) -> Int { map { $0.int(key) }.reduce(0, +) }
+    func failures() -> [String: Int] {
+        reduce(into: [:]) { out, c in
+            for (errno, n) in c["tcp_failures"] as? [String: Any] ?? [:] {
+                out[errno, default: 0] += (n as? NSNumber)?.intValue ?? 0
+            }
+        }
+    }
+}
+
+/// What the kernel's own tcp_info says of a socket: its state (byte 0) and total retransmits (byte 100).
+func kernelTCPInfo(fd: Int32) throws -> (state: UInt8, totalRetransmits: UInt32) {
+    var info = [UInt8](repeating: 0, count: 256)
+    var size = socklen_t(info.count)
+    guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0, size >= 104 else {
+        throw TestFailure("getsockopt(TCP_INFO): errno \(errno)")
+    }
+    let retransmits = info[100..<104].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) }
+    return (info[0], retransmits)
+}
+
+/// Plain UDP sockets on loopback for tests.
+struct TestDatagramSocket {
+    let fd: Int32
+
+    init() throws {
+        fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
+        var limit = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        try TestSocket(fd: fd).bindLoopback(v6: false, port: 0)
+    }
+
+    var port: UInt16 { (try? TestSocket(fd: fd).localPort()) ?? 0 }
+
+    func connect(port: UInt16) throws {
+        let rc = TestSocket.withLoopback(v6: false, port: port) { Glibc.connect(fd, $0, $1) }
+        guard rc == 0 else { throw TestFailure("connect: errno \(errno)") }
+    }
+
+    /// send() on a connected socket, sendto() otherwise.
+    func send(_ size: Int, to port: UInt16?) throws {
+        let payload = [UInt8](repeating: 0x42, count: size)
+        let n = payload.withUnsafeBytes { bytes -> Int in
+            guard let port else { return Glibc.send(fd, bytes.baseAddress, size, 0) }
+            let rc = TestSocket.withLoopback(v6: false, port: port) {
+                Int32(sendto(fd, bytes.baseAddress, size, 0, $0, $1))
+            }
+            return Int(rc)
+        }
+        guard n == size else { throw TestFailure("send of \(size): errno \(errno)") }
+    }
+
+    /// recv() or recvfrom(); returns the datagram's size and the sender's port (when asked).
+    func receive(from: Bool) throws -> (size: Int, port: UInt16) {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var peer = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let n = buffer.withUnsafeMutableBytes { bytes in
+            guard from else { return recv(fd, bytes.baseAddress, bytes.count, 0) }
+            return withUnsafeMutablePointer(to: &peer) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(fd, bytes.baseAddress, bytes.count, 0, $0, &length)
+                }
+            }
+        }
+        guard n >= 0 else { throw TestFailure("receive: errno \(errno)") }
+        return (n, UInt16(bigEndian: peer.sin_port))
+    }
+
+    func close() { _ = Glibc.close(fd) }
+}

@@ -1,0 +1,287 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Exact accounting on the real kernel under every collection mode: eBPF with each strategy, and
+/// eBPF-less for the cases it can do.
+@Suite(
+    .serialized,
+    .enabled(if: Environment.isRoot, "needs root: loads eBPF programs and reads every namespace's sockets"),
+    .enabled(if: Environment.hasAgentBinary, "build the agent first (make build): .build/debug/cnm-agent")
+)
+struct KernelAccountingTests {
+    /// Every one of 2,000 connections that open and close within an interval, with its own byte counts.
+    /// eBPF-less mode gets their bytes from sock_diag destroy notifications but cannot name their
+    /// process: they live and die between two reads of /proc, so pids are checked in eBPF modes only.
+    @Test(arguments: CollectionMode.allCases)
+    func shortLivedConnectionsAreEachExact(mode: CollectionMode) async throws {
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let (listener, serverPort) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        var expected: [Int: (sent: Int, received: Int, count: Int)] = [:]
+        for i in 0..<2000 {
+            let (up, down) = (1 + i, 3 * i + 7)
+            let client = try TestSocket.connect(v6: false, port: serverPort)
+            let server = try listener.accept()
+            try client.send(up)
+            try server.receive(up)
+            try server.send(down)
+            try client.receive(down)
+            let port = Int(try client.localPort())
+            client.close()
+            server.close()
+            let e = expected[port] ?? (0, 0, 0)
+            expected[port] = (e.sent + up, e.received + down, e.count + 1)
+        }
+        let (outgoing, incoming) = try await waitFor("all 4,000 ends reported closed", timeout: .seconds(60)) {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before)
+            let out = all.filter { $0.port("raddr") == Int(serverPort) && $0["type"] as? String == "tcp" }
+            let inc = all.filter { $0.port("laddr") == Int(serverPort) && $0["type"] as? String == "tcp" }
+            return out.sum("tcp_closed") >= 2000 && inc.sum("tcp_closed") >= 2000 ? (out, inc) : nil
+        }
+        let pid = Int(getpid())
+        let outByPort = Dictionary(grouping: outgoing) { $0.port("laddr") }
+        let inByPort = Dictionary(grouping: incoming) { $0.port("raddr") }
+        var wrong: [String] = []
+        for (port, e) in expected {
+            let out = outByPort[port] ?? []
+            let inc = inByPort[port] ?? []
+            if out.sum("bytes_sent") != e.sent || out.sum("bytes_received") != e.received {
+                wrong.append(
+                    "out \(port): \(out.sum("bytes_sent"))/\(out.sum("bytes_received")) != \(e.sent)/\(e.received)")
+            }
+            if inc.sum("bytes_sent") != e.received || inc.sum("bytes_received") != e.sent {
+                wrong.append(
+                    "in \(port): \(inc.sum("bytes_sent"))/\(inc.sum("bytes_received")) != \(e.received)/\(e.sent)")
+            }
+            for (side, flows) in [("out", out), ("in", inc)] {
+                if flows.sum("tcp_established") != e.count || flows.sum("tcp_closed") != e.count {
+                    wrong.append(
+                        "\(side) \(port): established \(flows.sum("tcp_established")) closed \(flows.sum("tcp_closed"))"
+                    )
+                }
+                if mode.isEBPF && !flows.allSatisfy({ $0.int("pid") == pid }) {
+                    wrong.append("\(side) \(port): pids \(flows.map { $0.int("pid") })")
+                }
+            }
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) wrong: \(wrong.prefix(10))")
+        #expect(outgoing.allSatisfy { $0["direction"] as? String == "outgoing" })
+        #expect(incoming.allSatisfy { $0["direction"] as? String == "incoming" })
+    }
+
+    /// A connection that stays open: each interval reports exactly what moved in it.
+    @Test(arguments: CollectionMode.allCases)
+    func heldOpenConnectionHasExactDeltas(mode: CollectionMode) async throws {
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let (listener, serverPort) = try TestSocket.listener(v6: true)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: true, port: serverPort)
+        let server = try listener.accept()
+        defer {
+            client.close()
+            server.close()
+        }
+        let clientPort = Int(try client.localPort())
+        var mark = try await agent.waitForIntervals(after: try await agent.latestSequence())
+        for (up, down) in [(70_001, 3_001), (5, 90_017), (123_457, 1)] {
+            let start = mark
+            try client.send(up)
+            try server.receive(up)
+            try server.send(down)
+            try client.receive(down)
+            mark = try await agent.waitForIntervals(after: start)
+            let all = try await agent.connections(after: start)
+            let out = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
+            let inc = all.filter { $0.port("laddr") == Int(serverPort) && $0.port("raddr") == clientPort }
+            #expect(out.sum("bytes_sent") == up && out.sum("bytes_received") == down, "client \(out)")
+            #expect(inc.sum("bytes_sent") == down && inc.sum("bytes_received") == up, "server \(inc)")
+            #expect(out.sum("tcp_closed") == 0 && inc.sum("tcp_closed") == 0)
+        }
+    }
+
+    /// Datagrams of known sizes each way, on a connected client and on an unconnected one; the server
+    /// answers with sendto() to the address recvfrom() gave. eBPF-less mode has no UDP counters.
+    @Test(arguments: CollectionMode.ebpf, [true, false])
+    func udpDatagramsAreExact(mode: CollectionMode, connected: Bool) async throws {
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let server = try TestDatagramSocket()
+        let client = try TestDatagramSocket()
+        defer {
+            server.close()
+            client.close()
+        }
+        if connected { try client.connect(port: server.port) }
+        let count = 25
+        for i in 0..<count {
+            try client.send(100 + i, to: connected ? nil : server.port)
+            let (size, from) = try server.receive(from: true)
+            #expect(size == 100 + i && from == client.port)
+            try server.send(1000 + 7 * i, to: from)
+            #expect(try client.receive(from: !connected).size == 1000 + 7 * i)
+        }
+        let up = (0..<count).map { 100 + $0 }.reduce(0, +)
+        let down = (0..<count).map { 1000 + 7 * $0 }.reduce(0, +)
+        let (out, inc) = try await waitFor("both UDP ends with every byte") {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before).filter { $0["type"] as? String == "udp" }
+            let out = all.filter { $0.port("laddr") == Int(client.port) && $0.port("raddr") == Int(server.port) }
+            let inc = all.filter { $0.port("laddr") == Int(server.port) && $0.port("raddr") == Int(client.port) }
+            return out.sum("bytes_sent") >= up && inc.sum("bytes_sent") >= down ? (out, inc) : nil
+        }
+        #expect(out.sum("bytes_sent") == up && out.sum("bytes_received") == down)
+        #expect(out.sum("packets_sent") == count && out.sum("packets_received") == count)
+        #expect(inc.sum("bytes_sent") == down && inc.sum("bytes_received") == up)
+        #expect(inc.sum("packets_sent") == count && inc.sum("packets_received") == count)
+        let pid = Int(getpid())
+        #expect((out + inc).allSatisfy { $0.int("pid") == pid })
+    }
+
+    /// Refused (111) and reset (104) on loopback. eBPF-less mode cannot tell why a socket closed.
+    @Test(arguments: CollectionMode.ebpf)
+    func refusedAndResetConnectionsAreFailures(mode: CollectionMode) async throws {
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let closedPort = try freePort()
+        #expect(throws: (any Error).self) { try TestSocket.connect(v6: false, port: closedPort) }
+
+        let (listener, serverPort) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: false, port: serverPort)
+        let server = try listener.accept()
+        let clientPort = Int(try client.localPort())
+        try client.send(10)
+        try server.receive(10)
+        // Closing with a zero linger sends a reset instead of a FIN.
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(server.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        server.close()
+        #expect(throws: (any Error).self) { _ = try client.receiveToEOF() }
+        client.close()
+
+        let (refused, reset) = try await waitFor("the refused and the reset connection") {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before)
+            let refused = all.filter { $0.port("raddr") == Int(closedPort) }
+            let reset = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
+            return refused.failures().isEmpty || reset.failures().isEmpty ? nil : (refused, reset)
+        }
+        #expect(refused.failures() == ["111": 1])
+        #expect(refused.sum("tcp_established") == 0)
+        #expect(reset.failures() == ["104": 1])
+        #expect(reset.sum("bytes_sent") == 10 && reset.sum("tcp_established") == 1)
+    }
+
+    /// A connect into a namespace that drops SYNs, with one SYN retry: timed out (110).
+    @Test(arguments: CollectionMode.ebpf)
+    func connectToDroppedSYNsTimesOut(mode: CollectionMode) async throws {
+        let lab = try NetworkLab()
+        defer { try? lab.close() }
+        try lab.dropSYNs(in: .b, toPort: 9)
+        try lab.setSysctl(in: .a, "net.ipv4.tcp_syn_retries", "1")
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let server = lab.address(of: .b, v6: false)
+        let outcome = try withNetworkNamespace(lab.path(of: .a)) { () -> Int32 in
+            do {
+                close(try LabSocket.connect(to: server, port: 9, timeout: .seconds(20)))
+                return 0
+            } catch let error as LabSocketError {
+                return error.code
+            }
+        }
+        #expect(outcome == ETIMEDOUT, "ground truth: the connect itself timed out")
+        let flows = try await waitFor("the timed-out connection") { () async throws -> [[String: Any]]? in
+            let mine = try await agent.connections(after: before).filter {
+                $0.port("raddr") == 9 && $0.address("raddr")["ip"] as? String == server
+            }
+            return mine.failures().isEmpty ? nil : mine
+        }
+        #expect(flows.failures() == ["110": 1])
+    }
+
+    /// A transfer across a lossy link: the retransmits reported are the kernel's own total for that
+    /// socket, and there are some.
+    @Test(arguments: CollectionMode.ebpf)
+    func retransmitsMatchTheKernel(mode: CollectionMode) async throws {
+        let lab = try NetworkLab()
+        defer { try? lab.close() }
+        try lab.dropRandomly(in: .b, oneIn: 20)
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let size = 2_000_000
+        let serverAddress = lab.address(of: .b, v6: false)
+        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) {
+            try LabSocket.listener(on: serverAddress)
+        }
+        defer { close(listener) }
+        let client = try withNetworkNamespace(lab.path(of: .a)) {
+            try LabSocket.connect(to: serverAddress, port: port)
+        }
+        let server = try LabSocket.accept(listener)
+        let clientPort = Int(try LabSocket.localPort(client))
+        #expect(try LabSocket.transfer(size, from: client, to: server, timeout: .seconds(60)) == size)
+        // Once the client's FIN is acknowledged (FIN_WAIT2) nothing of it can be retransmitted any more.
+        let info = try waitForSync("the client's FIN acknowledged") {
+            let info = try kernelTCPInfo(fd: client)
+            return info.state == 5 ? info : nil
+        }
+        close(server)
+        close(client)
+        let flows = try await waitFor("the client's connection closed") { () async throws -> [[String: Any]]? in
+            let mine = try await agent.connections(after: before).filter {
+                $0.port("laddr") == clientPort && $0.port("raddr") == Int(port)
+            }
+            return mine.sum("tcp_closed") >= 1 ? mine : nil
+        }
+        #expect(info.totalRetransmits > 0, "the lossy link made the kernel retransmit")
+        #expect(flows.sum("retransmits") == Int(info.totalRetransmits))
+        #expect(flows.sum("bytes_sent") == size)
+    }
+
+    /// More connections than the table holds: the loss is counted and the agent goes on.
+    @Test(arguments: CollectionMode.allCases)
+    func tableOverflowIsCountedAndSurvived(mode: CollectionMode) async throws {
+        let agent = try await mode.startAgent(["DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS": "64"])
+        defer { agent.stop() }
+        let (listener, port) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        var sockets: [TestSocket] = []
+        defer { sockets.forEach { $0.close() } }
+        for _ in 0..<150 {
+            sockets.append(try TestSocket.connect(v6: false, port: port))
+            sockets.append(try listener.accept())
+        }
+        for s in sockets { try s.send(1) }
+        let status = try await waitFor("the overflow counted in /status") { () async throws -> [String: Any]? in
+            let status = try await agent.json("/status")
+            let problems = status["problems"] as? [String: [String: Any]] ?? [:]
+            let counted = (problems["ebpf_table_full"]?["count"] as? NSNumber)?.intValue ?? 0
+            let dropped = ((status["tracker"] as? [String: Any])?["dropped_table_full"] as? NSNumber)?.intValue ?? 0
+            return counted > 0 || dropped > 0 ? status : nil
+        }
+        #expect(status["healthy"] as? Bool == true)
+        let seq = try await agent.waitForIntervals(after: try await agent.latestSequence())
+        #expect(seq > 0)
+        #expect(try await agent.get("/healthz").status == 200)
+    }
+}
+
+/// Polls a synchronous condition until it yields a value, for at most `timeout`.
+func waitForSync<T>(_ what: String, timeout: Duration = .seconds(10), _ probe: () throws -> T?) throws -> T {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if let value = try probe() { return value }
+        usleep(10_000)
+    }
+    throw TestFailure("timed out waiting for \(what)")
+}

@@ -1,0 +1,423 @@
+import CLinux
+import Foundation
+import Glibc
+
+/// Two network namespaces joined by one veth pair, built with `ip` and `nft`, for tests that need a real network
+/// path whose losses the test decides. Nothing in the lab routes anywhere else: each namespace has only `lo` and
+/// its end of the veth, so traffic to the lab's addresses cannot leave it.
+///
+/// Side A holds 10.X.0.1/24 and fd00:X::1/64, side B 10.X.0.2/24 and fd00:X::2/64, X random per lab. Both
+/// namespaces are deleted by `close()` or, failing that, when the lab is released.
+final class NetworkLab {
+    enum Side: String, CaseIterable, Sendable {
+        case a, b
+    }
+
+    /// Random hex suffix shared by the namespace and interface names of this lab.
+    let id: String
+    /// The second IPv4 octet, and the second IPv6 group (in hex), of both addresses.
+    private let subnet: UInt8
+    /// Sides whose `cnmlab` nftables table exists.
+    private var tables: Set<Side> = []
+
+    /// The nftables table (family inet) that holds every drop rule of the lab.
+    static let table = "cnmlab"
+
+    init() throws {
+        id = String(UInt32.random(in: 0x1000_0000...UInt32.max), radix: 16)
+        subnet = UInt8.random(in: 1...254)
+        // A half-built lab would outlive a throwing init (no deinit runs), so tear it down here.
+        do { try build() } catch {
+            try? close()
+            throw error
+        }
+    }
+
+    deinit { try? close() }
+
+    func name(of side: Side) -> String { "cnmlab-\(id)-\(side.rawValue)" }
+
+    /// What `setns` and the agent's namespace options take.
+    func path(of side: Side) -> String { "/run/netns/\(name(of: side))" }
+
+    /// The veth end inside that side's namespace (12 characters, within IFNAMSIZ).
+    func interface(of side: Side) -> String { "cnm\(id)\(side.rawValue)" }
+
+    func address(of side: Side, v6: Bool) -> String {
+        let host = side == .a ? 1 : 2
+        return v6 ? "fd00:\(String(subnet, radix: 16))::\(host)" : "10.\(subnet).0.\(host)"
+    }
+
+    /// Deletes both namespaces; does nothing for a side already gone, so it may be called again. The veth goes
+    /// with them. A namespace still held by an open socket lives on in the kernel, unnamed, until that closes.
+    func close() throws {
+        var failures: [String] = []
+        for side in Side.allCases where FileManager.default.fileExists(atPath: path(of: side)) {
+            do { try Self.command("ip", ["netns", "del", name(of: side)]) } catch { failures.append("\(error)") }
+        }
+        tables = []
+        guard failures.isEmpty else { throw TestFailure(failures.joined(separator: "; ")) }
+    }
+
+    // MARK: - Shaping
+
+    /// Drops incoming TCP segments that carry payload on that side's veth, each with probability 1/n
+    /// (`numgen random`). SYNs, RSTs and segments without payload always pass, so handshakes complete and the
+    /// sender sees retransmits rather than a stalled connection. Loopback is never touched.
+    func dropRandomly(in side: Side, oneIn n: Int) throws {
+        precondition(n >= 1, "oneIn must be at least 1")
+        // No TCP segment without payload is longer than 100 bytes: a 40-byte IPv6 header plus a 60-byte TCP
+        // header with every option (IPv4: 20 + 60). So `meta length > 100` keeps only segments carrying data.
+        try addRule(
+            in: side,
+            "iifname \"\(interface(of: side))\" tcp flags & (syn | rst) == 0 meta length > 100 "
+                + "numgen random mod \(n) == 0 counter drop"
+        )
+    }
+
+    /// Drops incoming TCP SYNs (not SYN-ACKs) to `port` on that side's veth, so a connect from the other side
+    /// retries and finally fails with ETIMEDOUT.
+    func dropSYNs(in side: Side, toPort port: UInt16) throws {
+        try addRule(
+            in: side,
+            "iifname \"\(interface(of: side))\" tcp dport \(port) tcp flags & (syn | ack) == syn counter drop"
+        )
+    }
+
+    /// Removes every drop rule of that side: the path heals.
+    func removeDropRules(in side: Side) throws {
+        guard tables.contains(side) else { return }
+        try nft(in: side, "delete table inet \(Self.table)")
+        tables.remove(side)
+    }
+
+    /// Packets the drop rules of that side have dropped so far (the sum of their counters).
+    func droppedPackets(in side: Side) throws -> Int {
+        guard tables.contains(side) else { return 0 }
+        let listing = try nft(in: side, "list table inet \(Self.table)")
+        return listing.split(separator: "\n").filter { $0.hasSuffix(" drop") }.reduce(0) { total, rule in
+            // "... counter packets 12 bytes 17376 drop"
+            let words = rule.split(separator: " ")
+            guard let i = words.firstIndex(of: "packets"), i + 1 < words.count, let n = Int(words[i + 1]) else {
+                return total
+            }
+            return total + n
+        }
+    }
+
+    // MARK: - Sysctls
+
+    /// `sysctl -w key=value` inside that side's namespace (net.* keys are per namespace).
+    func setSysctl(in side: Side, _ key: String, _ value: String) throws {
+        try Self.command("ip", ["netns", "exec", name(of: side), try Self.tool("sysctl"), "-w", "\(key)=\(value)"])
+    }
+
+    func sysctl(in side: Side, _ key: String) throws -> String {
+        try Self.command("ip", ["netns", "exec", name(of: side), try Self.tool("sysctl"), "-n", key])
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    // MARK: - Building
+
+    private func build() throws {
+        let (a, b) = (name(of: .a), name(of: .b))
+        try Self.command("ip", ["netns", "add", a])
+        try Self.command("ip", ["netns", "add", b])
+        // Both ends are created directly in their namespaces: the root namespace never sees them.
+        try Self.command(
+            "ip",
+            [
+                "link", "add", interface(of: .a), "netns", a, "type", "veth", "peer", "name", interface(of: .b),
+                "netns", b,
+            ]
+        )
+        for side in Side.allCases {
+            let ns = name(of: side)
+            let dev = interface(of: side)
+            try Self.command("ip", ["-n", ns, "link", "set", "lo", "up"])
+            // veth passes 64 KB GSO packets whole: a drop rule would see ~40 packets for 2 MB, not ~1,400
+            // segments, and a 1-in-20 loss could miss a whole transfer. One segment per packet, as on a wire.
+            try Self.command("ip", ["-n", ns, "link", "set", dev, "gso_max_segs", "1"])
+            try Self.command("ip", ["-n", ns, "addr", "add", "\(address(of: side, v6: false))/24", "dev", dev])
+            // nodad: the address is usable at once instead of after ~1 s of duplicate address detection.
+            try Self.command("ip", ["-n", ns, "addr", "add", "\(address(of: side, v6: true))/64", "dev", dev, "nodad"])
+            try Self.command("ip", ["-n", ns, "link", "set", dev, "up"])
+        }
+    }
+
+    private func addRule(in side: Side, _ rule: String) throws {
+        if !tables.contains(side) {
+            try nft(in: side, "add table inet \(Self.table)")
+            try nft(
+                in: side,
+                "add chain inet \(Self.table) input { type filter hook input priority filter; policy accept; }"
+            )
+            tables.insert(side)
+        }
+        try nft(in: side, "add rule inet \(Self.table) input \(rule)")
+    }
+
+    /// One nft command (nft joins its arguments, so one string is enough) inside that side's namespace.
+    @discardableResult
+    private func nft(in side: Side, _ command: String) throws -> String {
+        try Self.command("ip", ["netns", "exec", name(of: side), try Self.tool("nft"), command])
+    }
+
+    // MARK: - Commands
+
+    /// Whether `ip`, `nft` and `sysctl` are installed (iproute2, nftables, procps).
+    static var toolsAvailable: Bool { ["ip", "nft", "sysctl"].allSatisfy { (try? tool($0)) != nil } }
+
+    /// The absolute path of a system tool: tests may run with a PATH that lacks the sbin directories.
+    static func tool(_ name: String) throws -> String {
+        for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
+            let path = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw TestFailure("\(name) is not in /usr/sbin, /sbin, /usr/bin or /bin")
+    }
+
+    /// Runs a tool and returns its standard output; throws with the command line and its standard error when it
+    /// fails or outlives `timeout`. Meant for short outputs: the pipes are read after exit, so more than a pipe's
+    /// buffer (64 KiB) would block the tool until the deadline.
+    @discardableResult
+    static func command(_ name: String, _ arguments: [String], timeout: Duration = .seconds(10)) throws -> String {
+        let line = ([name] + arguments).joined(separator: " ")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try tool(name))
+        process.arguments = arguments
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = output
+        process.standardError = errors
+        do { try process.run() } catch { throw TestFailure("`\(line)` did not start: \(error)") }
+        // Foundation's waitUntilExit busy-spins on Linux: poll isRunning instead, up to a deadline.
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now >= deadline {
+                kill(process.processIdentifier, SIGKILL)
+                for _ in 0..<200 where process.isRunning { usleep(5_000) }
+                throw TestFailure("`\(line)` did not exit within \(timeout); killed")
+            }
+            usleep(1_000)
+        }
+        let stdout = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard process.terminationReason == .exit, process.terminationStatus == 0 else {
+            let how = process.terminationReason == .exit ? "exited with" : "was killed by signal"
+            let message = stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            throw TestFailure("`\(line)` \(how) \(process.terminationStatus): \(message)")
+        }
+        return stdout
+    }
+}
+
+// MARK: - Entering a namespace
+
+/// Runs `body` on the calling thread inside the network namespace at `path` (such as `NetworkLab.path(of:)`), then
+/// moves the thread back. Sockets created in `body` belong to that namespace for good and work after the return.
+/// `body` must not suspend: only this thread moves, so keep it synchronous.
+func withNetworkNamespace<T>(_ path: String, _ body: () throws -> T) throws -> T {
+    let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+    guard home >= 0 else { throw TestFailure("open /proc/thread-self/ns/net: errno \(errno)") }
+    defer { close(home) }
+    let target = open(path, O_RDONLY | O_CLOEXEC)
+    guard target >= 0 else { throw TestFailure("open \(path): errno \(errno)") }
+    let entered = cnm_linux_setns_net(target)
+    let enterError = errno
+    close(target)
+    guard entered == 0 else { throw TestFailure("setns(\(path)): errno \(enterError)") }
+    defer {
+        // A thread left in a lab namespace would run unrelated tests there, and the lab's deletion could not
+        // take its traffic with it: stop rather than go on.
+        if cnm_linux_setns_net(home) != 0 {
+            fatalError("cannot return to the original network namespace from \(path): errno \(errno)")
+        }
+    }
+    return try body()
+}
+
+// MARK: - Kernel counters
+
+/// `tcpi_total_retrans` of a TCP socket: every segment the kernel retransmitted over the connection's life.
+/// It is the u32 at byte 100 of `struct tcp_info` (linux/tcp.h); CLinux.c asserts the mirror's layout.
+func kernelTotalRetransmits(fd: Int32) throws -> UInt32 {
+    var info = cnm_linux_tcp_info()
+    var size = socklen_t(MemoryLayout<cnm_linux_tcp_info>.size)
+    guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0 else {
+        throw LabSocketError(call: "getsockopt(TCP_INFO)", code: errno)
+    }
+    guard size >= 104 else { throw TestFailure("tcp_info of \(size) bytes has no tcpi_total_retrans") }
+    return info.tcpi_total_retrans
+}
+
+// MARK: - Sockets on lab addresses
+
+/// A failed socket call, with the errno a test may expect (ETIMEDOUT, ECONNREFUSED, ...).
+struct LabSocketError: Error, CustomStringConvertible {
+    var call: String
+    var code: Int32
+    var description: String { "\(call): errno \(code) (\(String(cString: strerror(code))))" }
+}
+
+/// Blocking TCP sockets on any numeric address (TestSocket knows loopback only). Create them inside
+/// `withNetworkNamespace` to place them in a lab side. Every blocking call has a kernel timeout.
+enum LabSocket {
+    /// A listener on `address` (IPv4 or IPv6 literal); port 0 lets the kernel choose. `accept` waits at most
+    /// `timeout`.
+    static func listener(
+        on address: String,
+        port: UInt16 = 0,
+        timeout: Duration = .seconds(10)
+    ) throws -> (fd: Int32, port: UInt16) {
+        let fd = try make(address, timeout: timeout)
+        do {
+            var on: Int32 = 1
+            _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+            try check("bind \(address):\(port)", try withAddress(address, port: port) { bind(fd, $0, $1) })
+            try check("listen", listen(fd, 16))
+            return (fd, try localPort(fd))
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    /// A connected socket. The connect gives up after `timeout` at the latest (SO_SNDTIMEO bounds it; the
+    /// kernel's own SYN retries may end it sooner with ETIMEDOUT); sends and receives have the same bound.
+    static func connect(to address: String, port: UInt16, timeout: Duration = .seconds(10)) throws -> Int32 {
+        let fd = try make(address, timeout: timeout)
+        do {
+            let rc = try withAddress(address, port: port) { Glibc.connect(fd, $0, $1) }
+            try check("connect \(address) port \(port)", rc)
+            return fd
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    /// The next connection of a listener, within the listener's timeout.
+    static func accept(_ listener: Int32) throws -> Int32 {
+        let fd = Glibc.accept(listener, nil, nil)
+        guard fd >= 0 else { throw LabSocketError(call: "accept", code: errno) }
+        return fd
+    }
+
+    /// Sends exactly `count` bytes from `sender` to `receiver` on this one thread, then shuts the sender's write
+    /// side and reads to end of stream. Returns the bytes received; throws if it takes longer than `timeout`.
+    /// Leaves both sockets non-blocking.
+    static func transfer(_ count: Int, from sender: Int32, to receiver: Int32, timeout: Duration) throws -> Int {
+        for fd in [sender, receiver] {
+            try check("fcntl(O_NONBLOCK)", fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK))
+        }
+        let chunk = [UInt8](repeating: 0x5A, count: 65_536)
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var sent = 0
+        var received = 0
+        if count == 0 { _ = shutdown(sender, Int32(SHUT_WR)) }
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            guard ContinuousClock.now < deadline else {
+                throw TestFailure(
+                    "transfer of \(count) bytes timed out after \(timeout): \(sent) sent, \(received) received")
+            }
+            var fds = [
+                pollfd(fd: sender, events: sent < count ? Int16(POLLOUT) : 0, revents: 0),
+                pollfd(fd: receiver, events: Int16(POLLIN), revents: 0),
+            ]
+            guard poll(&fds, 2, 100) >= 0 else {
+                if errno == EINTR { continue }
+                throw LabSocketError(call: "poll", code: errno)
+            }
+            if sent < count, fds[0].revents != 0 {
+                let n = chunk.withUnsafeBytes {
+                    send(sender, $0.baseAddress, min(count - sent, $0.count), Int32(MSG_NOSIGNAL))
+                }
+                if n > 0 {
+                    sent += n
+                    if sent == count { _ = shutdown(sender, Int32(SHUT_WR)) }
+                } else if errno != EAGAIN && errno != EINTR {
+                    throw LabSocketError(call: "send after \(sent) bytes", code: errno)
+                }
+            }
+            if fds[1].revents != 0 {
+                let n = buffer.withUnsafeMutableBytes { recv(receiver, $0.baseAddress, $0.count, 0) }
+                if n == 0 { return received }
+                if n > 0 {
+                    received += n
+                } else if errno != EAGAIN && errno != EINTR {
+                    throw LabSocketError(call: "recv after \(received) bytes", code: errno)
+                }
+            }
+        }
+    }
+
+    static func localPort(_ fd: Int32) throws -> UInt16 {
+        var storage = sockaddr_storage()
+        var size = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        try check(
+            "getsockname",
+            withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) }
+            }
+        )
+        // sin_port and sin6_port lie at the same offset.
+        return withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
+        }
+    }
+
+    /// Calls `body` with the socket address of a numeric IPv4 or IPv6 literal.
+    static func withAddress(
+        _ address: String,
+        port: UInt16,
+        _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32
+    ) throws -> Int32 {
+        if address.contains(":") {
+            var a = sockaddr_in6()
+            a.sin6_family = sa_family_t(AF_INET6)
+            a.sin6_port = port.bigEndian
+            guard inet_pton(AF_INET6, address, &a.sin6_addr) == 1 else {
+                throw TestFailure("not an IPv6 address: \(address)")
+            }
+            return withUnsafePointer(to: &a) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    body($0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                }
+            }
+        }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, address, &a.sin_addr) == 1 else {
+            throw TestFailure("not an IPv4 address: \(address)")
+        }
+        return withUnsafePointer(to: &a) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+    }
+
+    /// A TCP socket for that address's family, with send and receive timeouts.
+    private static func make(_ address: String, timeout: Duration) throws -> Int32 {
+        let family = address.contains(":") ? AF_INET6 : AF_INET
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw LabSocketError(call: "socket", code: errno) }
+        let seconds = timeout.components.seconds
+        let micros = timeout.components.attoseconds / 1_000_000_000_000
+        var limit = timeval(tv_sec: Int(seconds), tv_usec: Int(micros))
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            guard setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+                let code = errno
+                close(fd)
+                throw LabSocketError(call: "setsockopt(timeout)", code: code)
+            }
+        }
+        return fd
+    }
+
+    private static func check(_ call: String, _ rc: Int32) throws {
+        guard rc >= 0 else { throw LabSocketError(call: call, code: errno) }
+    }
+}
