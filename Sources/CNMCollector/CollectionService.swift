@@ -201,15 +201,19 @@ public final class CollectionService: Service, Sendable {
     /// The tag map for a report. A container met for the first time may have started a moment ago:
     /// one refresh is awaited (briefly) so its first report already carries its name.
     private func tags(for connections: [Connection], requestTags: @Sendable () -> Void) async -> [String: [String]] {
-        let (known, refreshes) = containerTags.withLock { ($0.tags, $0.refreshes) }
-        let ids = connections.flatMap { [$0.localContainerID, $0.remoteContainerID] }.compactMap { $0 }
-        guard ids.contains(where: { known[$0] == nil }) else { return known }
-        requestTags()
-        let deadline = monotonicMicros() + 1_000_000
-        while monotonicMicros() < deadline, containerTags.withLock({ $0.refreshes }) <= refreshes {
-            try? await Task.sleep(for: .milliseconds(20))
+        let ids = Set(connections.flatMap { [$0.localContainerID, $0.remoteContainerID] }.compactMap { $0 })
+        var (known, refreshes) = containerTags.withLock { ($0.tags, $0.refreshes) }
+        // A refresh already under way may have listed containers before this one started: ask again
+        // after each refresh that still lacks one, for up to 2 s.
+        let deadline = monotonicMicros() + 2_000_000
+        while ids.contains(where: { known[$0] == nil }) && monotonicMicros() < deadline {
+            requestTags()
+            while monotonicMicros() < deadline, containerTags.withLock({ $0.refreshes }) <= refreshes {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            (known, refreshes) = containerTags.withLock { ($0.tags, $0.refreshes) }
         }
-        return containerTags.withLock { $0.tags }
+        return known
     }
 
     private func onQueue<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {

@@ -61,9 +61,10 @@ public struct DockerClient: Sendable {
         _ = try await get("/_ping")
     }
 
-    /// `GET /containers/json`: the running containers.
-    public func listRunningContainers() async throws(DockerError) -> [DockerContainerSummary] {
-        try await decode([DockerContainerSummary].self, path: "/containers/json")
+    /// `GET /containers/json?all=1`: every container, exited ones too, so one that started and
+    /// exited between two refreshes still has its tags for the flows it left.
+    public func listContainers() async throws(DockerError) -> [DockerContainerSummary] {
+        try await decode([DockerContainerSummary].self, path: "/containers/json?all=1")
     }
 
     /// Every byte but ASCII letters and digits as `%XX`: an id or name is one path segment, whatever it holds.
@@ -90,7 +91,7 @@ public struct DockerClient: Sendable {
     /// inspected (404) is left out; any other failure fails the whole call.
     public func runningContainers() async throws(DockerError) -> [ContainerMetadata] {
         var out: [ContainerMetadata] = []
-        for summary in try await listRunningContainers() {
+        for summary in try await listContainers() {
             do {
                 let inspect = try await inspectContainer(id: summary.id)
                 out.append(ContainerMetadata(inspect: inspect, summary: summary))

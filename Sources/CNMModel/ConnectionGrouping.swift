@@ -20,8 +20,10 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
         var remote: Endpoint
         var netns: UInt64?  // loopback addresses only mean something inside one namespace
     }
+    // A dual-stack socket sees an IPv4 peer as ::ffff:a.b.c.d; the peer's own socket is plain IPv4.
+    func plain(_ e: Endpoint) -> Endpoint { Endpoint(e.address.unmappedV4 ?? e.address, e.port) }
     func endsKey(_ t: TransportProtocol, _ l: Endpoint, _ r: Endpoint, _ netns: UInt64) -> EndsKey {
-        EndsKey(transport: t, local: l, remote: r, netns: l.address.isLoopback ? netns : nil)
+        EndsKey(transport: t, local: plain(l), remote: plain(r), netns: l.address.isLoopback ? netns : nil)
     }
     var byEnds: [EndsKey: SocketOwner?] = [:]
     var localAddresses = Set<IPAddress>()
@@ -55,7 +57,8 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
             remotePid: peer??.pid,
             remoteProcessName: peer??.processName,
             remoteContainerID: peer??.containerID,
-            intraHost: peer != nil || end.remote.address.isLoopback || localAddresses.contains(end.remote.address),
+            intraHost: peer != nil || end.remote.address.isLoopback
+                || localAddresses.contains(end.remote.address.unmappedV4 ?? end.remote.address),
             countersKnown: end.countersKnown
         )
     }

@@ -63,10 +63,10 @@ import Testing
         #expect(health.failures == Dictionary(uniqueKeysWithValues: expected.map { ($0, 1) }))
         #expect(health.consecutiveFailures == 4)
         #expect(health.containers == 1)
-        #expect(health.lastError?.hasPrefix("connection_closed: GET /containers/json on unix://") == true)
+        #expect(health.lastError?.hasPrefix("connection_closed: GET /containers/json?all=1 on unix://") == true)
 
         let requests = daemon.finish().map(\.requestLine)
-        #expect(requests.first == "GET /containers/json HTTP/1.1")
+        #expect(requests.first == "GET /containers/json?all=1 HTTP/1.1")
         #expect(requests.dropFirst().first == "GET /containers/\(Self.id)/json HTTP/1.1")
         #expect(requests.count == 6)
     }
@@ -74,7 +74,7 @@ import Testing
     @Test func statusAndDaemonMessage() async throws {
         let daemon = try FakeDockerDaemon(replies: [.http(status: 500, body: #"{"message": "daemon is sad"}"#)])
         let client = try client(daemon)
-        let error = await failure { () async throws(DockerError) in _ = try await client.listRunningContainers() }
+        let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
         #expect(error?.kind == .httpStatus)
         #expect(error?.httpStatus == 500)
         #expect(error?.message.hasSuffix("HTTP 500: daemon is sad") == true)
@@ -86,7 +86,7 @@ import Testing
         let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
         let daemon = try FakeDockerDaemon(replies: [.raw(head + String(Self.list.prefix(20)))])
         let client = try client(daemon)
-        let error = await failure { () async throws(DockerError) in _ = try await client.listRunningContainers() }
+        let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
         #expect(error?.kind == .connectionClosed)
         _ = daemon.finish()
     }
@@ -95,7 +95,7 @@ import Testing
         let daemon = try FakeDockerDaemon(replies: [.stall(milliseconds: 1500)])
         let client = try client(daemon, timeout: .milliseconds(200))
         let start = ContinuousClock.now
-        let error = await failure { () async throws(DockerError) in _ = try await client.listRunningContainers() }
+        let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
         #expect(error?.kind == .timeout)
         #expect(ContinuousClock.now - start < .seconds(1))
         _ = daemon.finish()
@@ -104,7 +104,7 @@ import Testing
     @Test func responseOverTheLimit() async throws {
         let daemon = try FakeDockerDaemon(replies: [.http(status: 200, body: Self.list)])
         let client = try DockerClient(host: "unix://\(daemon.socketPath)", maxResponseBytes: 16)
-        let error = await failure { () async throws(DockerError) in _ = try await client.listRunningContainers() }
+        let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
         #expect(error?.kind == .responseTooLarge)
         _ = daemon.finish()
     }
