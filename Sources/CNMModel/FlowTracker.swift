@@ -85,7 +85,9 @@ public struct FlowTracker: Sendable {
     private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool) {
         let key = Key(netns: r.netns, id: r.id)
         let counters = r.counters(hooksCountTCPBytes: hooksCountTCPBytes)
-        if !final, recentlyClosed[key] != nil { return }
+        // Already reported closed: a late open record, a final record after the flow was given up
+        // for lost, or the same final record twice would all count it again.
+        if recentlyClosed[key] != nil { return }
         if let index = flows.index(forKey: key) {
             guard !flows.values[index].closed else { return }
             if Self.account(&flows.values[index], r, counters) { health.counterRegressions += 1 }
@@ -97,8 +99,9 @@ public struct FlowTracker: Sendable {
             if final { Self.close(&flows.values[index], error: r.error) }
             return
         }
-        // A flow older than the agent: its history is not ours to report.
-        let inherited = baseline && !r.flags.contains(.bornWatched)
+        // A flow older than the agent: its history is not ours to report. That includes one first
+        // met in its final record: what it carried before the agent started cannot be told apart.
+        let inherited = (baseline || final) && !r.flags.contains(.bornWatched)
         let established = r.flags.contains(.established)
         var t = Tracked(
             record: r,

@@ -1,0 +1,364 @@
+import CNMModel
+import Testing
+
+/// Builds flow records the way the eBPF reader does.
+private enum Flow {
+    static let netns: UInt64 = 4_026_531_840
+    static let host = IPAddress.v4(0x0A00_0005)  // 10.0.0.5
+    static let server = IPAddress.v4(0x0A00_0009)  // 10.0.0.9
+    static let lo = IPAddress.v4(0x7F00_0001)
+    static let watched: FlowRecord.Flags = [.established, .bornWatched, .tracked]
+
+    static func counters(
+        _ sent: UInt64,
+        _ received: UInt64,
+        packets: (sent: UInt64, received: UInt64) = (0, 0),
+        retransmits: UInt64 = 0
+    ) -> SocketCounters {
+        SocketCounters(
+            bytesSent: sent,
+            bytesReceived: received,
+            packetsSent: packets.sent,
+            packetsReceived: packets.received,
+            retransmits: retransmits
+        )
+    }
+
+    static func tcp(
+        socket: UInt64,
+        birth: UInt64 = 1,
+        local: UInt16 = 45000,
+        remote: UInt16 = 443,
+        netns: UInt64 = netns,
+        address: IPAddress = host,
+        remoteAddress: IPAddress = server,
+        direction: ConnectionDirection = .outgoing,
+        state: TCPState = .established,
+        pid: Int32? = 200,
+        processName: String? = "client",
+        containerID: String? = nil,
+        kernel: SocketCounters = .zero,
+        hooks: SocketCounters = .zero,
+        error: Int32 = 0,
+        flags: FlowRecord.Flags = watched
+    ) -> FlowRecord {
+        FlowRecord(
+            id: FlowRecord.ID(socket: socket, birth: birth),
+            netns: netns,
+            transport: .tcp,
+            local: Endpoint(address, local),
+            remote: Endpoint(remoteAddress, remote),
+            direction: direction,
+            state: state,
+            pid: pid,
+            processName: processName,
+            containerID: containerID,
+            hookCounters: hooks,
+            kernelCounters: kernel,
+            error: error,
+            flags: flags
+        )
+    }
+
+    /// The flow's final record: closed, with the given counters.
+    static func final(_ r: FlowRecord, kernel: SocketCounters, error: Int32 = 0, flags: FlowRecord.Flags = [])
+        -> FlowRecord
+    {
+        var f = r
+        f.state = .close
+        f.kernelCounters = kernel
+        f.error = error
+        f.flags.formUnion(flags.union(.closed))
+        return f
+    }
+}
+
+extension FlowTracker {
+    /// One pass over `netns` (read whole), then the interval's report.
+    fileprivate mutating func pass(
+        open: [FlowRecord] = [],
+        closed: [FlowRecord] = [],
+        complete: Set<UInt64> = [Flow.netns],
+        baseline: Bool = false
+    ) -> [Connection] {
+        apply(open: open, closed: closed, complete: complete, baseline: baseline)
+        return flush()
+    }
+}
+
+@Suite struct FlowTrackerTests {
+    @Test func eachFlushReportsTheDeltaSinceThePreviousOne() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        #expect(t.pass(baseline: true).isEmpty)
+
+        // Seen first while connecting (after the baseline): not established yet.
+        let syn = Flow.tcp(
+            socket: 0xA1, state: .synSent, kernel: Flow.counters(0, 0, packets: (1, 0)),
+            flags: [.bornWatched, .tracked])
+        var c = t.pass(open: [syn])
+        #expect(c.count == 1)
+        #expect(c[0].stats.packetsSent == 1 && c[0].stats.bytesSent == 0)
+        #expect(c[0].stats.tcpEstablished == 0 && c[0].stats.tcpClosed == 0)
+
+        // First seen established: counted in this flush.
+        let r = Flow.tcp(socket: 0xA1, kernel: Flow.counters(100, 40, packets: (3, 2)))
+        c = t.pass(open: [r])
+        #expect(c.count == 1)
+        #expect(c[0].stats.bytesSent == 100 && c[0].stats.bytesReceived == 40)
+        #expect(c[0].stats.packetsSent == 2 && c[0].stats.packetsReceived == 2)
+        #expect(c[0].stats.tcpEstablished == 1 && c[0].stats.tcpClosed == 0)
+
+        // Read again with grown counters: only the growth, not established again.
+        c = t.pass(open: [Flow.tcp(socket: 0xA1, kernel: Flow.counters(250, 90, packets: (7, 5), retransmits: 1))])
+        #expect(c.count == 1)
+        #expect(c[0].stats.bytesSent == 150 && c[0].stats.bytesReceived == 50)
+        #expect(c[0].stats.packetsSent == 4 && c[0].stats.packetsReceived == 3 && c[0].stats.retransmits == 1)
+        #expect(c[0].stats.tcpEstablished == 0 && c[0].stats.tcpClosed == 0)
+
+        // Closed: the last growth (less the FIN's byte) and the close.
+        let end = Flow.final(
+            r, kernel: Flow.counters(300, 101, packets: (9, 6), retransmits: 1), flags: .finReceived)
+        c = t.pass(closed: [end])
+        #expect(c.count == 1)
+        #expect(c[0].stats.bytesSent == 50 && c[0].stats.bytesReceived == 10)
+        #expect(c[0].stats.packetsSent == 2 && c[0].stats.packetsReceived == 1 && c[0].stats.retransmits == 0)
+        #expect(c[0].stats.tcpEstablished == 0 && c[0].stats.tcpClosed == 1)
+
+        #expect(t.pass().isEmpty, "a closed flow is forgotten after its last report")
+        #expect(t.health.tracked == 0)
+        #expect(t.health.closedWithoutFinalRecord == 0 && t.health.counterRegressions == 0)
+    }
+
+    @Test func baselineFlowsStartFromTheirCurrentCountersUnlessBornWatched() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        let old = Flow.tcp(
+            socket: 1, birth: 0, local: 45001, kernel: Flow.counters(1_000_000, 5000, packets: (900, 800)),
+            flags: [.established, .tracked])
+        let young = Flow.tcp(socket: 2, local: 45002, kernel: Flow.counters(700, 300, packets: (6, 5)))
+        var c = t.pass(open: [old, young], baseline: true)
+        let old1 = try #require(c.first { $0.key.local.port == 45001 })
+        let young1 = try #require(c.first { $0.key.local.port == 45002 })
+        #expect(old1.stats.bytesSent == 0 && old1.stats.bytesReceived == 0 && old1.stats.packetsSent == 0)
+        #expect(old1.stats.tcpEstablished == 0, "it was established before the agent started")
+        #expect(young1.stats.bytesSent == 700 && young1.stats.bytesReceived == 300 && young1.stats.packetsSent == 6)
+        #expect(young1.stats.tcpEstablished == 1)
+
+        var older = old
+        older.kernelCounters = Flow.counters(1_000_010, 5000, packets: (901, 800))
+        var younger = young
+        younger.kernelCounters = Flow.counters(750, 300, packets: (7, 5))
+        c = t.pass(open: [older, younger])
+        #expect(c.first { $0.key.local.port == 45001 }?.stats.bytesSent == 10)
+        #expect(c.first { $0.key.local.port == 45001 }?.stats.packetsSent == 1)
+        #expect(c.first { $0.key.local.port == 45002 }?.stats.bytesSent == 50)
+        #expect(c.allSatisfy { $0.stats.tcpEstablished == 0 })
+    }
+
+    @Test(arguments: [true, false])
+    func tcpBytesComeFromTheChosenCounters(hooksCountTCPBytes: Bool) throws {
+        let hooks = Flow.counters(10, 20, packets: (99, 99), retransmits: 99)
+        let kernel = Flow.counters(30, 41, packets: (3, 4), retransmits: 2)
+        let watched = Flow.tcp(
+            socket: 1, local: 45001, kernel: kernel, hooks: hooks, flags: [.established, .bornWatched, .finReceived])
+        let unwatched = Flow.tcp(
+            socket: 2, local: 45002, kernel: kernel, hooks: hooks, flags: [.established, .finReceived])
+        let noFinByte = Flow.tcp(
+            socket: 3, local: 45003, kernel: Flow.counters(5, 0), flags: [.established, .finReceived])
+        var udp = Flow.tcp(socket: 4, local: 45004, remote: 53, kernel: kernel, hooks: hooks, flags: [.bornWatched])
+        udp.transport = .udp
+        udp.id.peer = udp.remote
+
+        var t = FlowTracker(hooksCountTCPBytes: hooksCountTCPBytes)
+        _ = t.pass(baseline: true)
+        let c = t.pass(open: [watched, unwatched, noFinByte, udp])
+        #expect(c.count == 4)
+
+        let w = try #require(c.first { $0.key.local.port == 45001 }?.stats)
+        if hooksCountTCPBytes {
+            #expect(w.bytesSent == 10 && w.bytesReceived == 20, "bytes from the hooks")
+        } else {
+            #expect(w.bytesSent == 30 && w.bytesReceived == 40, "bytes from the kernel, less the FIN's byte")
+        }
+        #expect(w.packetsSent == 3 && w.packetsReceived == 4 && w.retransmits == 2, "always from the kernel")
+
+        let u = try #require(c.first { $0.key.local.port == 45002 }?.stats)
+        #expect(u.bytesSent == 30 && u.bytesReceived == 40, "not watched from birth: the kernel's bytes")
+        #expect(u.packetsSent == 3 && u.packetsReceived == 4 && u.retransmits == 2)
+
+        let n = try #require(c.first { $0.key.local.port == 45003 }?.stats)
+        #expect(n.bytesSent == 5 && n.bytesReceived == 0, "no byte to take off")
+
+        let d = try #require(c.first { $0.key.transport == .udp }?.stats)
+        #expect(d.bytesSent == 10 && d.bytesReceived == 20, "UDP has only the hooks' counts")
+        #expect(d.packetsSent == 99 && d.packetsReceived == 99 && d.retransmits == 99)
+        #expect(d.tcpEstablished == 0)
+
+        #expect(udp.counters(hooksCountTCPBytes: hooksCountTCPBytes) == hooks)
+        #expect(noFinByte.counters(hooksCountTCPBytes: hooksCountTCPBytes).bytesReceived == 0)
+    }
+
+    @Test func failuresCountedByErrno() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        let refusedOpen = Flow.tcp(
+            socket: 1, local: 45001, state: .synSent, kernel: Flow.counters(0, 0, packets: (1, 0)),
+            flags: [.bornWatched, .tracked])
+        let reset = Flow.tcp(socket: 2, local: 45002)
+        var c = t.pass(open: [refusedOpen])
+        #expect(c.first?.stats.tcpFailures == [:])
+
+        let refused = Flow.final(refusedOpen, kernel: Flow.counters(0, 0, packets: (2, 1)), error: 111)
+        c = t.pass(closed: [refused, Flow.final(reset, kernel: Flow.counters(12, 34), error: 104)])
+        #expect(c.count == 2)
+        let r = try #require(c.first { $0.key.local.port == 45001 }?.stats)
+        #expect(r.tcpFailures == [111: 1])
+        #expect(r.tcpEstablished == 0 && r.tcpClosed == 0, "never established: a failure, not a close")
+        #expect(r.packetsSent == 1 && r.packetsReceived == 1)
+        let x = try #require(c.first { $0.key.local.port == 45002 }?.stats)
+        #expect(x.tcpFailures == [104: 1])
+        #expect(x.tcpEstablished == 1 && x.tcpClosed == 1, "seen only closed: established and closed in this interval")
+        #expect(x.bytesSent == 12 && x.bytesReceived == 34)
+    }
+
+    @Test func reusedSocketAddressReportsEveryLife() throws {
+        // Same ports: one ConnectionKey, summed.
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        let first = Flow.tcp(socket: 0xB0, birth: 100, local: 45001, kernel: Flow.counters(100, 10))
+        #expect(t.pass(open: [first]).first?.stats.bytesSent == 100)
+        let second = Flow.tcp(socket: 0xB0, birth: 200, local: 45001)
+        var c = t.pass(closed: [
+            Flow.final(first, kernel: Flow.counters(150, 15)), Flow.final(second, kernel: Flow.counters(30, 3)),
+        ])
+        #expect(c.count == 1)
+        #expect(c[0].stats.bytesSent == 80 && c[0].stats.bytesReceived == 8)
+        #expect(c[0].stats.tcpEstablished == 1 && c[0].stats.tcpClosed == 2)
+        #expect(t.health.counterRegressions == 0)
+
+        // Different ports: two connections, each with its own life.
+        t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        _ = t.pass(open: [first])
+        let other = Flow.tcp(socket: 0xB0, birth: 200, local: 45002)
+        c = t.pass(closed: [
+            Flow.final(first, kernel: Flow.counters(150, 15)), Flow.final(other, kernel: Flow.counters(30, 3)),
+        ])
+        #expect(c.count == 2)
+        let a = try #require(c.first { $0.key.local.port == 45001 }?.stats)
+        let b = try #require(c.first { $0.key.local.port == 45002 }?.stats)
+        #expect(a.bytesSent == 50 && a.bytesReceived == 5 && a.tcpEstablished == 0 && a.tcpClosed == 1)
+        #expect(b.bytesSent == 30 && b.bytesReceived == 3 && b.tcpEstablished == 1 && b.tcpClosed == 1)
+        #expect(t.health.counterRegressions == 0)
+    }
+
+    @Test func lateOpenRecordOfAFlushedFlowIsIgnored() {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        let r = Flow.tcp(socket: 0xC0, kernel: Flow.counters(100, 10))
+        #expect(t.pass(open: [r]).first?.stats.bytesSent == 100)
+        let c = t.pass(closed: [Flow.final(r, kernel: Flow.counters(150, 15))])
+        #expect(c.first?.stats.bytesSent == 50 && c.first?.stats.tcpClosed == 1)
+
+        // The iterator still lists the socket, with its final counters.
+        var late = r
+        late.state = .finWait1
+        late.kernelCounters = Flow.counters(150, 15)
+        #expect(t.pass(open: [late]).isEmpty)
+        #expect(t.pass(open: [late]).isEmpty)
+        #expect(t.health.tracked == 0)
+        #expect(t.health.closedWithoutFinalRecord == 0)
+    }
+
+    @Test func finalRecordOfAFlowAlreadyReportedClosedIsNotCountedAgain() {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        let r = Flow.tcp(socket: 0xC1, kernel: Flow.counters(100, 10))
+        #expect(t.pass(open: [r]).first?.stats.bytesSent == 100)
+        let final = Flow.final(r, kernel: Flow.counters(120, 10))
+        let first = t.pass(closed: [final])
+        #expect(first.first?.stats.bytesSent == 20 && first.first?.stats.tcpClosed == 1)
+        // The same final record again (a deferred copy, say) adds nothing.
+        #expect(t.pass(closed: [final]).isEmpty)
+        #expect(t.health.tracked == 0)
+    }
+
+    @Test func finalRecordOfAFlowOlderThanTheAgentCountsOnlyItsClose() {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        var old = Flow.tcp(socket: 0xC2, kernel: Flow.counters(1_000_000, 10))
+        old.flags = [.established]
+        let c = t.pass(closed: [Flow.final(old, kernel: Flow.counters(1_000_000, 10), flags: [.established])])
+        #expect(c.first?.stats.bytesSent == 0)
+        #expect(c.first?.stats.tcpClosed == 1)
+    }
+
+    @Test func finalRecordWithoutItsPortKeepsTheOpenRecordsPort() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        let r = Flow.tcp(socket: 0xD0, local: 45003, kernel: Flow.counters(100, 10))
+        _ = t.pass(open: [r])
+        var end = Flow.final(r, kernel: Flow.counters(120, 11))
+        end.local.port = 0
+        let c = t.pass(closed: [end])
+        #expect(c.count == 1)
+        let only = try #require(c.first)
+        #expect(only.key.local == Endpoint(Flow.host, 45003))
+        #expect(only.stats.bytesSent == 20 && only.stats.bytesReceived == 1 && only.stats.tcpClosed == 1)
+    }
+
+    @Test func flowMissingFromACompleteNamespaceIsClosedAfterTheGracePasses() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(complete: [1, 2], baseline: true)
+        let gone = Flow.tcp(socket: 1, local: 45001, netns: 1, kernel: Flow.counters(10, 1))
+        let unread = Flow.tcp(socket: 2, local: 45002, netns: 2, kernel: Flow.counters(20, 2))
+        #expect(t.pass(open: [gone, unread], complete: [1, 2]).count == 2)
+
+        // Namespace 2's read failed from now on; namespace 1 was read whole without `gone`.
+        for _ in 1...2 {
+            let c = t.pass(complete: [1])
+            #expect(c.count == 2)
+            #expect(c.allSatisfy { $0.stats.tcpClosed == 0 }, "its final record may still be on its way")
+            #expect(t.health.closedWithoutFinalRecord == 0)
+        }
+        var c = t.pass(complete: [1])
+        #expect(c.first { $0.key.netns == 1 }?.stats.tcpClosed == 1)
+        #expect(c.first { $0.key.netns == 2 }?.stats.tcpClosed == 0)
+        #expect(t.health.closedWithoutFinalRecord == 1)
+        #expect(t.health.tracked == 1)
+
+        for _ in 1...3 {
+            c = t.pass(complete: [1])
+            #expect(c.count == 1)
+            #expect(c.first?.key.netns == 2 && c.first?.stats.tcpClosed == 0)
+        }
+        #expect(t.health.closedWithoutFinalRecord == 1)
+    }
+
+    @Test func loopbackEndsInOneNamespaceKnowEachOther() throws {
+        let client = Flow.tcp(
+            socket: 1, local: 45000, remote: 8080, address: Flow.lo, remoteAddress: Flow.lo, pid: 200,
+            processName: "client", containerID: "c1")
+        let server = Flow.tcp(
+            socket: 2, local: 8080, remote: 45000, address: Flow.lo, remoteAddress: Flow.lo, direction: .incoming,
+            pid: 100, processName: "server")
+
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(baseline: true)
+        var c = t.pass(open: [client, server])
+        #expect(c.count == 2)
+        let out = try #require(c.first { $0.key.local.port == 45000 })
+        let into = try #require(c.first { $0.key.local.port == 8080 })
+        #expect(out.key.pid == 200 && out.remotePid == 100 && out.remoteProcessName == "server")
+        #expect(into.key.pid == 100 && into.remotePid == 200 && into.remoteContainerID == "c1")
+        #expect(out.intraHost && into.intraHost)
+
+        // 127.0.0.1 in two namespaces is two hosts.
+        var elsewhere = server
+        elsewhere.netns = 7
+        t = FlowTracker(hooksCountTCPBytes: false)
+        _ = t.pass(complete: [Flow.netns, 7], baseline: true)
+        c = t.pass(open: [client, elsewhere], complete: [Flow.netns, 7])
+        #expect(c.count == 2)
+        #expect(c.allSatisfy { $0.remotePid == nil })
+    }
+}
