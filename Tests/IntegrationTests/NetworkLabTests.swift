@@ -18,8 +18,11 @@ struct NetworkLabTests {
         let server = lab.address(of: .b, v6: v6)
         let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) { try LabSocket.listener(on: server) }
         defer { close(listener) }
+        let connecting = ContinuousClock.now
         let client = try withNetworkNamespace(lab.path(of: .a)) { try LabSocket.connect(to: server, port: port) }
         defer { close(client) }
+        // The lab is ready when its init returns: no first SYN lost to neighbour discovery.
+        #expect(ContinuousClock.now - connecting < .milliseconds(500))
         let accepted = try LabSocket.accept(listener)
         defer { close(accepted) }
 
@@ -104,6 +107,22 @@ struct NetworkLabTests {
         #expect(inside == (try inode(lab.path(of: .a))))
         #expect(inside != home)
         #expect(try inode("/proc/thread-self/ns/net") == home)
+    }
+
+    @Test func aFailingCommandReportsItselfAndItsStandardError() throws {
+        let missing = "cnmlab-missing-\(UInt32.random(in: 0...UInt32.max))"
+        let failure = try #require(throws: TestFailure.self) {
+            try NetworkLab.command("ip", ["netns", "del", missing])
+        }
+        #expect(failure.description.contains("ip netns del \(missing)"))
+        #expect(failure.description.contains("No such file or directory"))
+
+        let start = ContinuousClock.now
+        let hung = try #require(throws: TestFailure.self) {
+            try NetworkLab.command("sleep", ["30"], timeout: .milliseconds(200))
+        }
+        #expect(hung.description.contains("did not exit within"))
+        #expect(ContinuousClock.now - start < .seconds(3))
     }
 
     @Test func tcpInfoMirrorPutsTotalRetransAtByte100() {
