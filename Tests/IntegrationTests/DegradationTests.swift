@@ -46,7 +46,11 @@ struct DegradationTests {
     ])
     func dockerAnsweringGarbageCostsOnlyTheTags(status: Int, body: String) async throws {
         let docker = try BadDockerAPI(status: status, body: body)
-        let agent = try AgentProcess(environment: ["DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)"])
+        // eBPF-less: this is the sock_diag path's degradation test (open-connection reads in eBPF mode
+        // are covered by KernelAccountingTests).
+        let agent = try AgentProcess(environment: [
+            "DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)", "DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true",
+        ])
         defer { agent.stop() }
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()
@@ -76,7 +80,9 @@ struct DegradationTests {
     /// Where destroy notifications cannot be had, sampling keeps every byte of a connection that lives
     /// across a sample.
     @Test func withoutDestroyNotificationsItSamplesAndSaysSo() async throws {
-        let agent = try AgentProcess(environment: ["DD_CNM_DESTROY_NOTIFICATIONS": "false"])
+        let agent = try AgentProcess(environment: [
+            "DD_CNM_DESTROY_NOTIFICATIONS": "false", "DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true",
+        ])
         defer { agent.stop() }
         try await agent.waitUntilHealthy()
         let status = try await agent.json("/status")

@@ -21,7 +21,8 @@ struct DockerAccountingTests {
             _ = try? Environment.docker("network", "rm", network)
         }
 
-        let agent = try AgentProcess()
+        // The eBPF-less path; DockerBothEndsTests covers eBPF mode.
+        let agent = try AgentProcess(environment: ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true"])
         defer { agent.stop() }
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()
