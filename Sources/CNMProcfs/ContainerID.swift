@@ -112,6 +112,7 @@ extension Substring {
 /// The container a cgroup belongs to, from the cgroup's own name (the last path component, all the
 /// eBPF programs keep): the same forms as in a path, including Fargate's `<32hex>-<digits>`.
 public func containerID(fromCgroupName name: String) -> String? {
-    guard !name.isEmpty, !name.contains("/") else { return nil }
-    return containerID(fromCgroup: "1:memory:/\(name)") ?? containerID(fromCgroup: "1:memory:/ecs/\(name)")
+    guard !name.contains("/") else { return nil }
+    // The name alone cannot show whether it sits under /ecs/: Fargate's form is accepted as it is.
+    return containerID(inSegment: Substring(name), underECS: true).map(String.init)
 }

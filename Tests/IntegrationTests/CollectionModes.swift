@@ -53,17 +53,6 @@ extension Array where Element == [String: Any] {
     }
 }
 
-/// What the kernel's own tcp_info says of a socket: its state (byte 0) and total retransmits (byte 100).
-func kernelTCPInfo(fd: Int32) throws -> (state: UInt8, totalRetransmits: UInt32) {
-    var info = [UInt8](repeating: 0, count: 256)
-    var size = socklen_t(info.count)
-    guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0, size >= 104 else {
-        throw TestFailure("getsockopt(TCP_INFO): errno \(errno)")
-    }
-    let retransmits = info[100..<104].enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) }
-    return (info[0], retransmits)
-}
-
 /// Plain UDP sockets on loopback for tests.
 struct TestDatagramSocket {
     let fd: Int32

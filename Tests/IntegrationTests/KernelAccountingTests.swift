@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import Glibc
 import Testing
@@ -233,7 +234,7 @@ struct KernelAccountingTests {
         // Once the client's FIN is acknowledged (FIN_WAIT2) nothing of it can be retransmitted any more.
         let info = try waitForSync("the client's FIN acknowledged") {
             let info = try kernelTCPInfo(fd: client)
-            return info.state == 5 ? info : nil
+            return info.tcpi_state == 5 ? info : nil
         }
         close(server)
         close(client)
@@ -243,8 +244,8 @@ struct KernelAccountingTests {
             }
             return mine.sum("tcp_closed") >= 1 ? mine : nil
         }
-        #expect(info.totalRetransmits > 0, "the lossy link made the kernel retransmit")
-        #expect(flows.sum("retransmits") == Int(info.totalRetransmits))
+        #expect(info.tcpi_total_retrans > 0, "the lossy link made the kernel retransmit")
+        #expect(flows.sum("retransmits") == Int(info.tcpi_total_retrans))
         #expect(flows.sum("bytes_sent") == size)
     }
 

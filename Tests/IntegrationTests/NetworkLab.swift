@@ -264,13 +264,18 @@ func withNetworkNamespace<T>(_ path: String, _ body: () throws -> T) throws -> T
 /// `tcpi_total_retrans` of a TCP socket: every segment the kernel retransmitted over the connection's life.
 /// It is the u32 at byte 100 of `struct tcp_info` (linux/tcp.h); CLinux.c asserts the mirror's layout.
 func kernelTotalRetransmits(fd: Int32) throws -> UInt32 {
+    try kernelTCPInfo(fd: fd).tcpi_total_retrans
+}
+
+/// The kernel's `struct tcp_info` for a socket, through the CLinux mirror whose layout CLinux.c asserts.
+func kernelTCPInfo(fd: Int32) throws -> cnm_linux_tcp_info {
     var info = cnm_linux_tcp_info()
     var size = socklen_t(MemoryLayout<cnm_linux_tcp_info>.size)
     guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0 else {
         throw LabSocketError(call: "getsockopt(TCP_INFO)", code: errno)
     }
     guard size >= 104 else { throw TestFailure("tcp_info of \(size) bytes has no tcpi_total_retrans") }
-    return info.tcpi_total_retrans
+    return info
 }
 
 // MARK: - Sockets on lab addresses
