@@ -299,15 +299,8 @@ private final class SockDiagCore: CollectorCore, @unchecked Sendable {
                 "more sockets than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections)"
             )
         }
-        let scan = source.scanHealth
-        addDelta(
-            &problems, "proc_vanished", scan.vanished, lastScanHealth.vanished, "a process exited while /proc was read")
-        addDelta(
-            &problems, "proc_permission_denied", scan.permissionDenied, lastScanHealth.permissionDenied,
-            "a process's fd directory could not be read: permission denied (the agent lacks SYS_PTRACE, or a capability that process holds)"
-        )
-        addDelta(&problems, "proc_malformed", scan.malformed, lastScanHealth.malformed, "an unreadable /proc file")
-        lastScanHealth = scan
+        problems.addScanProblems(source.scanHealth, since: lastScanHealth)
+        lastScanHealth = source.scanHealth
         for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
         let closed: String =
             switch source.destroyNotificationsAvailable {
@@ -331,15 +324,5 @@ private final class SockDiagCore: CollectorCore, @unchecked Sendable {
     func flush() -> [Connection] {
         defer { _ = cnm_linux_malloc_trim() }
         return tracker.flush()
-    }
-
-    private func addDelta(
-        _ problems: inout ProblemCounts,
-        _ kind: String,
-        _ now: UInt64,
-        _ before: UInt64,
-        _ detail: String
-    ) {
-        if now > before { problems.add(kind, by: now - before, detail) }
     }
 }

@@ -69,9 +69,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         paths += namespaces.map { ($0.key, $0.value) }
         for (netns, path) in paths {
             do {
-                var tcp = try programs.tcpFlows(namespacePath: path)
-                if !configuration.ipv6Enabled { tcp.removeAll { $0.local.address.family == .v6 } }
-                if configuration.tcpEnabled { open += tcp }
+                if configuration.tcpEnabled { open += try programs.tcpFlows(namespacePath: path) }
                 liveUDP.formUnion(try programs.udpSockets(namespacePath: path))
                 if let netns { complete.insert(netns) }
             } catch {
@@ -87,19 +85,18 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
             if gone {
                 closed.append(record)
                 programs.deleteUDPFlow(record)
-            } else if configuration.udpEnabled {
+            } else {
                 open.append(record)
             }
         }
-        if !configuration.udpEnabled { closed.removeAll { $0.transport == .udp } }
         let queued = closedQueue.take()
         closed += queued.records
         closed += programs.takeDeferredClosed()
         problems.add(
             "closed_queue_full", by: queued.dropped,
             "closed flows arrived faster than the collector took them: the oldest were dropped")
-        if !configuration.tcpEnabled { closed.removeAll { $0.transport == .tcp } }
-        if !configuration.ipv6Enabled { closed.removeAll { $0.local.address.family == .v6 } }
+        open.removeAll { !isEnabled($0) }
+        closed.removeAll { !isEnabled($0) }
 
         resolveContainers(&open)
         resolveContainers(&closed)
@@ -107,7 +104,8 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         let unowned = tracker.inodesWithoutOwner
         if !unowned.isEmpty { tracker.assignOwners(scanner.owners(for: unowned)) }
         countTelemetry(&problems)
-        countScanHealth(&problems)
+        problems.addScanProblems(scanner.health, since: lastScanHealth)
+        lastScanHealth = scanner.health
         for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
         var health = ConnectionTracker.Health()
         health.tracked = tracker.health.tracked
@@ -125,6 +123,12 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
     }
 
     func flush() -> [Connection] { tracker.flush() }
+
+    /// Whether `DD_DISABLE_*_TRACING` leaves this flow in the reports.
+    private func isEnabled(_ r: FlowRecord) -> Bool {
+        (r.transport == .tcp ? configuration.tcpEnabled : configuration.udpEnabled)
+            && (r.local.address.family == .v4 || configuration.ipv6Enabled)
+    }
 
     /// Fills in each record's container from its cgroup's name, remembered per cgroup.
     private func resolveContainers(_ records: inout [FlowRecord]) {
@@ -161,15 +165,5 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         problems.add(
             "syscall_table_full", by: now.syscallTableFull - before.syscallTableFull,
             "more socket syscalls in flight than the argument table holds")
-    }
-
-    private func countScanHealth(_ problems: inout ProblemCounts) {
-        let scan = scanner.health
-        if scan.permissionDenied > lastScanHealth.permissionDenied {
-            problems.add(
-                "proc_permission_denied", by: scan.permissionDenied - lastScanHealth.permissionDenied,
-                "a process's fd directory could not be read: permission denied")
-        }
-        lastScanHealth = scan
     }
 }

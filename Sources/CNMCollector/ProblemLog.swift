@@ -1,3 +1,4 @@
+import CNMProcfs
 import Logging
 
 /// Logs the first occurrence of each kind of problem, and its recovery, instead of every event:
@@ -27,5 +28,18 @@ struct ProblemCounts: Sendable {
         guard count > 0 else { return }
         entries[kind, default: (0, "")].count += count
         entries[kind]?.detail = detail
+    }
+}
+
+extension ProblemCounts {
+    /// What went wrong reading `/proc` since the scanner's health was `before`.
+    mutating func addScanProblems(_ now: ScanHealth, since before: ScanHealth) {
+        func delta(_ a: UInt64, _ b: UInt64) -> UInt64 { a > b ? a - b : 0 }
+        add("proc_vanished", by: delta(now.vanished, before.vanished), "a process exited while /proc was read")
+        add(
+            "proc_permission_denied", by: delta(now.permissionDenied, before.permissionDenied),
+            "a process's fd directory could not be read: permission denied (the agent lacks SYS_PTRACE, or a capability that process holds)"
+        )
+        add("proc_malformed", by: delta(now.malformed, before.malformed), "an unreadable /proc file")
     }
 }
