@@ -24,23 +24,22 @@ static __always_inline int cnm_is_inet(struct sock *sk) {
 /* Addresses, ports, family, protocol, state and namespace, as the socket has them now. */
 static __always_inline void cnm_read_tuple(struct sock *sk, struct cnm_flow *flow) {
     struct cnm_tuple *t = &flow->tuple;
+    /* A UDP flow keyed by its peer keeps the peer it was keyed by. */
+    int read_peer = t->protocol != IPPROTO_UDP || t->dport == 0;
     unsigned short family = BPF_CORE_READ(sk, __sk_common.skc_family);
     if (family == AF_INET6) {
         t->family = 6;
         BPF_CORE_READ_INTO(&t->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-        /* A connected UDP flow keyed by its peer keeps the peer it was keyed by. */
-        if (t->protocol != IPPROTO_UDP || t->dport == 0)
-            BPF_CORE_READ_INTO(&t->daddr, sk, __sk_common.skc_v6_daddr);
+        if (read_peer) BPF_CORE_READ_INTO(&t->daddr, sk, __sk_common.skc_v6_daddr);
     } else {
         t->family = 4;
         BPF_CORE_READ_INTO((__u32 *)t->saddr, sk, __sk_common.skc_rcv_saddr);
-        if (t->protocol != IPPROTO_UDP || t->dport == 0)
-            BPF_CORE_READ_INTO((__u32 *)t->daddr, sk, __sk_common.skc_daddr);
+        if (read_peer) BPF_CORE_READ_INTO((__u32 *)t->daddr, sk, __sk_common.skc_daddr);
     }
     /* A closing socket gives its port back before the CLOSE state is traced: keep the one seen. */
     __u16 sport = BPF_CORE_READ(sk, __sk_common.skc_num);
     if (sport) t->sport = sport;
-    if (t->protocol != IPPROTO_UDP || t->dport == 0) t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+    if (read_peer) t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
     t->state = BPF_CORE_READ(sk, __sk_common.skc_state);
     flow->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
     struct socket *sock = BPF_CORE_READ(sk, sk_socket);

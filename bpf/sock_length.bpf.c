@@ -18,13 +18,17 @@ static __always_inline void cnm_count(struct sock *sk, int ret, int flags, int i
         return;
     }
     if (protocol != IPPROTO_UDP) return;
-    __u64 id = bpf_get_current_pid_tgid();
-    struct cnm_syscall *call = bpf_map_lookup_elem(&cnm_syscalls, &id);
-    if (!is_send && call && !BPF_CORE_READ(sk, __sk_common.skc_dport)) {
-        /* The sender's address reaches user memory only when the syscall returns: count it there. */
-        call->sk = (__u64)sk;
-        call->bytes = ret;
-        return;
+    /* Only an unconnected socket needs the syscall's arguments for its peer. */
+    struct cnm_syscall *call = 0;
+    if (!BPF_CORE_READ(sk, __sk_common.skc_dport)) {
+        __u64 id = bpf_get_current_pid_tgid();
+        call = bpf_map_lookup_elem(&cnm_syscalls, &id);
+        if (!is_send && call) {
+            /* The sender's address reaches user memory only when the syscall returns: count it there. */
+            call->sk = (__u64)sk;
+            call->bytes = ret;
+            return;
+        }
     }
     cnm_udp_key(sk, call, &key);
     cnm_account_udp(sk, &key, ret, is_send);
