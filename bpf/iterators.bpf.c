@@ -9,7 +9,10 @@ int cnm_iter_tcp(struct bpf_iter__tcp *ctx) {
     struct sock_common *skc = ctx->sk_common;
     if (!skc) return 0;
     unsigned char state = BPF_CORE_READ(skc, skc_state);
-    if (state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || state == TCP_SYN_RECV)
+    /* A socket in CLOSE is on its way out: its final record has left (or is leaving) through the
+     * ring buffer, and reading it again here would count it twice. */
+    if (state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || state == TCP_SYN_RECV ||
+        state == TCP_CLOSE)
         return 0;
     struct sock *sk = (struct sock *)skc;
     struct cnm_flow_record record = {};
@@ -20,7 +23,7 @@ int cnm_iter_tcp(struct bpf_iter__tcp *ctx) {
         record.flow.flags |= CNM_FLOW_TRACKED;
     } else {
         record.flow.tuple.protocol = IPPROTO_TCP;
-        if (state != TCP_SYN_SENT && state != TCP_CLOSE) record.flow.flags |= CNM_FLOW_ESTABLISHED;
+        if (state != TCP_SYN_SENT) record.flow.flags |= CNM_FLOW_ESTABLISHED;
     }
     cnm_read_tuple(sk, &record.flow);
     cnm_read_tcp_counters(sk, &record.flow);

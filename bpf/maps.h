@@ -50,7 +50,7 @@ CNM_MAP_STORAGE struct {
 /* Closed flows on their way to the agent. */
 CNM_MAP_STORAGE struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 4 * 1024 * 1024);
+    __uint(max_entries, 2 * 1024 * 1024); /* about 10,000 records; mapped into the agent, so part of its RSS */
 } cnm_closed SEC(".maps");
 
 CNM_MAP_STORAGE struct {

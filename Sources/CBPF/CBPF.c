@@ -241,13 +241,10 @@ void cnm_bpf_close(cnm_bpf *bpf) {
     free(bpf);
 }
 
-int cnm_bpf_consume(cnm_bpf *bpf, cnm_bpf_record_fn fn, void *context) {
+int cnm_bpf_wait(cnm_bpf *bpf, int timeout_ms) {
     struct epoll_event events[2];
-    int n = epoll_wait(bpf->epoll_fd, events, 2, -1);
+    int n = epoll_wait(bpf->epoll_fd, events, 2, timeout_ms);
     if (n < 0) return errno == EINTR ? 0 : -errno;
-    bpf->fn = fn;
-    bpf->fn_context = context;
-    bpf->handed = 0;
     int woken = 0;
     for (int i = 0; i < n; i++) {
         if (events[i].data.u32 == 1) {
@@ -256,10 +253,16 @@ int cnm_bpf_consume(cnm_bpf *bpf, cnm_bpf_record_fn fn, void *context) {
             woken = 1;
         }
     }
+    return woken;
+}
+
+int cnm_bpf_consume(cnm_bpf *bpf, cnm_bpf_record_fn fn, void *context) {
+    bpf->fn = fn;
+    bpf->fn_context = context;
+    bpf->handed = 0;
     int err = ring_buffer__consume(bpf->ring);
     bpf->fn = NULL;
-    if (err < 0) return err;
-    return woken && bpf->handed == 0 ? 0 : bpf->handed;
+    return err < 0 ? err : bpf->handed;
 }
 
 void cnm_bpf_wake(cnm_bpf *bpf) {

@@ -46,8 +46,14 @@ extension FlowRecord {
         closedTag = c.key.closed_tag
     }
 
+    /// A 16-byte address field (IPv4 in its first 4 bytes), read as big-endian integers.
     private static func address<T>(_ bytes: T, v6: Bool) -> IPAddress {
-        withUnsafeBytes(of: bytes) { raw in IPAddress(networkBytes: raw.prefix(v6 ? 16 : 4))! }
+        withUnsafeBytes(of: bytes) { raw in
+            if !v6 { return .v4(UInt32(bigEndian: raw.loadUnaligned(as: UInt32.self))) }
+            return .v6(
+                high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
+                low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+        }
     }
 
     private static func string<T>(_ chars: T) -> String {

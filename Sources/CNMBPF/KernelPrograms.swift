@@ -44,7 +44,7 @@ public struct EBPFTelemetry: Sendable, Equatable {
 }
 
 /// The loaded and attached eBPF programs. Table and iterator reads are meant for one thread (the
-/// collection queue); closed records come from the consumer thread through `closedRecords`.
+/// collection queue); closed records come from the consumer thread started by `startReadingClosed`.
 public final class KernelPrograms: @unchecked Sendable {
     public let strategy: EBPFStrategy
     private let handle: OpaquePointer
@@ -77,36 +77,41 @@ public final class KernelPrograms: @unchecked Sendable {
         cnm_bpf_close(handle)
     }
 
-    /// Closed flows as they leave the ring buffer, in batches, read on a thread of their own. The
-    /// stream ends when the programs are closed. Call once.
-    public func closedRecords() -> AsyncStream<[FlowRecord]> {
-        let (stream, continuation) = AsyncStream.makeStream(of: [FlowRecord].self)
-        let thread = ConsumerThread(handle: handle, continuation: continuation)
+    /// Starts reading closed flows from the ring buffer on a thread of its own, which hands each
+    /// batch to `deliver`. The thread sleeps until `drainClosed` asks, or until the programs find a
+    /// quarter of the ring waiting. Call once; `close` stops it.
+    public func startReadingClosed(deliver: @escaping @Sendable ([FlowRecord]) -> Void) {
+        let thread = ConsumerThread(handle: handle, deliver: deliver)
         consumer.withLock { $0 = thread }
         thread.start()
-        return stream
+    }
+
+    /// Returns once every flow that closed before the call has been delivered, or after `timeoutMicros`
+    /// (false then: the reader is stuck or stopped).
+    @discardableResult
+    public func drainClosed(timeoutMicros: UInt64 = 2_000_000) -> Bool {
+        guard let thread = consumer.withLock({ $0 }) else { return false }
+        return thread.drain(timeoutMicros: timeoutMicros)
     }
 
     /// Every open TCP flow of the network namespace at `namespacePath` (the agent's own when nil),
     /// read by iter/tcp.
     public func tcpFlows(namespacePath: String?) throws(EBPFError) -> [FlowRecord] {
-        let bytes = try readIterator(CNM_BPF_ITER_TCP, namespacePath: namespacePath)
-        let size = MemoryLayout<cnm_flow_record>.size
-        return bytes.withUnsafeBytes { raw in
-            stride(from: 0, to: raw.count - size + 1, by: size).map {
-                FlowRecord(raw.loadUnaligned(fromByteOffset: $0, as: cnm_flow_record.self))
-            }
+        var records: [FlowRecord] = []
+        try readIterator(CNM_BPF_ITER_TCP, namespacePath: namespacePath, recordSize: MemoryLayout<cnm_flow_record>.size)
+        {
+            records.append(FlowRecord($0.loadUnaligned(as: cnm_flow_record.self)))
         }
+        return records
     }
 
     /// The kernel addresses of every UDP socket in the namespace, read by iter/udp.
     public func udpSockets(namespacePath: String?) throws(EBPFError) -> Set<UInt64> {
-        let bytes = try readIterator(CNM_BPF_ITER_UDP, namespacePath: namespacePath)
-        return bytes.withUnsafeBytes { raw in
-            Set(
-                stride(from: 0, to: raw.count - 7, by: 8).map { raw.loadUnaligned(fromByteOffset: $0, as: UInt64.self) }
-            )
+        var sockets = Set<UInt64>()
+        try readIterator(CNM_BPF_ITER_UDP, namespacePath: namespacePath, recordSize: 8) {
+            sockets.insert($0.loadUnaligned(as: UInt64.self))
         }
+        return sockets
     }
 
     /// Every UDP flow in the table.
@@ -141,7 +146,11 @@ public final class KernelPrograms: @unchecked Sendable {
         return String(decoding: name.prefix { $0 != 0 }.map(UInt8.init), as: UTF8.self)
     }
 
-    private func readIterator(_ which: cnm_bpf_iterator, namespacePath: String?) throws(EBPFError) -> [UInt8] {
+    /// Runs an iterator and hands each fixed-size record it writes to `body`, one read buffer at a
+    /// time (the kernel's seq_file never splits a record across reads).
+    private func readIterator(
+        _ which: cnm_bpf_iterator, namespacePath: String?, recordSize: Int, _ body: (UnsafeRawBufferPointer) -> Void
+    ) throws(EBPFError) {
         let open = { [handle] in cnm_bpf_iterator_open(handle, Int32(which.rawValue)) }
         let fd: Int32
         if let namespacePath {
@@ -156,16 +165,24 @@ public final class KernelPrograms: @unchecked Sendable {
         }
         guard fd >= 0 else { throw EBPFError(description: "iterator: \(String(cString: strerror(-fd)))") }
         defer { Glibc.close(fd) }
-        var out: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
+        defer { chunk.deallocate() }
+        var held = 0  // bytes of a record cut short at the end of the buffer, kept at its start
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n == 0 { return out }
+            let n = read(fd, chunk.baseAddress! + held, chunk.count - held)
+            if n == 0 { return }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw EBPFError(description: "reading the iterator: \(String(cString: strerror(errno)))")
             }
-            out.append(contentsOf: chunk[0..<n])
+            let filled = held + n
+            var offset = 0
+            while offset + recordSize <= filled {
+                body(UnsafeRawBufferPointer(rebasing: chunk[offset..<offset + recordSize]))
+                offset += recordSize
+            }
+            held = filled - offset
+            if held > 0 { chunk.baseAddress!.copyMemory(from: chunk.baseAddress! + offset, byteCount: held) }
         }
     }
 
@@ -193,19 +210,21 @@ public final class KernelPrograms: @unchecked Sendable {
     }
 }
 
-/// The ring buffer's reader: a thread of its own blocked in epoll, woken to stop.
+/// The ring buffer's reader: a thread of its own blocked in epoll, woken to drain or to stop.
 private final class ConsumerThread: @unchecked Sendable {
     private let handle: OpaquePointer
-    private let continuation: AsyncStream<[FlowRecord]>.Continuation
+    private let deliver: @Sendable ([FlowRecord]) -> Void
     private let stopping = Atomic<Bool>(false)
+    /// Drain requests made, and the last one whose records have all been delivered.
+    private let progress = Mutex<(requested: UInt64, delivered: UInt64)>((0, 0))
     private var thread = pthread_t()
     private var started = false
     /// Filled by the C callback during one cnm_bpf_consume call.
     fileprivate var batch: [FlowRecord] = []
 
-    init(handle: OpaquePointer, continuation: AsyncStream<[FlowRecord]>.Continuation) {
+    init(handle: OpaquePointer, deliver: @escaping @Sendable ([FlowRecord]) -> Void) {
         self.handle = handle
-        self.continuation = continuation
+        self.deliver = deliver
     }
 
     func start() {
@@ -220,13 +239,16 @@ private final class ConsumerThread: @unchecked Sendable {
                 }, context) == 0
         if !started {
             Unmanaged<ConsumerThread>.fromOpaque(context).release()
-            continuation.finish()
+            finish()
         }
     }
 
     private func run() {
         let context = Unmanaged.passUnretained(self).toOpaque()
         while !stopping.load(ordering: .acquiring) {
+            if cnm_bpf_wait(handle, -1) < 0 { break }
+            // Read after the wake: every record a drain request waits for is in the ring by now.
+            let target = progress.withLock { $0.requested }
             let rc = cnm_bpf_consume(
                 handle,
                 { context, record in
@@ -235,11 +257,30 @@ private final class ConsumerThread: @unchecked Sendable {
                 }, context)
             if rc < 0 { break }
             if !batch.isEmpty {
-                continuation.yield(batch)
+                deliver(batch)
                 batch = []
             }
+            progress.withLock { $0.delivered = max($0.delivered, target) }
         }
-        continuation.finish()
+        finish()
+    }
+
+    /// Nothing more will be delivered: no drain waits for it.
+    private func finish() { progress.withLock { $0.delivered = .max } }
+
+    func drain(timeoutMicros: UInt64) -> Bool {
+        let request = progress.withLock { p in
+            p.requested += 1
+            return p.requested
+        }
+        cnm_bpf_wake(handle)
+        var waited: UInt64 = 0
+        while progress.withLock({ $0.delivered }) < request {
+            guard waited < timeoutMicros else { return false }
+            usleep(200)
+            waited += 200
+        }
+        return !stopping.load(ordering: .acquiring)
     }
 
     func stop() {

@@ -140,14 +140,14 @@ public final class CollectionService: Service, Sendable {
         defer { programs?.close() }
         if let programs, let ebpf = core as? EBPFCore {
             // Closed flows leave the ring buffer on their own thread, whatever the collection loop does.
-            let stream = programs.closedRecords()
-            Task { for await batch in stream { ebpf.closedQueue.append(batch) } }
+            let queue = ebpf.closedQueue
+            programs.startReadingClosed { queue.append($0) }
         }
 
         let sampleMicros = UInt64(configuration.sampleSeconds * 1_000_000)
         let intervalMicros = UInt64(configuration.intervalSeconds) * 1_000_000
         var intervalStart = Timestamp.now
-        let firstSample = await onQueue { core.sample(baseline: true) }
+        let firstSample = await onQueue { core.sample(baseline: true, beforeReport: false) }
         publishStatus(firstSample)
         logger.info("first collection done", metadata: ["namespaces": "\(firstSample.namespaces)"])
 
@@ -165,7 +165,9 @@ public final class CollectionService: Service, Sendable {
                     break
                 }
             }
-            let sample = await onQueue { core.sample(baseline: false) }
+            // The sample that ends an interval reads everything (eBPF mode reads open flows only then).
+            let beforeReport = monotonicMicros() >= nextReport
+            let sample = await onQueue { core.sample(baseline: false, beforeReport: beforeReport) }
             publishStatus(sample)
             let after = monotonicMicros()
             // New containers should carry their names from their first report on.
@@ -173,7 +175,7 @@ public final class CollectionService: Service, Sendable {
                 requestTags()
             }
             while nextSample <= after { nextSample += sampleMicros }
-            guard after >= nextReport else { continue }
+            guard beforeReport else { continue }
             while nextReport <= after { nextReport += intervalMicros }
             sequence += 1
             let end = Timestamp.now
@@ -265,7 +267,8 @@ struct SampleResult: Sendable {
 
 /// A source of connections, read on the collection queue only.
 protocol CollectorCore: AnyObject, Sendable {
-    func sample(baseline: Bool) -> SampleResult
+    /// One pass. `beforeReport`: a report follows at once, so everything must be read.
+    func sample(baseline: Bool, beforeReport: Bool) -> SampleResult
     func flush() -> [Connection]
 }
 
@@ -285,7 +288,7 @@ private final class SockDiagCore: CollectorCore, @unchecked Sendable {
         self.problemLog = ProblemLog(logger: logger)
     }
 
-    func sample(baseline: Bool) -> SampleResult {
+    func sample(baseline: Bool, beforeReport: Bool) -> SampleResult {
         let started = monotonicMicros()
         var problems = ProblemCounts()
         let poll = source.poll(baseline: baseline, problems: &problems)

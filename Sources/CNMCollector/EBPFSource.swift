@@ -1,3 +1,4 @@
+import CLinux
 import CNMBPF
 import CNMModel
 import CNMProcfs
@@ -31,9 +32,10 @@ final class ClosedFlowQueue: Sendable {
     }
 }
 
-/// The eBPF source: the programs' open flows read by iterator in every network namespace and from
-/// the UDP table each pass, closed ones from the ring buffer, owners from the programs (or `/proc`
-/// for sockets older than the agent). Used only from the collection queue.
+/// The eBPF source: closed flows from the ring buffer every sample; open ones read by iterator in
+/// every network namespace and from the UDP table once per interval, just before the report (their
+/// counters are cumulative, so reading them more often would buy nothing); owners from the programs
+/// (or `/proc` for sockets older than the agent). Used only from the collection queue.
 final class EBPFCore: CollectorCore, @unchecked Sendable {
     let programs: KernelPrograms
     let closedQueue: ClosedFlowQueue
@@ -45,6 +47,11 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
     private var containerByCgroup: [UInt64: String?] = [:]
     private var lastTelemetry = EBPFTelemetry()
     private var lastScanHealth = ScanHealth()
+    private var namespaceCount = 1
+    private var lastLateRecords: UInt64 = 0
+    /// The deferred-table count at the last sweep, and whether the next sample must sweep anyway.
+    private var deferredAtSweep: UInt64 = 0
+    private var sweepAgain = false
 
     init(programs: KernelPrograms, configuration: Configuration, problemLog: ProblemLog) {
         self.programs = programs
@@ -55,9 +62,19 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         self.problemLog = problemLog
     }
 
-    func sample(baseline: Bool) -> SampleResult {
+    func sample(baseline: Bool, beforeReport: Bool) -> SampleResult {
         let started = monotonicMicros()
         var problems = ProblemCounts()
+        if !programs.drainClosed() {
+            problems.add("ring_buffer_reader", "the ring buffer's reader did not answer within 2 s")
+        }
+        guard baseline || beforeReport else {
+            var closed = takeClosed(&problems, sweepDeferred: false)
+            closed.removeAll { !isEnabled($0) }
+            resolveContainers(&closed)
+            tracker.apply(closed: closed)
+            return finish(started: started, problems: &problems, containers: closed.compactMap(\.containerID))
+        }
         var namespaces = scanner.networkNamespaces()
         if let own = ownNamespace { namespaces[own] = nil }
         // Flows the iterators list as open, and the UDP sockets that still exist.
@@ -89,12 +106,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
                 open.append(record)
             }
         }
-        let queued = closedQueue.take()
-        closed += queued.records
-        closed += programs.takeDeferredClosed()
-        problems.add(
-            "closed_queue_full", by: queued.dropped,
-            "closed flows arrived faster than the collector took them: the oldest were dropped")
+        closed += takeClosed(&problems, sweepDeferred: true)
         open.removeAll { !isEnabled($0) }
         closed.removeAll { !isEnabled($0) }
 
@@ -103,9 +115,38 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         tracker.apply(open: open, closed: closed, complete: complete, baseline: baseline)
         let unowned = tracker.inodesWithoutOwner
         if !unowned.isEmpty { tracker.assignOwners(scanner.owners(for: unowned)) }
-        countTelemetry(&problems)
         problems.addScanProblems(scanner.health, since: lastScanHealth)
         lastScanHealth = scanner.health
+        namespaceCount = paths.count
+        return finish(
+            started: started, problems: &problems,
+            containers: open.compactMap(\.containerID) + closed.compactMap(\.containerID))
+    }
+
+    /// Closed flows waiting in the queue and in the deferred table. Walking the deferred table
+    /// costs as much empty as full, so between full passes it is swept only after the programs
+    /// counted a deferral (and once more after that: the count moves just before the entry lands).
+    private func takeClosed(_ problems: inout ProblemCounts, sweepDeferred: Bool) -> [FlowRecord] {
+        let queued = closedQueue.take()
+        problems.add(
+            "closed_queue_full", by: queued.dropped,
+            "closed flows arrived faster than the collector took them: the oldest were dropped")
+        let deferredCount = programs.telemetry().ringBufferDeferred
+        let changed = deferredCount != deferredAtSweep
+        guard sweepDeferred || changed || sweepAgain else { return queued.records }
+        let deferred = programs.takeDeferredClosed()
+        deferredAtSweep = deferredCount
+        sweepAgain = changed || !deferred.isEmpty
+        return queued.records + deferred
+    }
+
+    private func finish(started: UInt64, problems: inout ProblemCounts, containers: [String]) -> SampleResult {
+        countTelemetry(&problems)
+        let late = tracker.health.lateRecordsIgnored
+        problems.add(
+            "late_records_ignored", by: late - lastLateRecords,
+            "an iterator listed a socket that had just closed: its record was ignored (its final record counts it)")
+        lastLateRecords = late
         for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
         var health = ConnectionTracker.Health()
         health.tracked = tracker.health.tracked
@@ -114,15 +155,19 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         health.counterRegressions = tracker.health.counterRegressions
         return SampleResult(
             micros: monotonicMicros() - started,
-            namespaces: paths.count,
+            namespaces: namespaceCount,
             tracker: health,
             problems: problems,
             closedConnections: "final counters from the eBPF ring buffer (\(programs.strategy.rawValue))",
-            containerIDs: Set(open.compactMap(\.containerID) + closed.compactMap(\.containerID))
+            containerIDs: Set(containers)
         )
     }
 
-    func flush() -> [Connection] { tracker.flush() }
+    func flush() -> [Connection] {
+        // The interval's records are freed by now: give their pages back rather than keep the peak.
+        defer { _ = cnm_linux_malloc_trim() }
+        return tracker.flush()
+    }
 
     /// Whether `DD_DISABLE_*_TRACING` leaves this flow in the reports.
     private func isEnabled(_ r: FlowRecord) -> Bool {

@@ -25,7 +25,7 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
     func endsKey(_ t: TransportProtocol, _ l: Endpoint, _ r: Endpoint, _ netns: UInt64) -> EndsKey {
         EndsKey(transport: t, local: plain(l), remote: plain(r), netns: l.address.isLoopback ? netns : nil)
     }
-    var byEnds: [EndsKey: SocketOwner?] = [:]
+    var byEnds: [EndsKey: SocketOwner?] = Dictionary(minimumCapacity: ends.count)
     var localAddresses = Set<IPAddress>()
     for end in ends {
         byEnds[endsKey(end.transport, end.local, end.remote, end.netns)] = .some(end.owner)
@@ -33,7 +33,10 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
             localAddresses.insert(end.local.address)
         }
     }
-    var grouped: [ConnectionKey: Connection] = [:]
+    // In the order the ends came: sorting is left to whoever shows them.
+    var grouped: [Connection] = []
+    grouped.reserveCapacity(ends.count)
+    var index: [ConnectionKey: Int] = Dictionary(minimumCapacity: ends.count)
     for end in ends {
         let key = ConnectionKey(
             transport: end.transport,
@@ -43,26 +46,25 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
             pid: end.owner?.pid,
             direction: end.direction
         )
-        if var c = grouped[key] {
-            c.stats.merge(end.stats)
-            grouped[key] = c
+        if let i = index[key] {
+            grouped[i].stats.merge(end.stats)
             continue
         }
         let peer = byEnds[endsKey(end.transport, end.remote, end.local, end.netns)]
-        grouped[key] = Connection(
-            key: key,
-            stats: end.stats,
-            processName: end.owner?.processName,
-            localContainerID: end.owner?.containerID,
-            remotePid: peer??.pid,
-            remoteProcessName: peer??.processName,
-            remoteContainerID: peer??.containerID,
-            intraHost: peer != nil || end.remote.address.isLoopback
-                || localAddresses.contains(end.remote.address.unmappedV4 ?? end.remote.address),
-            countersKnown: end.countersKnown
-        )
+        index[key] = grouped.count
+        grouped.append(
+            Connection(
+                key: key,
+                stats: end.stats,
+                processName: end.owner?.processName,
+                localContainerID: end.owner?.containerID,
+                remotePid: peer??.pid,
+                remoteProcessName: peer??.processName,
+                remoteContainerID: peer??.containerID,
+                intraHost: peer != nil || end.remote.address.isLoopback
+                    || localAddresses.contains(end.remote.address.unmappedV4 ?? end.remote.address),
+                countersKnown: end.countersKnown
+            ))
     }
-    return grouped.values.sorted {
-        ($0.stats.bytesSent + $0.stats.bytesReceived) > ($1.stats.bytesSent + $1.stats.bytesReceived)
-    }
+    return grouped
 }

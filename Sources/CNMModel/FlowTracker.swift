@@ -10,6 +10,9 @@ public struct FlowTracker: Sendable {
         public var closedWithoutFinalRecord: UInt64 = 0
         /// Counters that went backwards for one flow (never expected; the flow is re-based).
         public var counterRegressions: UInt64 = 0
+        /// Open records ignored because their socket had just closed (read by an iterator in the
+        /// instant between its final record and its removal from the kernel's table).
+        public var lateRecordsIgnored: UInt64 = 0
 
         public init() {}
     }
@@ -17,6 +20,32 @@ public struct FlowTracker: Sendable {
     private struct Key: Hashable {
         var netns: UInt64
         var id: FlowRecord.ID
+    }
+
+    private struct SocketKey: Hashable {
+        var netns: UInt64
+        var socket: UInt64
+    }
+
+    /// TCP flows closed in this interval and in the one before, by socket address and birth time,
+    /// which no later record may start again.
+    private struct RecentlyClosed {
+        var generations: [[SocketKey: UInt64]] = [[:], [:]]
+
+        mutating func insert(_ key: Key) {
+            generations[0][SocketKey(netns: key.netns, socket: key.id.socket)] = key.id.birth
+        }
+        private func birth(_ key: Key) -> UInt64? {
+            let s = SocketKey(netns: key.netns, socket: key.id.socket)
+            return generations[0][s] ?? generations[1][s]
+        }
+        func contains(_ key: Key) -> Bool { birth(key) == key.id.birth }
+        func contains(socketOf key: Key) -> Bool { birth(key) != nil }
+        mutating func nextInterval() {
+            let last = generations[0].count
+            generations[1] = generations[0]
+            generations[0] = Dictionary(minimumCapacity: last)
+        }
     }
 
     private struct Tracked {
@@ -30,18 +59,35 @@ public struct FlowTracker: Sendable {
         var closed = false
         var missingPasses = 0
         var seenInPass: UInt64 = 0
+
+        var end: FlowEnd {
+            FlowEnd(
+                netns: record.netns,
+                transport: record.transport,
+                local: record.local,
+                remote: record.remote,
+                owner: owner,
+                direction: direction,
+                stats: pending,
+                countersKnown: true
+            )
+        }
     }
 
     /// Whether TCP bytes come from the per-call hooks (the sock_length strategy).
     public let hooksCountTCPBytes: Bool
     public private(set) var health = Health()
+    /// Flows an iterator has listed open (or that closed since the last flush after being listed).
     private var flows: [Key: Tracked] = [:]
+    /// Flows met only in their final record this interval: most short-lived ones, which need no lookup.
+    private var closedEnds: [FlowEnd] = []
     private var unowned: [UInt64: Key] = [:]
     private var pass: UInt64 = 0
-    /// Flows closed and already reported, by the pass they closed in. An iterator may list a socket
-    /// an instant after its final record left (the state changes before the socket is unhashed):
-    /// such a late open record must not start the flow again.
-    private var recentlyClosed: [Key: UInt64] = [:]
+    /// Flows closed lately. An iterator may list a socket an instant after its final record left
+    /// (the state changes before the socket is unhashed): such a late open record must not start
+    /// the flow again. Without its table entry (deleted at close) the late record has no birth
+    /// time, so the socket's address alone is what matches it.
+    private var recentlyClosed = RecentlyClosed()
     /// Passes an open flow may be missing before it is taken as closed: its final record may still be
     /// on its way through the ring buffer.
     private let closeGracePasses = 2
@@ -60,7 +106,13 @@ public struct FlowTracker: Sendable {
         }
     }
 
-    /// One pass: every open flow of the namespaces in `complete` (read whole), and the flows that
+    /// Closed flows between two full passes.
+    public mutating func apply(closed: [FlowRecord]) {
+        for record in closed { observe(record, baseline: false, final: true) }
+        health.tracked = flows.count + closedEnds.count
+    }
+
+    /// One full pass: every open flow of the namespaces in `complete` (read whole), and the flows that
     /// closed since the last pass. On the first pass (`baseline`) flows already open start from their
     /// current counters: what they carried before the agent started belongs to no interval.
     public mutating func apply(open: [FlowRecord], closed: [FlowRecord], complete: Set<UInt64>, baseline: Bool) {
@@ -76,10 +128,11 @@ public struct FlowTracker: Sendable {
             flows.values[index].missingPasses += 1
             if flows.values[index].missingPasses > closeGracePasses {
                 Self.close(&flows.values[index], error: 0)
+                remember(flows.keys[index], flows.values[index].record.transport)
                 health.closedWithoutFinalRecord += 1
             }
         }
-        health.tracked = flows.count
+        health.tracked = flows.count + closedEnds.count
     }
 
     private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool) {
@@ -87,7 +140,7 @@ public struct FlowTracker: Sendable {
         let counters = r.counters(hooksCountTCPBytes: hooksCountTCPBytes)
         // Already reported closed: a late open record, a final record after the flow was given up
         // for lost, or the same final record twice would all count it again.
-        if recentlyClosed[key] != nil { return }
+        if r.transport == .tcp && recentlyClosed.contains(key) { return }
         if let index = flows.index(forKey: key) {
             guard !flows.values[index].closed else { return }
             if Self.account(&flows.values[index], r, counters) { health.counterRegressions += 1 }
@@ -96,7 +149,16 @@ public struct FlowTracker: Sendable {
             if r.owner != nil && (flows.values[index].owner == nil || flows.values[index].owner?.containerID == nil) {
                 flows.values[index].owner = r.owner
             }
-            if final { Self.close(&flows.values[index], error: r.error) }
+            if final {
+                Self.close(&flows.values[index], error: r.error)
+                remember(key, r.transport)
+            }
+            return
+        }
+        if !final && !baseline && r.transport == .tcp && !r.flags.contains(.tracked)
+            && recentlyClosed.contains(socketOf: key)
+        {
+            health.lateRecordsIgnored += 1
             return
         }
         // A flow older than the agent: its history is not ours to report. That includes one first
@@ -112,10 +174,19 @@ public struct FlowTracker: Sendable {
             everEstablished: established
         )
         if !inherited, Self.account(&t, r, counters) { health.counterRegressions += 1 }
-        t.seenInPass = final ? 0 : pass
-        if final { Self.close(&t, error: r.error) }
-        if t.owner == nil && r.inode != 0 && !final { unowned[r.inode] = key }
+        if final {
+            Self.close(&t, error: r.error)
+            remember(key, r.transport)
+            closedEnds.append(t.end)
+            return
+        }
+        t.seenInPass = pass
+        if t.owner == nil && r.inode != 0 { unowned[r.inode] = key }
         flows[key] = t
+    }
+
+    private mutating func remember(_ key: Key, _ transport: TransportProtocol) {
+        if transport == .tcp { recentlyClosed.insert(key) }
     }
 
     /// Adds what the flow's counters moved since the last read. Returns true when they went backwards.
@@ -159,20 +230,12 @@ public struct FlowTracker: Sendable {
 
     /// Ends the interval: every flow's pending stats grouped by connection; closed flows are forgotten.
     public mutating func flush() -> [Connection] {
-        let ends = flows.values.map { t in
-            FlowEnd(
-                netns: t.record.netns,
-                transport: t.record.transport,
-                local: t.record.local,
-                remote: t.record.remote,
-                owner: t.owner,
-                direction: t.direction,
-                stats: t.pending,
-                countersKnown: true
-            )
-        }
-        recentlyClosed = recentlyClosed.filter { pass - $0.value < 3 }
-        for (key, t) in flows where t.closed { recentlyClosed[key] = pass }
+        var ends = closedEnds
+        ends.reserveCapacity(closedEnds.count + flows.count)
+        for t in flows.values { ends.append(t.end) }
+        closedEnds = []
+        closedEnds.reserveCapacity(ends.count)
+        recentlyClosed.nextInterval()
         flows = flows.filter { !$0.value.closed }
         for index in flows.indices { flows.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { flows[$0.value] != nil }

@@ -28,16 +28,21 @@ size_t cnm_bpf_object_size(void);
  * program the verifier rejected, its name and the tail of the verifier log. */
 cnm_bpf *cnm_bpf_open(int strategy, uint32_t max_flows, char *error, size_t error_len);
 
-/* Detaches and frees everything. Any cnm_bpf_consume call must have returned first. */
+/* Detaches and frees everything. Any cnm_bpf_wait or cnm_bpf_consume call must have returned first. */
 void cnm_bpf_close(cnm_bpf *bpf);
+
+/* Blocks until the programs ask for the ring buffer to be read (they do once a quarter of it is
+ * waiting), cnm_bpf_wake is called, or `timeout_ms` passes (-1: no limit). Returns 1 when woken by
+ * cnm_bpf_wake, 0 otherwise, or a negative errno. */
+int cnm_bpf_wait(cnm_bpf *bpf, int timeout_ms);
 
 typedef void (*cnm_bpf_record_fn)(void *context, const struct cnm_flow_record *record);
 
-/* Waits for closed-flow records and hands each to `fn`. Returns the number handed over, 0 when woken
- * by cnm_bpf_wake, or a negative errno. Run by one thread at a time. */
+/* Hands every closed-flow record waiting in the ring buffer to `fn`, without blocking. Returns the
+ * number handed over or a negative errno. Run by one thread at a time. */
 int cnm_bpf_consume(cnm_bpf *bpf, cnm_bpf_record_fn fn, void *context);
 
-/* Makes a blocked (or the next) cnm_bpf_consume return 0 at once. Safe from any thread. */
+/* Makes a blocked (or the next) cnm_bpf_wait return 1 at once. Safe from any thread. */
 void cnm_bpf_wake(cnm_bpf *bpf);
 
 /* A new read descriptor for an iterator over the network namespace of the calling thread, or a
