@@ -46,11 +46,8 @@ struct DegradationTests {
     ])
     func dockerAnsweringGarbageCostsOnlyTheTags(status: Int, body: String) async throws {
         let docker = try BadDockerAPI(status: status, body: body)
-        // eBPF-less: this is the sock_diag path's degradation test (open-connection reads in eBPF mode
-        // are covered by KernelAccountingTests).
-        let agent = try AgentProcess(environment: [
-            "DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)", "DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true",
-        ])
+        // The mode the agent picks by itself.
+        let agent = try AgentProcess(environment: ["DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)"])
         defer { agent.stop() }
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()

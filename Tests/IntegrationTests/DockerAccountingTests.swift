@@ -10,7 +10,8 @@ import Testing
     .enabled(if: Environment.dockerAnswers, "needs a running dockerd with cnm-test/busybox (make test starts both)")
 )
 struct DockerAccountingTests {
-    @Test func servedFileIsCountedExactlyAndTagged() async throws {
+    @Test(arguments: CollectionMode.allCases)
+    func servedFileIsCountedExactlyAndTagged(mode: CollectionMode) async throws {
         let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
         let network = "cnm-it-\(suffix)"
         let serverName = "cnm-it-srv-\(suffix)"
@@ -21,10 +22,8 @@ struct DockerAccountingTests {
             _ = try? Environment.docker("network", "rm", network)
         }
 
-        // The eBPF-less path; DockerBothEndsTests covers eBPF mode.
-        let agent = try AgentProcess(environment: ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true"])
+        let agent = try await mode.startAgent()
         defer { agent.stop() }
-        try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()
 
         try Environment.docker("network", "create", network)
