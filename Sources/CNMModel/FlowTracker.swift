@@ -48,8 +48,13 @@ public struct FlowTracker: Sendable {
         }
     }
 
+    /// What is kept of a followed flow: its ends and counts, not its whole last record.
     private struct Tracked {
-        var record: FlowRecord
+        var netns: UInt64
+        var transport: TransportProtocol
+        var local: Endpoint
+        var remote: Endpoint
+        var inode: UInt64
         var accounted: SocketCounters
         var pending = ConnectionStats()
         var owner: SocketOwner?
@@ -62,10 +67,10 @@ public struct FlowTracker: Sendable {
 
         var end: FlowEnd {
             FlowEnd(
-                netns: record.netns,
-                transport: record.transport,
-                local: record.local,
-                remote: record.remote,
+                netns: netns,
+                transport: transport,
+                local: local,
+                remote: remote,
                 owner: owner,
                 direction: direction,
                 stats: pending,
@@ -128,7 +133,7 @@ public struct FlowTracker: Sendable {
             flows.values[index].missingPasses += 1
             if flows.values[index].missingPasses > closeGracePasses {
                 Self.close(&flows.values[index], error: 0)
-                remember(flows.keys[index], flows.values[index].record.transport)
+                remember(flows.keys[index], flows.values[index].transport)
                 health.closedWithoutFinalRecord += 1
             }
         }
@@ -166,7 +171,11 @@ public struct FlowTracker: Sendable {
         let inherited = (baseline || final) && !r.flags.contains(.bornWatched)
         let established = r.flags.contains(.established)
         var t = Tracked(
-            record: r,
+            netns: r.netns,
+            transport: r.transport,
+            local: r.local,
+            remote: r.remote,
+            inode: r.inode,
             accounted: inherited ? counters : .zero,
             owner: r.owner,
             direction: r.direction ?? Self.guessDirection(r),
@@ -191,11 +200,10 @@ public struct FlowTracker: Sendable {
 
     /// Adds what the flow's counters moved since the last read. Returns true when they went backwards.
     private static func account(_ t: inout Tracked, _ r: FlowRecord, _ counters: SocketCounters) -> Bool {
-        let earlier = t.record
-        t.record = r
-        if r.inode == 0 { t.record.inode = earlier.inode }
+        if r.inode != 0 { t.inode = r.inode }
         // A closing socket has given its local port back by the time its final record is taken.
-        if r.local.port == 0 { t.record.local = earlier.local }
+        if r.local.port != 0 { t.local = r.local }
+        t.remote = r.remote
         if r.rttMicros != 0 {
             t.pending.rttMicros = r.rttMicros
             t.pending.rttVarMicros = r.rttVarMicros
@@ -216,7 +224,7 @@ public struct FlowTracker: Sendable {
 
     private static func close(_ t: inout Tracked, error: Int32) {
         t.closed = true
-        guard t.record.transport == .tcp else { return }
+        guard t.transport == .tcp else { return }
         if t.everEstablished { t.pending.tcpClosed += 1 }
         if error > 0 { t.pending.tcpFailures[UInt32(error), default: 0] += 1 }
     }
