@@ -25,45 +25,46 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
     func endsKey(_ t: TransportProtocol, _ l: Endpoint, _ r: Endpoint, _ netns: UInt64) -> EndsKey {
         EndsKey(transport: t, local: plain(l), remote: plain(r), netns: l.address.isLoopback ? netns : nil)
     }
-    var byEnds: [EndsKey: SocketOwner?] = Dictionary(minimumCapacity: ends.count)
+    // Ends are read in place by index (a copy of each would retain its strings).
+    var byEnds: [EndsKey: Int] = Dictionary(minimumCapacity: ends.count)
     var localAddresses = Set<IPAddress>()
-    for end in ends {
-        byEnds[endsKey(end.transport, end.local, end.remote, end.netns)] = .some(end.owner)
-        if !end.local.address.isLoopback && !end.local.address.isUnspecified {
-            localAddresses.insert(end.local.address)
-        }
+    for i in ends.indices {
+        byEnds[endsKey(ends[i].transport, ends[i].local, ends[i].remote, ends[i].netns)] = i
+        let address = ends[i].local.address
+        if !address.isLoopback && !address.isUnspecified { localAddresses.insert(address) }
     }
     // In the order the ends came: sorting is left to whoever shows them.
     var grouped: [Connection] = []
     grouped.reserveCapacity(ends.count)
     var index: [ConnectionKey: Int] = Dictionary(minimumCapacity: ends.count)
-    for end in ends {
+    for e in ends.indices {
         let key = ConnectionKey(
-            transport: end.transport,
-            local: end.local,
-            remote: end.remote,
-            netns: end.netns,
-            pid: end.owner?.pid,
-            direction: end.direction
+            transport: ends[e].transport,
+            local: ends[e].local,
+            remote: ends[e].remote,
+            netns: ends[e].netns,
+            pid: ends[e].owner?.pid,
+            direction: ends[e].direction
         )
         if let i = index[key] {
-            grouped[i].stats.merge(end.stats)
+            grouped[i].stats.merge(ends[e].stats)
             continue
         }
-        let peer = byEnds[endsKey(end.transport, end.remote, end.local, end.netns)]
+        let peerEnd = byEnds[endsKey(key.transport, key.remote, key.local, key.netns)]
+        let peer = peerEnd.flatMap { ends[$0].owner }
+        let remote = key.remote.address
         index[key] = grouped.count
         grouped.append(
             Connection(
                 key: key,
-                stats: end.stats,
-                processName: end.owner?.processName,
-                localContainerID: end.owner?.containerID,
-                remotePid: peer??.pid,
-                remoteProcessName: peer??.processName,
-                remoteContainerID: peer??.containerID,
-                intraHost: peer != nil || end.remote.address.isLoopback
-                    || localAddresses.contains(end.remote.address.unmappedV4 ?? end.remote.address),
-                countersKnown: end.countersKnown
+                stats: ends[e].stats,
+                processName: ends[e].owner?.processName,
+                localContainerID: ends[e].owner?.containerID,
+                remotePid: peer?.pid,
+                remoteProcessName: peer?.processName,
+                remoteContainerID: peer?.containerID,
+                intraHost: peerEnd != nil || remote.isLoopback || localAddresses.contains(remote.unmappedV4 ?? remote),
+                countersKnown: ends[e].countersKnown
             ))
     }
     return grouped

@@ -239,10 +239,10 @@ public struct FlowTracker: Sendable {
     /// Ends the interval: every flow's pending stats grouped by connection; closed flows are forgotten.
     public mutating func flush() -> [Connection] {
         var ends = closedEnds
-        ends.reserveCapacity(closedEnds.count + flows.count)
-        for t in flows.values { ends.append(t.end) }
-        closedEnds = []
+        closedEnds = []  // before growing `ends`, so it grows in place instead of being copied
         closedEnds.reserveCapacity(ends.count)
+        ends.reserveCapacity(ends.count + flows.count)
+        for t in flows.values { ends.append(t.end) }
         recentlyClosed.nextInterval()
         flows = flows.filter { !$0.value.closed }
         for index in flows.indices { flows.values[index].pending = ConnectionStats() }
