@@ -19,7 +19,7 @@
 #     TIME_WAIT sockets it left have expired (the server's side of each connection stays in
 #     TIME_WAIT for 60 s, and a mode that reads every socket each sample pays for them all that
 #     time). The agent's idle CPU (mean of the two idle rates) for the window's length is subtracted.
-# Agent CPU is utime+stime from /proc/<pid>/stat (clock ticks, 10 ms). BPF run time is the change in
+# Agent CPU is its cgroup's CPU usage in ns (see make_cgroup; /proc/<pid>/stat ticks as a fallback). BPF run time is the change in
 # the sum of run_time_ns of the cnm_* programs the agent holds (found through its fds' prog_id), with
 # kernel.bpf_stats_enabled=1 during the eBPF runs when it can be set; that time is spent inside the
 # workload's system calls and is already part of the workload's CPU.
@@ -42,7 +42,8 @@ bulk_bytes=${BULK_BYTES:-1073741824}
 agent=.build/release/cnm-agent
 work=$(mktemp -d /tmp/cnm-bench-modes.XXXXXX)
 workload=$work/conn-workload
-hz=$(getconf CLK_TCK)
+hz=1000000000  # cpu_ns reads nanoseconds
+clk_tck=$(getconf CLK_TCK)
 
 log() { echo "[$(date +%T)] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -66,6 +67,7 @@ cleanup() {
     stop_agent
     stop_holders
     [ -n "$bpf_stats_saved" ] && set_bpf_stats "$bpf_stats_saved"
+    [ -n "$cgroup" ] && rmdir "$cgroup" 2>/dev/null
     log "logs and workload output: $work"
 }
 trap cleanup EXIT
@@ -94,7 +96,22 @@ for k in sys.argv[1].split("."):
     v = v.get(k) if isinstance(v, dict) else None
 print("?" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))' "$1"
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$agent_pid/stat"; }
+# The agent runs in a cgroup of its own so its CPU time is read in nanoseconds, all threads
+# included (also ones that exited); without one, utime+stime in 10 ms clock ticks.
+cgroup=
+make_cgroup() {
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        cgroup=/sys/fs/cgroup/cnm-bench-$$
+    elif [ -d /sys/fs/cgroup/cpuacct ]; then
+        cgroup=/sys/fs/cgroup/cpuacct/cnm-bench-$$
+    fi
+    [ -n "$cgroup" ] && mkdir -p "$cgroup" 2>/dev/null || { cgroup=; log "no cgroup for the agent: CPU read in clock ticks"; }
+}
+cpu_ns() {
+    if [ -f "$cgroup/cpu.stat" ]; then awk '/^usage_usec/ {printf "%d\n", $2 * 1000}' "$cgroup/cpu.stat"
+    elif [ -f "$cgroup/cpuacct.usage" ]; then cat "$cgroup/cpuacct.usage"
+    else awk -v t="$clk_tck" '{printf "%d\n", ($14 + $15) * 1e9 / t}' "/proc/$agent_pid/stat"; fi
+}
 now() { date +%s.%N; }
 nap() { sleep "$1" & wait $!; }  # a signal's trap runs at once, not after the sleep
 calc() { awk "BEGIN { printf \"%.${2:-3}f\", $1 }"; }
@@ -129,6 +146,7 @@ start_agent() {
     env "$(mode_env "$mode")" DD_CNM_HTTP_ADDR=127.0.0.1:$port DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=$interval \
         DD_CNM_SAMPLE_INTERVAL=$sample DD_CNM_TERMINAL=never DD_LOG_LEVEL=warn "$agent" >"$logfile" 2>&1 &
     agent_pid=$!
+    [ -n "$cgroup" ] && { echo "$agent_pid" >"$cgroup/cgroup.procs" || log "could not move the agent into $cgroup"; }
     deadline=$((SECONDS + 120))
     until curl -fs --max-time 2 "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 &&
         [ "$(status | jget healthy)" = True ]; do
@@ -170,9 +188,9 @@ time_wait_on() { ss -Htan state time-wait "( sport = :$1 )" 2>/dev/null | wc -l;
 measure() {
     local t0 b0 i0 s0 td tr t1 b1 i1 s1 p r deadline wport
     p=$(polls); r=$(reports)
-    read -r b0 i0 < <(bpf_ns) || true; t0=$(cpu_ticks); s0=$(now)
+    read -r b0 i0 < <(bpf_ns) || true; t0=$(cpu_ns); s0=$(now)
     w_json=$("$workload" "$@") || { log "workload $* failed"; return 1; }
-    td=$(cpu_ticks)
+    td=$(cpu_ns)
     wport=$(echo "$w_json" | jget port)
     tw_end=$(time_wait_on "$wport")
     if [ "$1" = bulk ]; then
@@ -183,10 +201,10 @@ measure() {
             ((SECONDS < deadline)) || { log "no sample within 30 s"; return 1; }
             sleep 0.25
         done
-        tr=$(cpu_ticks)
+        tr=$(cpu_ns)
     else
         wait_report_after "$r" || return 1
-        tr=$(cpu_ticks)
+        tr=$(cpu_ns)
         deadline=$((SECONDS + 90))
         while (($(time_wait_on "$wport") > 0)); do
             ((SECONDS < deadline)) || { log "TIME_WAIT sockets still there after 90 s"; break; }
@@ -194,7 +212,7 @@ measure() {
         done
         sleep "$(calc "$sample + 0.2")"  # one sample without them
     fi
-    t1=$(cpu_ticks); read -r b1 i1 < <(bpf_ns) || true; s1=$(now)
+    t1=$(cpu_ns); read -r b1 i1 < <(bpf_ns) || true; s1=$(now)
     w_cpu=$(echo "$w_json" | jget cpu_s)
     window=$(calc "$s1 - $s0")
     a_gross=$(calc "($t1 - $t0) / $hz")
@@ -208,6 +226,8 @@ mib() { calc "$1 / 1024" 1; }
 
 declare -A ran chosen reason rss hwm tracked cpu_k pct_k cpu_g pct_g bpf_k bpf_g notes idle details
 for m in "${modes[@]}"; do notes[$m]=; done
+
+make_cgroup
 
 # ---- memory phase: one set of held connections, an agent per mode ----
 if ((connections > 0)); then
@@ -248,7 +268,7 @@ fi
 # window's net CPU is its gross minus the mean idle rate times its length.
 idle_ticks() {  # prints "ticks seconds" over IDLE_SECONDS
     local a b s0 s1
-    a=$(cpu_ticks); s0=$(now); nap "$idle_seconds"; b=$(cpu_ticks); s1=$(now)
+    a=$(cpu_ns); s0=$(now); nap "$idle_seconds"; b=$(cpu_ns); s1=$(now)
     echo "$((b - a)) $(calc "$s1 - $s0")"
 }
 bpf_stats_saved=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || true)
@@ -321,7 +341,7 @@ echo
 echo "cnm-agent collection modes — $(uname -r), $(nproc) cores, interval ${interval} s, sample ${sample} s;" \
     "short: $short_n connections at $short_rate/s, $short_bytes B each way; bulk: $bulk_bytes B; held: $connections connections"
 echo "Agent CPU (ms) is net of its idle rate; short: from the workload's start until its TIME_WAIT sockets expired"
-echo "(a report included); bulk: until two samples after it. Readings are 10 ms clock ticks."
+echo "(a report included); bulk: until two samples after it. CPU read from the agent's own cgroup (ns): ${cgroup:-none, 10 ms clock ticks}."
 echo "BPF (ms) = run time of the agent's cnm_* hook programs, spent inside the workload's system calls (already part of"
 echo "the workload's CPU); measured with kernel.bpf_stats_enabled=1, which adds its own small cost per run."
 echo
