@@ -19,7 +19,8 @@ public final class CollectionService: Service, Sendable {
     /// Blocking kernel and /proc reads run here, never on the async pool.
     private let queue = DispatchQueue(label: "cnm.collector")
     /// Container id → tags, and how many refreshes have completed.
-    private let containerTags = Mutex<(tags: [String: [String]], refreshes: UInt64)>(([:], 0))
+    private let containerTags = Mutex<(tags: [String: [String]], excluded: Set<String>, refreshes: UInt64)>(
+        ([:], [], 0))
 
     public init(
         configuration: Configuration,
@@ -34,7 +35,8 @@ public final class CollectionService: Service, Sendable {
     }
 
     public func run() async throws {
-        let docker = DockerTagger(host: configuration.dockerHost)
+        let docker = DockerTagger(
+            configuration: configuration, ownContainerID: containerID(ofProcess: "self"))
         // Tags are refreshed beside collection, so a slow or hanging daemon never delays a sample.
         let (tagRequests, requestTags) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await withDiscardingTaskGroup { group in
@@ -181,6 +183,10 @@ public final class CollectionService: Service, Sendable {
             let end = Timestamp.now
             var connections = await onQueue { core.flush() }
             let tags = await tags(for: connections, requestTags: requestTags)
+            let excluded = containerTags.withLock { $0.excluded }
+            if !excluded.isEmpty {
+                connections.removeAll { $0.localContainerID.map(excluded.contains) ?? false }
+            }
             // One tag array per container, shared by all its connections.
             var localTags: [String: [String]] = [:]
             for i in connections.indices {
@@ -228,7 +234,10 @@ public final class CollectionService: Service, Sendable {
         let result = await docker.refresh()
         containerTags.withLock { $0.refreshes += 1 }
         if let tags = result.tags {
-            containerTags.withLock { $0.tags = tags }
+            containerTags.withLock {
+                $0.tags = tags
+                $0.excluded = result.excluded
+            }
             log.resolved("docker", "Docker API at \(configuration.dockerHost) answers")
         } else {
             log.report("docker", "no container tags, flows are still reported: Docker API \(result.summary)")

@@ -1,4 +1,5 @@
 import CNMDocker
+import CNMModel
 import Logging
 import Synchronization
 
@@ -7,6 +8,8 @@ import Synchronization
 final class DockerTagger: Sendable {
     struct Result: Sendable {
         var tags: [String: [String]]?
+        /// Containers whose flows are left out (`DD_CONTAINER_EXCLUDE`, the agent's own).
+        var excluded: Set<String> = []
         var summary: String
         var problem: (kind: String, detail: String)?
     }
@@ -16,12 +19,18 @@ final class DockerTagger: Sendable {
 
     private let cache: DockerMetadataCache?
     /// Tags of every container seen, with when it was last listed (monotonic µs).
-    private let known = Mutex<[String: (tags: [String], lastSeen: UInt64)]>([:])
+    private let known = Mutex<[String: (tags: [String], excluded: Bool, lastSeen: UInt64)]>([:])
+    private let configuration: Configuration
+    /// The container the agent itself runs in, if any: its own API traffic is not what users watch.
+    private let ownContainerID: String?
     private let invalidHost: DockerError?
     private let host: String
 
-    init(host: String) {
+    init(configuration: Configuration, ownContainerID: String?) {
+        let host = configuration.dockerHost
         self.host = host
+        self.configuration = configuration
+        self.ownContainerID = ownContainerID
         do {
             self.cache = DockerMetadataCache(client: try DockerClient(host: host))
             self.invalidHost = nil
@@ -38,14 +47,20 @@ final class DockerTagger: Sendable {
         }
         do {
             try await cache.refresh()
-            let running = cache.containers.mapValues(\.tags)
+            let listed = cache.containers
             let now = monotonicMicros()
-            let tags = known.withLock { known in
-                for (id, tags) in running { known[id] = (tags, now) }
+            let (tags, excluded) = known.withLock { known in
+                for (id, c) in listed {
+                    let tags = c.tags(
+                        labelsAsTags: configuration.dockerLabelsAsTags, envAsTags: configuration.dockerEnvAsTags)
+                    let images = [c.image, c.imageReference?.dockerImage].compactMap { $0 }
+                    let excluded = id == ownContainerID || configuration.excludes(containerName: c.name, images: images)
+                    known[id] = (tags, excluded, now)
+                }
                 known = known.filter { now - $0.value.lastSeen < Self.graceSeconds * 1_000_000 }
-                return known.mapValues(\.tags)
+                return (known.mapValues(\.tags), Set(known.filter(\.value.excluded).keys))
             }
-            return Result(tags: tags, summary: "\(running.count) running containers from \(host)")
+            return Result(tags: tags, excluded: excluded, summary: "\(listed.count) containers from \(host)")
         } catch {
             return Result(summary: "unavailable: \(error)", problem: ("docker_\(error.kind.rawValue)", "\(error)"))
         }

@@ -68,8 +68,28 @@ public struct ContainerMetadata: Sendable, Equatable {
 
     /// Datadog's container tags: `container_name`, `container_id`, then the image tags when the
     /// image name is known.
-    public var tags: [String] {
-        (name.isEmpty ? [] : ["container_name:\(name)"]) + ["container_id:\(id)"] + (imageReference?.tags ?? [])
+    public var tags: [String] { tags() }
+
+    /// The container tags, then the unified service tags (`service`, `env`, `version`: from the
+    /// `com.datadoghq.tags.*` labels, else the container's `DD_SERVICE` / `DD_ENV` / `DD_VERSION`),
+    /// the Compose service and project, and the labels and environment variables asked for as tags.
+    /// A value that is absent or empty gives no tag: tags are never guessed.
+    public func tags(labelsAsTags: [String: String] = [:], envAsTags: [String: String] = [:]) -> [String] {
+        var out =
+            (name.isEmpty ? [] : ["container_name:\(name)"]) + ["container_id:\(id)"] + (imageReference?.tags ?? [])
+        func add(_ tag: String, _ value: String?) {
+            guard let value, !value.isEmpty else { return }
+            let text = "\(tag):\(value)"
+            if !out.contains(text) { out.append(text) }
+        }
+        for (tag, variable) in [("service", "DD_SERVICE"), ("env", "DD_ENV"), ("version", "DD_VERSION")] {
+            add(tag, labels["com.datadoghq.tags.\(tag)"].flatMap { $0.isEmpty ? nil : $0 } ?? env[variable])
+        }
+        add("compose_service", labels["com.docker.compose.service"])
+        add("compose_project", labels["com.docker.compose.project"])
+        for (label, tag) in labelsAsTags.sorted(by: { $0.key < $1.key }) { add(tag, labels[label]) }
+        for (variable, tag) in envAsTags.sorted(by: { $0.key < $1.key }) { add(tag, env[variable]) }
+        return out
     }
 
     /// Whether `text` is the start of the image id, which is how `docker run 0cb40641836c`

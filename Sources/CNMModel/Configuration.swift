@@ -1,3 +1,5 @@
+import FoundationEssentials
+
 /// Everything the agent is told, read from environment variables in the names Datadog users know;
 /// our own live under `DD_CNM_`. Parsing is pure so every rule is testable without a process.
 public struct Configuration: Sendable, Equatable {
@@ -47,6 +49,13 @@ public struct Configuration: Sendable, Equatable {
     public var destroyNotifications = true
     /// Which eBPF strategies may be tried, in order: `auto` probes them all.
     public var ebpfStrategy = EBPFStrategySetting.auto
+    /// Container label → tag name (`DD_DOCKER_LABELS_AS_TAGS`).
+    public var dockerLabelsAsTags: [String: String] = [:]
+    /// Container environment variable → tag name (`DD_DOCKER_ENV_AS_TAGS`).
+    public var dockerEnvAsTags: [String: String] = [:]
+    /// `DD_CONTAINER_EXCLUDE` / `DD_CONTAINER_INCLUDE`: an included container is kept even when excluded.
+    public var containerExclude: [ContainerFilter] = []
+    public var containerInclude: [ContainerFilter] = []
 
     public enum EBPFStrategySetting: String, Sendable, CaseIterable {
         case auto
@@ -79,6 +88,10 @@ public struct Configuration: Sendable, Equatable {
         ("DD_CNM_TABLE_ROWS", "whole number, at least 1 (default 20)"),
         ("DD_CNM_DESTROY_NOTIFICATIONS", "true or false (default true; false: sample only)"),
         ("DD_CNM_EBPF_STRATEGY", "auto, sock_length or kernel_counters (default auto)"),
+        ("DD_DOCKER_LABELS_AS_TAGS", "JSON object: container label → tag name"),
+        ("DD_DOCKER_ENV_AS_TAGS", "JSON object: container environment variable → tag name"),
+        ("DD_CONTAINER_EXCLUDE", "name:<regex> and image:<regex> separated by spaces"),
+        ("DD_CONTAINER_INCLUDE", "same as DD_CONTAINER_EXCLUDE; wins over it"),
     ]
 
     /// Reads the configuration from an environment. Unset and empty variables take their defaults.
@@ -137,6 +150,19 @@ public struct Configuration: Sendable, Equatable {
             }
             ebpfStrategy = parsed
         }
+        dockerLabelsAsTags = try reader.stringMap("DD_DOCKER_LABELS_AS_TAGS") ?? [:]
+        dockerEnvAsTags = try reader.stringMap("DD_DOCKER_ENV_AS_TAGS") ?? [:]
+        containerExclude = try reader.containerFilters("DD_CONTAINER_EXCLUDE")
+        containerInclude = try reader.containerFilters("DD_CONTAINER_INCLUDE")
+    }
+
+    /// Whether a container's flows are left out of the reports.
+    /// `images`: the image as given and as normalized; a filter matching either applies.
+    public func excludes(containerName name: String, images: [String]) -> Bool {
+        func matches(_ filters: [ContainerFilter]) -> Bool {
+            filters.contains { $0.matches(name: name, images: images) }
+        }
+        return matches(containerExclude) && !matches(containerInclude)
     }
 
     static func splitTags(_ text: String?) -> [String] {
@@ -225,6 +251,25 @@ private struct Reader {
         return value
     }
 
+    /// A JSON object of strings; a tag name's leading `+` (Datadog's high-cardinality marker) is dropped.
+    func stringMap(_ name: String) throws(ConfigurationError) -> [String: String]? {
+        guard let text = string(name) else { return nil }
+        guard let map = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) else {
+            throw invalid(name, text)
+        }
+        return map.mapValues { $0.hasPrefix("+") ? String($0.dropFirst()) : $0 }.filter { !$0.value.isEmpty }
+    }
+
+    func containerFilters(_ name: String) throws(ConfigurationError) -> [ContainerFilter] {
+        guard let text = string(name) else { return [] }
+        var filters: [ContainerFilter] = []
+        for item in text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }) {
+            guard let filter = ContainerFilter(parsing: String(item)) else { throw invalid(name, text) }
+            filters.append(filter)
+        }
+        return filters
+    }
+
     func absolutePath(_ name: String) throws(ConfigurationError) -> String? {
         guard let text = string(name) else { return nil }
         guard text.hasPrefix("/") else { throw invalid(name, text) }
@@ -239,5 +284,42 @@ extension String {
             return ""
         }
         return String(self[first...last])
+    }
+}
+
+/// One `name:<regex>` or `image:<regex>` item of `DD_CONTAINER_EXCLUDE` / `DD_CONTAINER_INCLUDE`.
+/// The pattern matches anywhere in the value, as Datadog's does; `image:` is tried against the image
+/// as given and as normalized (`docker_image`).
+public struct ContainerFilter: Sendable, Equatable, CustomStringConvertible {
+    public enum Field: String, Sendable {
+        case name, image
+    }
+
+    public let field: Field
+    public let pattern: String
+    private nonisolated(unsafe) let regex: Regex<AnyRegexOutput>
+
+    public init?(parsing text: String) {
+        guard let colon = text.firstIndex(of: ":"), let field = Field(rawValue: String(text[..<colon])) else {
+            return nil
+        }
+        let pattern = String(text[text.index(after: colon)...])
+        guard !pattern.isEmpty, let regex = try? Regex(pattern) else { return nil }
+        self.field = field
+        self.pattern = pattern
+        self.regex = regex
+    }
+
+    public func matches(name: String, images: [String]) -> Bool {
+        switch field {
+        case .name: (try? regex.firstMatch(in: name)) != nil
+        case .image: images.contains { (try? regex.firstMatch(in: $0)) != nil }
+        }
+    }
+
+    public var description: String { "\(field.rawValue):\(pattern)" }
+
+    public static func == (a: ContainerFilter, b: ContainerFilter) -> Bool {
+        a.field == b.field && a.pattern == b.pattern
     }
 }

@@ -116,3 +116,10 @@ public func containerID(fromCgroupName name: String) -> String? {
     // The name alone cannot show whether it sits under /ecs/: Fargate's form is accepted as it is.
     return containerID(inSegment: Substring(name), underECS: true).map(String.init)
 }
+
+/// The container the process `pid` (`self` for this one) runs in, from its cgroup file under
+/// `procRoot`; nil outside a container or when the file cannot be read.
+public func containerID(ofProcess pid: String = "self", procRoot: String = "/proc") -> String? {
+    guard case .success(let bytes) = readSmallFile("\(procRoot)/\(pid)/cgroup") else { return nil }
+    return containerID(fromCgroup: String(decoding: bytes, as: UTF8.self))
+}

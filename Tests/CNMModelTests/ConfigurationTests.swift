@@ -76,6 +76,12 @@ import Testing
         ("DD_CNM_SAMPLE_INTERVAL", "0"),
         ("DD_CNM_SAMPLE_INTERVAL", "fast"),
         ("DD_CNM_TERMINAL", "sometimes"),
+        ("DD_DOCKER_LABELS_AS_TAGS", "team:owner"),
+        ("DD_DOCKER_LABELS_AS_TAGS", "{\"team\": 3}"),
+        ("DD_DOCKER_ENV_AS_TAGS", "{\"TEAM\": \"team\""),
+        ("DD_CONTAINER_EXCLUDE", "name:[unclosed"),
+        ("DD_CONTAINER_EXCLUDE", "kube_namespace:.*"),
+        ("DD_CONTAINER_INCLUDE", "name:"),
     ])
     func rejectsBadValues(variable: String, value: String) {
         #expect {
@@ -86,6 +92,23 @@ import Testing
             return error.variable == variable && error.value == value && line.contains(variable)
                 && line.contains(value) && line.contains("expected") && !line.contains("\n")
         }
+    }
+
+    @Test func containerTagRules() throws {
+        let c = try Configuration(environment: [
+            "DD_DOCKER_LABELS_AS_TAGS": #"{"com.example.team": "team", "tier": "+tier"}"#,
+            "DD_DOCKER_ENV_AS_TAGS": #"{"REGION": "region"}"#,
+            "DD_CONTAINER_EXCLUDE": "name:^cnm-agent$  image:^datadog/",
+            "DD_CONTAINER_INCLUDE": "name:keep",
+        ])
+        #expect(c.dockerLabelsAsTags == ["com.example.team": "team", "tier": "tier"])
+        #expect(c.dockerEnvAsTags == ["REGION": "region"])
+        #expect(c.containerExclude.map(\.description) == ["name:^cnm-agent$", "image:^datadog/"])
+        #expect(c.containerInclude.map(\.description) == ["name:keep"])
+        #expect(c.excludes(containerName: "cnm-agent", images: []))
+        #expect(c.excludes(containerName: "x", images: ["datadog/agent:7"]))
+        #expect(!c.excludes(containerName: "keep-me", images: ["datadog/agent:7"]))
+        #expect(!c.excludes(containerName: "cnm-agent-2", images: ["busybox"]))
     }
 
     @Test func emptyValuesTakeDefaults() throws {
