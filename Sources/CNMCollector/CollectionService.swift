@@ -19,8 +19,9 @@ public final class CollectionService: Service, Sendable {
     /// Blocking kernel and /proc reads run here, never on the async pool.
     private let queue = DispatchQueue(label: "cnm.collector")
     /// Container id → tags, and how many refreshes have completed.
-    private let containerTags = Mutex<(tags: [String: [String]], excluded: Set<String>, refreshes: UInt64)>(
-        ([:], [], 0))
+    private let containerTags = Mutex<
+        (tags: [String: [String]], excluded: Set<String>, byAddress: [IPAddress: String], refreshes: UInt64)
+    >(([:], [], [:], 0))
 
     public init(
         configuration: Configuration,
@@ -183,9 +184,17 @@ public final class CollectionService: Service, Sendable {
             let end = Timestamp.now
             var connections = await onQueue { core.flush() }
             let tags = await tags(for: connections, requestTags: requestTags)
-            let excluded = containerTags.withLock { $0.excluded }
+            let (excluded, byAddress) = containerTags.withLock { ($0.excluded, $0.byAddress) }
             if !excluded.isEmpty {
                 connections.removeAll { $0.localContainerID.map(excluded.contains) ?? false }
+            }
+            // A peer whose socket was not seen (it only listened, or closed unseen) is still a
+            // local container when its address is one.
+            for i in connections.indices where connections[i].remoteContainerID == nil {
+                let remote = connections[i].key.remote.address
+                guard let id = byAddress[remote.unmappedV4 ?? remote] else { continue }
+                connections[i].remoteContainerID = id
+                connections[i].intraHost = true
             }
             // One tag array per container, shared by all its connections.
             var localTags: [String: [String]] = [:]
@@ -237,6 +246,7 @@ public final class CollectionService: Service, Sendable {
             containerTags.withLock {
                 $0.tags = tags
                 $0.excluded = result.excluded
+                $0.byAddress = result.containerByAddress
             }
             log.resolved("docker", "Docker API at \(configuration.dockerHost) answers")
         } else {

@@ -10,6 +10,9 @@ final class DockerTagger: Sendable {
         var tags: [String: [String]]?
         /// Containers whose flows are left out (`DD_CONTAINER_EXCLUDE`, the agent's own).
         var excluded: Set<String> = []
+        /// Running containers by their addresses on Docker networks; an address two containers
+        /// claim (overlapping networks) is left out rather than guessed.
+        var containerByAddress: [IPAddress: String] = [:]
         var summary: String
         var problem: (kind: String, detail: String)?
     }
@@ -60,7 +63,15 @@ final class DockerTagger: Sendable {
                 known = known.filter { now - $0.value.lastSeen < Self.graceSeconds * 1_000_000 }
                 return (known.mapValues(\.tags), Set(known.filter(\.value.excluded).keys))
             }
-            return Result(tags: tags, excluded: excluded, summary: "\(listed.count) containers from \(host)")
+            var byAddress: [IPAddress: String?] = [:]
+            for (id, c) in listed {
+                for address in c.ipAddresses where !address.isUnspecified {
+                    byAddress[address] = byAddress[address] == nil ? .some(id) : .some(nil)
+                }
+            }
+            return Result(
+                tags: tags, excluded: excluded, containerByAddress: byAddress.compactMapValues { $0 },
+                summary: "\(listed.count) containers from \(host)")
         } catch {
             return Result(summary: "unavailable: \(error)", problem: ("docker_\(error.kind.rawValue)", "\(error)"))
         }

@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+
+extension Dictionary where Key == String, Value == Any {
+    var remoteTags: [String] { self["remote_tags"] as? [String] ?? [] }
+}
+
+/// Who is talking to whom, on a real dockerd: containers on a user-defined bridge network, one on
+/// the host network and one that lives under a second, each flow tagged at both ends; an excluded
+/// container's flows left out.
+@Suite(
+    .serialized,
+    .enabled(if: Environment.isRoot, "needs root: the agent reads every namespace's sockets"),
+    .enabled(if: Environment.hasAgentBinary, "build the agent first (make build): .build/debug/cnm-agent"),
+    .enabled(if: Environment.dockerAnswers, "needs a running dockerd with cnm-test/busybox (make test starts both)")
+)
+struct DockerTagsTests {
+    @Test(arguments: [CollectionMode.sockLength, .ebpfless])
+    func everyFlowIsTaggedAtBothEnds(mode: CollectionMode) async throws {
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let network = "cnm-tg-\(suffix)"
+        let server = "cnm-tg-srv-\(suffix)"
+        let client = "cnm-tg-cli-\(suffix)"
+        let hostClient = "cnm-tg-host-\(suffix)"
+        let brief = "cnm-tg-brief-\(suffix)"
+        let excluded = "cnm-tg-excl-\(suffix)"
+        defer {
+            _ = try? Environment.docker("rm", "-f", server, client, hostClient, brief, excluded)
+            _ = try? Environment.docker("network", "rm", network)
+        }
+        let agent = try await mode.startAgent([
+            "DD_DOCKER_LABELS_AS_TAGS": #"{"com.example.team": "team"}"#,
+            "DD_DOCKER_ENV_AS_TAGS": #"{"TIER": "tier"}"#,
+            "DD_CONTAINER_EXCLUDE": "name:^cnm-tg-excl-",
+        ])
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+
+        try Environment.docker("network", "create", network)
+        // Serves every connection a line and keeps it open 2 s, so both ends are seen alive.
+        let serverID = try Environment.docker(
+            "run", "-d", "--name", server, "--network", network,
+            "--label", "com.datadoghq.tags.service=inventory", "--label", "com.docker.compose.service=api",
+            "--label", "com.docker.compose.project=shop", "-e", "DD_VERSION=1.4.2", "-e", "TIER=backend",
+            "cnm-test/busybox:latest", "sh", "-c",
+            "printf '#!/bin/sh\\necho hello\\nsleep 2\\n' > /serve; chmod +x /serve; nc -ll -p 8080 -e /serve"
+        )
+        _ = try await waitFor("the server to listen") {
+            let r = try Environment.run("/usr/bin/env", ["docker", "exec", server, "netstat", "-ltn"])
+            return r.output.contains(":8080") ? true : nil
+        }
+        let serverIP = try Environment.docker(
+            "inspect", "-f", "{{(index .NetworkSettings.Networks \"\(network)\").IPAddress}}", server)
+        let clientID = try Environment.docker(
+            "run", "-d", "--name", client, "--network", network, "--label", "com.example.team=payments",
+            "cnm-test/busybox:latest", "sh", "-c", "sleep 3 | nc \(server) 8080; sleep 30"
+        )
+        let hostID = try Environment.docker(
+            "run", "-d", "--name", hostClient, "--network", "host",
+            "cnm-test/busybox:latest", "sh", "-c", "sleep 3 | nc \(serverIP) 8080; sleep 30"
+        )
+        // Lives well under a second: connects and exits at once (stdin is empty), then is removed.
+        // Only eBPF mode sees who owned a socket that short-lived.
+        var briefID: String?
+        if mode.isEBPF {
+            try Environment.docker(
+                "run", "--name", brief, "--network", network, "cnm-test/busybox:latest",
+                "sh", "-c", "nc \(server) 8080 </dev/null")
+            briefID = try Environment.docker("inspect", "-f", "{{.Id}}", brief)
+            _ = try Environment.docker("rm", "-f", brief)
+        }
+        try Environment.docker(
+            "run", "-d", "--name", excluded, "--network", network, "cnm-test/busybox:latest",
+            "sh", "-c", "sleep 3 | nc \(server) 8080; sleep 30")
+
+        let serverTags = [
+            "container_name:\(server)", "container_id:\(serverID)", "service:inventory", "compose_service:api",
+            "compose_project:shop", "version:1.4.2", "tier:backend", "short_image:busybox",
+        ]
+        let clients = Set([clientID, hostID] + (briefID.map { [$0] } ?? []))
+        let flows = try await waitFor("every client's flows, closed and tagged", timeout: .seconds(40)) {
+            () async throws -> [[String: Any]]? in
+            let all = try await agent.connections(after: before)
+            let closedFrom = Set(
+                all.filter { $0.port("raddr") == 8080 && $0.int("tcp_closed") > 0 }
+                    .compactMap { $0.address("laddr")["container_id"] as? String })
+            return clients.isSubset(of: closedFrom) ? all : nil
+        }
+        let served = flows.filter { $0.port("laddr") == 8080 }
+        for flow in served {
+            for tag in serverTags { #expect(flow.tags.contains(tag), "server end: \(flow.tags)") }
+        }
+        func outgoing(from id: String) -> [[String: Any]] {
+            flows.filter { $0.address("laddr")["container_id"] as? String == id && $0.port("raddr") == 8080 }
+        }
+        let fromClient = outgoing(from: clientID)
+        #expect(!fromClient.isEmpty)
+        for flow in fromClient {
+            #expect(flow.tags.contains("container_name:\(client)") && flow.tags.contains("team:payments"))
+            for tag in serverTags { #expect(flow.remoteTags.contains(tag), "remote end: \(flow.remoteTags)") }
+            #expect(flow["intra_host"] as? Bool == true)
+        }
+        let fromHost = outgoing(from: hostID)
+        #expect(!fromHost.isEmpty, "the host-network container's flow, by its cgroup")
+        for flow in fromHost {
+            #expect(flow.tags.contains("container_name:\(hostClient)"))
+            #expect(flow.remoteTags.contains("container_name:\(server)"))
+        }
+        if let briefID {
+            let fromBrief = outgoing(from: briefID)
+            #expect(fromBrief.contains { $0.tags.contains("container_name:\(brief)") }, "short-lived: \(fromBrief)")
+            #expect(served.contains { $0.remoteTags.contains("container_name:\(brief)") })
+        }
+        // The server's side of each client names that client.
+        #expect(served.contains { $0.remoteTags.contains("container_name:\(client)") })
+        #expect(served.contains { $0.remoteTags.contains("container_name:\(hostClient)") })
+
+        // The excluded container connected too, but none of its flows is reported.
+        let excludedID = try Environment.docker("inspect", "-f", "{{.Id}}", excluded)
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
+        let all = try await agent.connections(after: before)
+        #expect(!all.contains { $0.address("laddr")["container_id"] as? String == excludedID })
+    }
+}
