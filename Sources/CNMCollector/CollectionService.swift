@@ -19,9 +19,16 @@ public final class CollectionService: Service, Sendable {
     /// Blocking kernel and /proc reads run here, never on the async pool.
     private let queue = DispatchQueue(label: "cnm.collector")
     /// Container id → tags, and how many refreshes have completed.
-    private let containerTags = Mutex<
-        (tags: [String: [String]], excluded: Set<String>, byAddress: [IPAddress: String], refreshes: UInt64)
-    >(([:], [], [:], 0))
+    private let containerTags = Mutex<ContainerView>(ContainerView())
+
+    /// What the last Docker refresh said about the host's containers.
+    private struct ContainerView {
+        var tags: [String: [String]] = [:]
+        var excluded: Set<String> = []
+        var byAddress: [IPAddress: String] = [:]
+        var published: [ContainerMetadata.PublishedPort: String] = [:]
+        var refreshes: UInt64 = 0
+    }
 
     public init(
         configuration: Configuration,
@@ -184,17 +191,26 @@ public final class CollectionService: Service, Sendable {
             let end = Timestamp.now
             var connections = await onQueue { core.flush() }
             let tags = await tags(for: connections, requestTags: requestTags)
-            let (excluded, byAddress) = containerTags.withLock { ($0.excluded, $0.byAddress) }
+            let view = containerTags.withLock { $0 }
+            let (excluded, byAddress) = (view.excluded, view.byAddress)
             if !excluded.isEmpty {
                 connections.removeAll { $0.localContainerID.map(excluded.contains) ?? false }
             }
             // A peer whose socket was not seen (it only listened, or closed unseen) is still a
             // local container when its address is one.
+            // A flow to a port published on this host leads to the container behind it.
             for i in connections.indices where connections[i].remoteContainerID == nil {
-                let remote = connections[i].key.remote.address
-                guard let id = byAddress[remote.unmappedV4 ?? remote] else { continue }
-                connections[i].remoteContainerID = id
-                connections[i].intraHost = true
+                let key = connections[i].key
+                let remote = key.remote.address.unmappedV4 ?? key.remote.address
+                if let id = byAddress[remote] {
+                    connections[i].remoteContainerID = id
+                    connections[i].intraHost = true
+                } else if key.direction == .outgoing && (remote.isLoopback || connections[i].intraHost) {
+                    let any = ContainerMetadata.PublishedPort(transport: key.transport, hostPort: key.remote.port)
+                    var exact = any
+                    exact.hostAddress = remote
+                    connections[i].remoteContainerID = view.published[exact] ?? view.published[any]
+                }
             }
             // One tag array per container, shared by all its connections.
             var localTags: [String: [String]] = [:]
@@ -247,6 +263,7 @@ public final class CollectionService: Service, Sendable {
                 $0.tags = tags
                 $0.excluded = result.excluded
                 $0.byAddress = result.containerByAddress
+                $0.published = result.published
             }
             log.resolved("docker", "Docker API at \(configuration.dockerHost) answers")
         } else {

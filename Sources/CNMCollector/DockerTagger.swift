@@ -13,6 +13,8 @@ final class DockerTagger: Sendable {
         /// Running containers by their addresses on Docker networks; an address two containers
         /// claim (overlapping networks) is left out rather than guessed.
         var containerByAddress: [IPAddress: String] = [:]
+        /// Running containers by the host ports published to them.
+        var published: [ContainerMetadata.PublishedPort: String] = [:]
         var summary: String
         var problem: (kind: String, detail: String)?
     }
@@ -69,8 +71,15 @@ final class DockerTagger: Sendable {
                     byAddress[address] = byAddress[address] == nil ? .some(id) : .some(nil)
                 }
             }
+            var published: [ContainerMetadata.PublishedPort: String?] = [:]
+            for (id, c) in listed {
+                for port in Set(c.publishedPorts) {
+                    published[port] = published[port] == nil ? .some(id) : .some(nil)
+                }
+            }
             return Result(
                 tags: tags, excluded: excluded, containerByAddress: byAddress.compactMapValues { $0 },
+                published: published.compactMapValues { $0 },
                 summary: "\(listed.count) containers from \(host)")
         } catch {
             return Result(summary: "unavailable: \(error)", problem: ("docker_\(error.kind.rawValue)", "\(error)"))

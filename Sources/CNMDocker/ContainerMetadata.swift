@@ -16,6 +16,22 @@ public struct ContainerMetadata: Sendable, Equatable {
     public var env: [String: String]
     /// Every address the container has on any network, sorted, without duplicates.
     public var ipAddresses: [IPAddress]
+    /// Its ports published on the host (from the container list).
+    public var publishedPorts: [PublishedPort] = []
+
+    /// A host port that leads to the container.
+    public struct PublishedPort: Sendable, Hashable {
+        public var transport: TransportProtocol
+        public var hostPort: UInt16
+        /// nil: every host address.
+        public var hostAddress: IPAddress?
+
+        public init(transport: TransportProtocol, hostPort: UInt16, hostAddress: IPAddress? = nil) {
+            self.transport = transport
+            self.hostPort = hostPort
+            self.hostAddress = hostAddress
+        }
+    }
 
     public init(
         id: String,
@@ -64,6 +80,19 @@ public struct ContainerMetadata: Sendable, Equatable {
             env: env,
             ipAddresses: addresses.sorted()
         )
+        publishedPorts = (summary?.ports ?? []).compactMap { port in
+            guard let hostPort = port.publicPort, hostPort > 0 else { return nil }
+            let transport: TransportProtocol
+            switch port.type?.lowercased() {
+            case "tcp", nil: transport = .tcp
+            case "udp": transport = .udp
+            default: return nil
+            }
+            let address = port.ip.flatMap { IPAddress(parsing: $0) }
+            return PublishedPort(
+                transport: transport, hostPort: hostPort,
+                hostAddress: address.flatMap { $0.isUnspecified ? nil : $0 })
+        }
     }
 
     /// Datadog's container tags: `container_name`, `container_id`, then the image tags when the

@@ -11,6 +11,24 @@ public struct DockerContainerSummary: Decodable, Sendable, Equatable {
     public var imageID: String?
     public var labels: [String: String]?
     public var networkSettings: DockerNetworkSettings?
+    public var ports: [Port]?
+
+    /// A container port, and where it is published on the host if it is.
+    public struct Port: Decodable, Sendable, Equatable {
+        public var privatePort: UInt16?
+        public var publicPort: UInt16?
+        /// `tcp`, `udp` or `sctp`.
+        public var type: String?
+        /// The host address it is published on (`0.0.0.0` or `::` for all).
+        public var ip: String?
+
+        enum CodingKeys: String, CodingKey {
+            case privatePort = "PrivatePort"
+            case publicPort = "PublicPort"
+            case type = "Type"
+            case ip = "IP"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case id = "Id"
@@ -19,6 +37,7 @@ public struct DockerContainerSummary: Decodable, Sendable, Equatable {
         case imageID = "ImageID"
         case labels = "Labels"
         case networkSettings = "NetworkSettings"
+        case ports = "Ports"
     }
 }
 

@@ -39,7 +39,7 @@ struct DockerTagsTests {
         try Environment.docker("network", "create", network)
         // Serves every connection a line and keeps it open 2 s, so both ends are seen alive.
         let serverID = try Environment.docker(
-            "run", "-d", "--name", server, "--network", network,
+            "run", "-d", "--name", server, "--network", network, "-p", "127.0.0.1::8080",
             "--label", "com.datadoghq.tags.service=inventory", "--label", "com.docker.compose.service=api",
             "--label", "com.docker.compose.project=shop", "-e", "DD_VERSION=1.4.2", "-e", "TIER=backend",
             "cnm-test/busybox:latest", "sh", "-c",
@@ -114,6 +114,20 @@ struct DockerTagsTests {
         // The server's side of each client names that client.
         #expect(served.contains { $0.remoteTags.contains("container_name:\(client)") })
         #expect(served.contains { $0.remoteTags.contains("container_name:\(hostClient)") })
+
+        // A host process reaching the server through its published port: the flow leads to the server.
+        let published = try Environment.docker("port", server, "8080/tcp")
+        let hostPort = try #require(published.split(separator: ":").last.flatMap { UInt16($0) }, "\(published)")
+        let socket = try TestSocket.connect(v6: false, port: hostPort)
+        try socket.receive(6)
+        socket.close()
+        let viaPort = try await waitFor("the flow to the published port") { () async throws -> [String: Any]? in
+            try await agent.connections(after: before).first {
+                $0.port("raddr") == Int(hostPort) && $0["direction"] as? String == "outgoing"
+            }
+        }
+        #expect(viaPort.address("raddr")["container_id"] as? String == serverID, "\(viaPort)")
+        #expect(viaPort.remoteTags.contains("container_name:\(server)"))
 
         // The excluded container connected too, but none of its flows is reported.
         let excludedID = try Environment.docker("inspect", "-f", "{{.Id}}", excluded)
