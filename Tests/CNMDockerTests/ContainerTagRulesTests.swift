@@ -70,3 +70,21 @@ import Testing
         #expect(!configuration.excludes(containerName: "web", images: ["nginx:1.27"]))
     }
 }
+
+@Suite struct PublishedPortTests {
+    @Test func listEntryGivesThePublishedPorts() throws {
+        let list = try JSONDecoder().decode(
+            [DockerContainerSummary].self, from: Fixtures.data("moby-api-v1.24/containers-list.example1.json"))
+        let first = try #require(list.first)
+        let inspect = try JSONDecoder().decode(DockerContainerInspect.self, from: Data(#"{"Id": "\#(first.id)"}"#.utf8))
+        let metadata = ContainerMetadata(inspect: inspect, summary: first)
+        // {"PrivatePort": 2222, "PublicPort": 3333, "Type": "tcp"}: published on every host address.
+        #expect(metadata.publishedPorts == [.init(transport: .tcp, hostPort: 3333)])
+        // The others publish nothing.
+        for entry in list.dropFirst() {
+            let other = try JSONDecoder().decode(
+                DockerContainerInspect.self, from: Data(#"{"Id": "\#(entry.id)"}"#.utf8))
+            #expect(ContainerMetadata(inspect: other, summary: entry).publishedPorts.isEmpty)
+        }
+    }
+}
