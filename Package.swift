@@ -46,6 +46,7 @@ let package = Package(
             dependencies: ["CNMModel", "CCurl"],
             swiftSettings: strict
         ),
+        .target(name: "CNMECS", dependencies: ["CNMModel", "CNMDocker"], swiftSettings: strict),
 
         // Puts the adapters together into one collection loop.
         .target(
@@ -85,6 +86,7 @@ let package = Package(
         .testTarget(name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMServerTests", dependencies: ["CNMServer", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMECSTests", dependencies: ["CNMECS", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["CNMModel", "CCurl", "CLinux"],
