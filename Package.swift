@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "CNMCollector",
             dependencies: [
-                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMBPF", "CLinux",
+                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMECS", "CNMBPF", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

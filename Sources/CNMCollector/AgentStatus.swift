@@ -50,6 +50,8 @@ public struct AgentStatus: Sendable {
     public var problems: [String: Problem] = [:]
     public var firstCollectionDone = false
     public var docker: String = "not contacted yet"
+    /// The ECS task metadata endpoint's last answer; nil outside ECS.
+    public var ecs: String?
 
     public init(
         version: String,

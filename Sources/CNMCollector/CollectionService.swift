@@ -1,6 +1,7 @@
 import CLinux
 import CNMBPF
 import CNMDocker
+import CNMECS
 import CNMModel
 import CNMProcfs
 import Dispatch
@@ -23,7 +24,10 @@ public final class CollectionService: Service, Sendable {
 
     /// What the last Docker refresh said about the host's containers.
     private struct ContainerView {
+        /// Docker's and the ECS endpoint's tags, merged.
         var tags: [String: [String]] = [:]
+        var dockerTags: [String: [String]] = [:]
+        var ecsTags: [String: [String]] = [:]
         var excluded: Set<String> = []
         var byAddress: [IPAddress: String] = [:]
         var published: [ContainerMetadata.PublishedPort: String] = [:]
@@ -45,12 +49,15 @@ public final class CollectionService: Service, Sendable {
     public func run() async throws {
         let docker = DockerTagger(
             configuration: configuration, ownContainerID: containerID(ofProcess: "self"))
+        let ecs = configuration.ecsMetadataURI.map {
+            ECSTagger(uri: $0, timeoutMilliseconds: configuration.ecsMetadataTimeoutMilliseconds)
+        }
         // Tags are refreshed beside collection, so a slow or hanging daemon never delays a sample.
         let (tagRequests, requestTags) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         await withDiscardingTaskGroup { group in
             group.addTask {
                 var log = ProblemLog(logger: self.logger)
-                for await _ in tagRequests { await self.refreshTags(docker, log: &log) }
+                for await _ in tagRequests { await self.refreshTags(docker, ecs, log: &log) }
             }
             group.addTask {
                 while (try? await Task.sleep(for: .seconds(10))) != nil { requestTags.yield() }
@@ -255,23 +262,44 @@ public final class CollectionService: Service, Sendable {
         }
     }
 
-    private func refreshTags(_ docker: DockerTagger, log: inout ProblemLog) async {
+    private func refreshTags(_ docker: DockerTagger, _ ecs: ECSTagger?, log: inout ProblemLog) async {
+        async let fromECS = ecs?.refresh()
         let result = await docker.refresh()
-        containerTags.withLock { $0.refreshes += 1 }
-        if let tags = result.tags {
-            containerTags.withLock {
-                $0.tags = tags
-                $0.excluded = result.excluded
-                $0.byAddress = result.containerByAddress
-                $0.published = result.published
+        let ecsResult = await fromECS
+        // One update, the refresh count last: a reader waiting for this refresh sees all of it.
+        containerTags.withLock { view in
+            if let tags = result.tags {
+                view.dockerTags = tags
+                view.excluded = result.excluded
+                view.byAddress = result.containerByAddress
+                view.published = result.published
             }
+            if let tags = ecsResult?.tags { view.ecsTags = tags }
+            view.tags = view.dockerTags.merging(view.ecsTags) { docker, ecs in
+                docker + ecs.filter { !docker.contains($0) }
+            }
+            view.refreshes += 1
+        }
+        if result.tags != nil {
             log.resolved("docker", "Docker API at \(configuration.dockerHost) answers")
         } else {
-            log.report("docker", "no container tags, flows are still reported: Docker API \(result.summary)")
+            log.report(
+                "docker", "no container tags from Docker, flows are still reported: Docker API \(result.summary)")
+        }
+        if let ecsResult {
+            if ecsResult.tags != nil {
+                log.resolved("ecs", "ECS task metadata endpoint answers")
+            } else {
+                log.report("ecs", "no task tags, flows are still reported: ECS metadata \(ecsResult.summary)")
+            }
         }
         store.updateStatus {
             $0.docker = result.summary
             if let problem = result.problem { $0.count(problem.kind, detail: problem.detail) }
+            if let ecsResult {
+                $0.ecs = ecsResult.summary
+                if let problem = ecsResult.problem { $0.count(problem.kind, detail: problem.detail) }
+            }
         }
     }
 

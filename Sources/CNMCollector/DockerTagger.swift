@@ -1,4 +1,5 @@
 import CNMDocker
+import CNMECS
 import CNMModel
 import Logging
 import Synchronization
@@ -56,8 +57,10 @@ final class DockerTagger: Sendable {
             let now = monotonicMicros()
             let (tags, excluded) = known.withLock { known in
                 for (id, c) in listed {
-                    let tags = c.tags(
-                        labelsAsTags: configuration.dockerLabelsAsTags, envAsTags: configuration.dockerEnvAsTags)
+                    // An ECS task's containers carry the task in their labels (the EC2 daemon case).
+                    let tags =
+                        c.tags(labelsAsTags: configuration.dockerLabelsAsTags, envAsTags: configuration.dockerEnvAsTags)
+                        + ecsTags(fromDockerLabels: c.labels)
                     let images = [c.image, c.imageReference?.dockerImage].compactMap { $0 }
                     let excluded = id == ownContainerID || configuration.excludes(containerName: c.name, images: images)
                     known[id] = (tags, excluded, now)

@@ -56,6 +56,9 @@ public struct Configuration: Sendable, Equatable {
     /// `DD_CONTAINER_EXCLUDE` / `DD_CONTAINER_INCLUDE`: an included container is kept even when excluded.
     public var containerExclude: [ContainerFilter] = []
     public var containerInclude: [ContainerFilter] = []
+    /// The ECS task metadata endpoint v4, set by ECS inside a task.
+    public var ecsMetadataURI: String?
+    public var ecsMetadataTimeoutMilliseconds = 500
 
     public enum EBPFStrategySetting: String, Sendable, CaseIterable {
         case auto
@@ -92,6 +95,8 @@ public struct Configuration: Sendable, Equatable {
         ("DD_DOCKER_ENV_AS_TAGS", "JSON object: container environment variable → tag name"),
         ("DD_CONTAINER_EXCLUDE", "name:<regex> and image:<regex> separated by spaces"),
         ("DD_CONTAINER_INCLUDE", "same as DD_CONTAINER_EXCLUDE; wins over it"),
+        ("ECS_CONTAINER_METADATA_URI_V4", "http://host[:port]/path (set by ECS)"),
+        ("DD_ECS_METADATA_TIMEOUT", "whole milliseconds, at least 1 (default 500)"),
     ]
 
     /// Reads the configuration from an environment. Unset and empty variables take their defaults.
@@ -154,6 +159,13 @@ public struct Configuration: Sendable, Equatable {
         dockerEnvAsTags = try reader.stringMap("DD_DOCKER_ENV_AS_TAGS") ?? [:]
         containerExclude = try reader.containerFilters("DD_CONTAINER_EXCLUDE")
         containerInclude = try reader.containerFilters("DD_CONTAINER_INCLUDE")
+        if let uri = reader.string("ECS_CONTAINER_METADATA_URI_V4") {
+            guard uri.hasPrefix("http://") || uri.hasPrefix("https://"), uri.count > 8 else {
+                throw reader.invalid("ECS_CONTAINER_METADATA_URI_V4", uri)
+            }
+            ecsMetadataURI = uri
+        }
+        ecsMetadataTimeoutMilliseconds = try reader.integer("DD_ECS_METADATA_TIMEOUT", atLeast: 1) ?? 500
     }
 
     /// Whether a container's flows are left out of the reports.

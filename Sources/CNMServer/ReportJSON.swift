@@ -116,7 +116,7 @@ struct StatusJSON: Encodable {
     let now: Timestamp
 
     enum CodingKeys: String, CodingKey {
-        case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, tracker
+        case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker
         case modeReason = "mode_reason"
         case intervalSeconds = "interval_seconds"
         case sampleSeconds = "sample_seconds"
@@ -174,6 +174,7 @@ struct StatusJSON: Encodable {
         try e.encode(s.lastPollMicros, forKey: .lastPollMicros)
         try e.encode(s.namespaces, forKey: .namespaces)
         try e.encode(s.docker, forKey: .docker)
+        try e.encodeIfPresent(s.ecs, forKey: .ecs)
         try e.encode(s.firstCollectionDone, forKey: .healthy)
         try e.encode(
             TrackerJSON(

@@ -9,43 +9,12 @@ import Testing
     .enabled(if: Environment.hasAgentBinary, "build the agent first (swift build): .build/debug/cnm-agent")
 )
 struct DegradationTests {
-    /// A stand-in Docker daemon on loopback that answers every request with the same status and body.
-    final class BadDockerAPI: @unchecked Sendable {
-        let port: UInt16
-        private let listener: TestSocket
-        private let thread: Thread
-
-        init(status: Int, body: String) throws {
-            let (listener, port) = try TestSocket.listener(v6: false)
-            self.listener = listener
-            self.port = port
-            let response = Array(
-                ("HTTP/1.1 \(status) X\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n"
-                    + "Connection: close\r\n\r\n\(body)").utf8
-            )
-            thread = Thread {
-                // Ends when the listener is shut down in deinit: accept then fails.
-                while case let fd = accept(listener.fd, nil, nil), fd >= 0 {
-                    var request = [UInt8](repeating: 0, count: 4096)
-                    _ = request.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                    _ = response.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                    close(fd)
-                }
-            }
-            thread.start()
-        }
-
-        deinit {
-            _ = shutdown(listener.fd, Int32(SHUT_RDWR))
-            listener.close()
-        }
-    }
-
+    /// A stand-in Docker daemon on loopback answers every request with the same status and body.
     @Test(arguments: [
         (500, "{\"message\":\"boom\"}"), (200, "this is not json"), (200, "[{\"Id\": \"abc\", \"Names\""),
     ])
     func dockerAnsweringGarbageCostsOnlyTheTags(status: Int, body: String) async throws {
-        let docker = try BadDockerAPI(status: status, body: body)
+        let docker = try FakeHTTPEndpoint(.init(status: status, body: body))
         // The mode the agent picks by itself.
         let agent = try AgentProcess(environment: ["DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)"])
         defer { agent.stop() }

@@ -1,0 +1,60 @@
+import CNMDocker
+import CNMECS
+import CNMModel
+
+/// Container tags from the ECS task metadata endpoint, when the agent runs inside a task. Like the
+/// Docker tagger, a failing endpoint costs tags, never flows: the last tags stay and the failure is
+/// counted.
+final class ECSTagger: Sendable {
+    struct Result: Sendable {
+        /// Tags by container id (the form a cgroup path ends in), nil when the endpoint failed.
+        var tags: [String: [String]]?
+        var summary: String
+        var problem: (kind: String, detail: String)?
+    }
+
+    private let client: ECSMetadataClient?
+    private let invalid: ECSMetadataError?
+
+    init(uri: String, timeoutMilliseconds: Int) {
+        do {
+            client = try ECSMetadataClient(baseURI: uri, timeoutMilliseconds: timeoutMilliseconds)
+            invalid = nil
+        } catch {
+            client = nil
+            invalid = error
+        }
+    }
+
+    func refresh() async -> Result {
+        guard let client else {
+            let detail = invalid.map { "\($0.message)" } ?? "unknown"
+            return Result(
+                summary: "unusable ECS metadata endpoint: \(detail)", problem: ("ecs_invalid_endpoint", detail))
+        }
+        do {
+            let fetched = try await client.fetchTask()
+            let task = fetched.task
+            var tags: [String: [String]] = [:]
+            for container in task.containers ?? [] {
+                guard let id = normalizedECSContainerID(container.dockerID) else { continue }
+                tags[id] = Self.containerTags(container, id: id, task: task) + task.tags(for: container)
+            }
+            let family = task.family ?? "?"
+            return Result(
+                tags: tags, summary: "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
+                problem: fetched.taskWithTagsFailure.map { ($0.kind, "taskWithTags: \($0.message)") })
+        } catch {
+            return Result(summary: "unavailable: \(error.message)", problem: (error.kind, error.message))
+        }
+    }
+
+    /// On Fargate no Docker daemon names the containers: the metadata does.
+    private static func containerTags(_ c: ECSContainerMetadata, id: String, task: ECSTaskMetadata) -> [String] {
+        var out: [String] = []
+        if let name = c.dockerName, !name.isEmpty { out.append("container_name:\(name)") }
+        out.append("container_id:\(id)")
+        if let image = c.image, let reference = ImageReference(parsing: image) { out += reference.tags }
+        return out
+    }
+}
