@@ -265,7 +265,11 @@ public final class CollectionService: Service, Sendable {
     private func refreshTags(_ docker: DockerTagger, _ ecs: ECSTagger?, log: inout ProblemLog) async {
         async let fromECS = ecs?.refresh()
         let result = await docker.refresh()
-        let ecsResult = await fromECS
+        apply(result, await fromECS, log: &log)
+    }
+
+    /// Takes in a refresh's outcome (or one container's, `ecs` nil then).
+    private func apply(_ result: DockerTagger.Result, _ ecsResult: ECSTagger.Result?, log: inout ProblemLog) {
         // One update, the refresh count last: a reader waiting for this refresh sees all of it.
         containerTags.withLock { view in
             if let tags = result.tags {

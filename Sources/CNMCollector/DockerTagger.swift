@@ -46,46 +46,60 @@ final class DockerTagger: Sendable {
         }
     }
 
+    /// Lists and inspects every container.
     func refresh() async -> Result {
+        await update { (cache) async throws(DockerError) in try await cache.refresh() }
+    }
+
+    /// One container started or was renamed: inspects just it, at once, so a container that lives
+    /// under a second is still named.
+    func containerChanged(id: String) async -> Result {
+        await update { (cache) async throws(DockerError) in try await cache.update(containerID: id) }
+    }
+
+    private func update(_ change: (DockerMetadataCache) async throws(DockerError) -> Void) async -> Result {
         guard let cache else {
             let detail = invalidHost.map { "\($0)" } ?? "unknown"
             return Result(summary: "unusable DOCKER_HOST: \(detail)", problem: ("docker_invalid_host", detail))
         }
         do {
-            try await cache.refresh()
-            let listed = cache.containers
-            let now = monotonicMicros()
-            let (tags, excluded) = known.withLock { known in
-                for (id, c) in listed {
-                    // An ECS task's containers carry the task in their labels (the EC2 daemon case).
-                    let tags =
-                        c.tags(labelsAsTags: configuration.dockerLabelsAsTags, envAsTags: configuration.dockerEnvAsTags)
-                        + ecsTags(fromDockerLabels: c.labels)
-                    let images = [c.image, c.imageReference?.dockerImage].compactMap { $0 }
-                    let excluded = id == ownContainerID || configuration.excludes(containerName: c.name, images: images)
-                    known[id] = (tags, excluded, now)
-                }
-                known = known.filter { now - $0.value.lastSeen < Self.graceSeconds * 1_000_000 }
-                return (known.mapValues(\.tags), Set(known.filter(\.value.excluded).keys))
-            }
-            var byAddress: [IPAddress: String?] = [:]
-            for (id, c) in listed {
-                for address in c.ipAddresses where !address.isUnspecified {
-                    byAddress[address] = byAddress[address] == nil ? .some(id) : .some(nil)
-                }
-            }
-            var published: [ContainerMetadata.PublishedPort: String?] = [:]
-            for (id, c) in listed {
-                for port in Set(c.publishedPorts) {
-                    published[port] = published[port] == nil ? .some(id) : .some(nil)
-                }
-            }
-            return Result(
-                tags: tags, excluded: excluded, containerByAddress: byAddress.compactMapValues { $0 },
-                published: published.compactMapValues { $0 },
-                summary: "\(listed.count) containers from \(host)")
+            try await change(cache)
         } catch {
             return Result(summary: "unavailable: \(error)", problem: ("docker_\(error.kind.rawValue)", "\(error)"))
         }
+        return snapshot(cache.containers)
+    }
+
+    /// Tags, exclusions and addresses of the containers in the cache; tags of containers gone from it
+    /// are kept for the grace period.
+    private func snapshot(_ listed: [String: ContainerMetadata]) -> Result {
+        let now = monotonicMicros()
+        let (tags, excluded) = known.withLock { known in
+            for (id, c) in listed {
+                // An ECS task's containers carry the task in their labels (the EC2 daemon case).
+                let tags =
+                    c.tags(labelsAsTags: configuration.dockerLabelsAsTags, envAsTags: configuration.dockerEnvAsTags)
+                    + ecsTags(fromDockerLabels: c.labels)
+                let images = [c.image, c.imageReference?.dockerImage].compactMap { $0 }
+                let excluded = id == ownContainerID || configuration.excludes(containerName: c.name, images: images)
+                known[id] = (tags, excluded, now)
+            }
+            known = known.filter { now - $0.value.lastSeen < Self.graceSeconds * 1_000_000 }
+            return (known.mapValues(\.tags), Set(known.filter(\.value.excluded).keys))
+        }
+        var byAddress: [IPAddress: String?] = [:]
+        var published: [ContainerMetadata.PublishedPort: String?] = [:]
+        for (id, c) in listed {
+            for address in c.ipAddresses where !address.isUnspecified {
+                byAddress[address] = byAddress[address] == nil ? .some(id) : .some(nil)
+            }
+            for port in Set(c.publishedPorts) {
+                published[port] = published[port] == nil ? .some(id) : .some(nil)
+            }
+        }
+        return Result(
+            tags: tags, excluded: excluded, containerByAddress: byAddress.compactMapValues { $0 },
+            published: published.compactMapValues { $0 },
+            summary: "\(listed.count) containers from \(host)")
     }
 }

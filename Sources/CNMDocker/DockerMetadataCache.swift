@@ -62,6 +62,31 @@ public final class DockerMetadataCache: Sendable {
         }
     }
 
+    /// Inspects one container (one that just started or was renamed) and puts it in the map; one
+    /// already gone (404) is removed from it.
+    public func update(containerID id: String) async throws(DockerError) {
+        do {
+            let inspect = try await client.inspectContainer(id: id)
+            var metadata = ContainerMetadata(inspect: inspect)
+            state.withLock { state in
+                // Published ports come only with the list: keep the ones already known.
+                if let known = state.containers[metadata.id] { metadata.publishedPorts = known.publishedPorts }
+                state.containers[metadata.id] = metadata
+                state.health.containers = state.containers.count
+            }
+        } catch {
+            if error.httpStatus == 404 {
+                state.withLock { $0.containers[id] = nil }
+                return
+            }
+            state.withLock { state in
+                state.health.failures[error.kind, default: 0] += 1
+                state.health.lastError = error.description
+            }
+            throw error
+        }
+    }
+
     /// The container with this full 64-hex id, as of the last successful refresh.
     public func metadata(forContainerID id: String) -> ContainerMetadata? {
         state.withLock { $0.containers[id] }
