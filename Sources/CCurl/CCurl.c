@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,13 @@ enum { CNM_CURL_INITIAL_BUFFER = 16 * 1024 };
 
 struct cnm_curl {
     CURL *easy;
+    /// Runs the cancellable transfers, whose poll cnm_curl_cancel can wake.
+    CURLM *multi;
+    atomic_int cancelled;
+    cnm_curl_head_fn on_head;
+    cnm_curl_body_fn on_body;
+    void *stream_context;
+    int head_reported;
     struct curl_slist *headers;
     uint8_t *body;
     size_t length;
@@ -57,6 +65,32 @@ static size_t cnm_curl_write(char *data, size_t size, size_t count, void *user) 
     return n;
 }
 
+static size_t cnm_curl_stream_write(char *data, size_t size, size_t count, void *user) {
+    cnm_curl *handle = user;
+    if (atomic_load(&handle->cancelled)) {
+        return 0;
+    }
+    size_t n = size * count;
+    handle->on_body(handle->stream_context, (const uint8_t *)data, n);
+    return n;
+}
+
+/// Reports the status at the blank line that ends a final (non-1xx) head.
+static size_t cnm_curl_stream_header(char *data, size_t size, size_t count, void *user) {
+    cnm_curl *handle = user;
+    size_t n = size * count;
+    int blank = (n == 2 && data[0] == '\r' && data[1] == '\n') || (n == 1 && data[0] == '\n');
+    if (blank && !handle->head_reported) {
+        long status = 0;
+        curl_easy_getinfo(handle->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200) {
+            handle->head_reported = 1;
+            handle->on_head(handle->stream_context, status);
+        }
+    }
+    return n;
+}
+
 /// The options every request starts from; curl_easy_reset clears them too.
 static int cnm_curl_apply_defaults(cnm_curl *handle) {
     CURL *easy = handle->easy;
@@ -78,8 +112,10 @@ cnm_curl *cnm_curl_create(void) {
         return NULL;
     }
     handle->max_response = 16 * 1024 * 1024;
+    atomic_init(&handle->cancelled, 0);
     handle->easy = curl_easy_init();
-    if (handle->easy == NULL || cnm_curl_apply_defaults(handle) != 0) {
+    handle->multi = curl_multi_init();
+    if (handle->easy == NULL || handle->multi == NULL || cnm_curl_apply_defaults(handle) != 0) {
         cnm_curl_destroy(handle);
         return NULL;
     }
@@ -89,6 +125,9 @@ cnm_curl *cnm_curl_create(void) {
 void cnm_curl_destroy(cnm_curl *handle) {
     if (handle == NULL) {
         return;
+    }
+    if (handle->multi != NULL) {
+        curl_multi_cleanup(handle->multi);
     }
     if (handle->easy != NULL) {
         curl_easy_cleanup(handle->easy);
@@ -102,6 +141,9 @@ void cnm_curl_reset(cnm_curl *handle) {
     curl_easy_reset(handle->easy);
     curl_slist_free_all(handle->headers);
     handle->headers = NULL;
+    handle->on_head = NULL;
+    handle->on_body = NULL;
+    handle->stream_context = NULL;
     // Cannot fail: these options only store pointers and flags.
     (void)cnm_curl_apply_defaults(handle);
 }
@@ -155,6 +197,21 @@ int cnm_curl_set_post_body(cnm_curl *handle, const void *body, size_t length) {
     return failed ? -1 : 0;
 }
 
+int cnm_curl_set_stream(cnm_curl *handle, cnm_curl_head_fn on_head, cnm_curl_body_fn on_body, void *context) {
+    if (on_head == NULL || on_body == NULL) {
+        return -1;
+    }
+    handle->on_head = on_head;
+    handle->on_body = on_body;
+    handle->stream_context = context;
+    CURL *easy = handle->easy;
+    int failed = curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, cnm_curl_stream_write) != CURLE_OK;
+    failed |= curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, cnm_curl_stream_header) != CURLE_OK;
+    failed |= curl_easy_setopt(easy, CURLOPT_HEADERDATA, handle) != CURLE_OK;
+    failed |= curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    return failed ? -1 : 0;
+}
+
 void cnm_curl_set_max_response_bytes(cnm_curl *handle, size_t max_bytes) { handle->max_response = max_bytes; }
 
 static cnm_curl_result cnm_curl_classify(const cnm_curl *handle, CURLcode code) {
@@ -187,17 +244,22 @@ static cnm_curl_result cnm_curl_classify(const cnm_curl *handle, CURLcode code) 
     }
 }
 
-cnm_curl_result cnm_curl_perform(cnm_curl *handle, long *http_status) {
+/// Clears what the previous transfer left; -1 when the request cannot start.
+static int cnm_curl_begin(cnm_curl *handle, long *http_status) {
     *http_status = 0;
     handle->length = 0;
     handle->too_large = 0;
+    handle->head_reported = 0;
     handle->os_errno = 0;
     handle->error[0] = '\0';
     if (curl_easy_setopt(handle->easy, CURLOPT_HTTPHEADER, handle->headers) != CURLE_OK) {
         snprintf(handle->error, sizeof handle->error, "could not set the request headers");
-        return CNM_CURL_FAILED;
+        return -1;
     }
-    CURLcode code = curl_easy_perform(handle->easy);
+    return 0;
+}
+
+static cnm_curl_result cnm_curl_end(cnm_curl *handle, CURLcode code, long *http_status) {
     long os_errno = 0;
     if (curl_easy_getinfo(handle->easy, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK) {
         handle->os_errno = (int)os_errno;
@@ -213,6 +275,59 @@ cnm_curl_result cnm_curl_perform(cnm_curl *handle, long *http_status) {
         snprintf(handle->error, sizeof handle->error, "response body larger than %zu bytes", handle->max_response);
     }
     return cnm_curl_classify(handle, code);
+}
+
+cnm_curl_result cnm_curl_perform(cnm_curl *handle, long *http_status) {
+    if (cnm_curl_begin(handle, http_status) != 0) {
+        return CNM_CURL_FAILED;
+    }
+    return cnm_curl_end(handle, curl_easy_perform(handle->easy), http_status);
+}
+
+cnm_curl_result cnm_curl_perform_cancellable(cnm_curl *handle, long *http_status) {
+    if (cnm_curl_begin(handle, http_status) != 0) {
+        return CNM_CURL_FAILED;
+    }
+    if (atomic_load(&handle->cancelled)) {
+        snprintf(handle->error, sizeof handle->error, "cancelled");
+        return CNM_CURL_CANCELLED;
+    }
+    CURLMcode failure = curl_multi_add_handle(handle->multi, handle->easy);
+    CURLcode code = CURLE_OK;
+    int running = failure == CURLM_OK;
+    while (running && !atomic_load(&handle->cancelled)) {
+        failure = curl_multi_perform(handle->multi, &running);
+        if (failure == CURLM_OK && running) {
+            // libcurl shortens the wait to its own next timeout; cnm_curl_cancel cuts it short too.
+            failure = curl_multi_poll(handle->multi, NULL, 0, 1000, NULL);
+        }
+        if (failure != CURLM_OK) {
+            break;
+        }
+    }
+    int queued = 0;
+    CURLMsg *message;
+    while ((message = curl_multi_info_read(handle->multi, &queued)) != NULL) {
+        if (message->msg == CURLMSG_DONE && message->easy_handle == handle->easy) {
+            code = message->data.result;
+        }
+    }
+    // Removing a transfer that is still running closes its connection.
+    curl_multi_remove_handle(handle->multi, handle->easy);
+    if (atomic_load(&handle->cancelled)) {
+        snprintf(handle->error, sizeof handle->error, "cancelled");
+        return CNM_CURL_CANCELLED;
+    }
+    if (failure != CURLM_OK) {
+        snprintf(handle->error, sizeof handle->error, "%s", curl_multi_strerror(failure));
+        return CNM_CURL_FAILED;
+    }
+    return cnm_curl_end(handle, code, http_status);
+}
+
+void cnm_curl_cancel(cnm_curl *handle) {
+    atomic_store(&handle->cancelled, 1);
+    curl_multi_wakeup(handle->multi);
 }
 
 const uint8_t *cnm_curl_response_body(const cnm_curl *handle, size_t *length) {

@@ -1,11 +1,49 @@
 import FoundationEssentials
 import Glibc
+import Synchronization
 
-/// Asks a Docker daemon about its containers over the Engine API. Paths carry no API version, so
-/// the daemon answers in its own, and decoding tolerates every version since 1.22.
+/// An Engine API version, such as 1.41.
+public struct DockerAPIVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var major: Int
+    public var minor: Int
+
+    public init(major: Int, minor: Int) {
+        self.major = major
+        self.minor = minor
+    }
+
+    /// Parses `major.minor`, as in `/version`'s `ApiVersion`.
+    public init?(_ text: String) {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let major = Int(parts[0]), let minor = Int(parts[1]), major >= 0, minor >= 0 else {
+            return nil
+        }
+        self.init(major: major, minor: minor)
+    }
+
+    public static func < (a: Self, b: Self) -> Bool { (a.major, a.minor) < (b.major, b.minor) }
+
+    public var description: String { "\(major).\(minor)" }
+}
+
+/// Which API version request paths name.
+public enum DockerAPIVersioning: Sendable, Equatable {
+    /// No version in the path: the daemon answers in its own.
+    case unversioned
+    /// Asks `/version` once and uses the lower of the daemon's version and
+    /// `DockerClient.maxAPIVersion`; a daemon without `/version` (404) or whose reply names no
+    /// version gets unversioned paths.
+    case negotiate
+    case fixed(DockerAPIVersion)
+}
+
+/// Asks a Docker daemon about its containers over the Engine API. Decoding tolerates every API
+/// version since 1.22, so unversioned paths, answered in the daemon's own version, work too.
 public struct DockerClient: Sendable {
     /// Docker's own default when `DOCKER_HOST` is unset.
     public static let defaultHost = "unix:///var/run/docker.sock"
+    /// The newest API version whose responses this client has been checked against.
+    public static let maxAPIVersion = DockerAPIVersion(major: 1, minor: 45)
 
     /// The address as given, for messages.
     public let host: String
@@ -15,6 +53,8 @@ public struct DockerClient: Sendable {
     private let connectTimeout: Duration
     private let timeout: Duration
     private let maxResponseBytes: Int
+    private let versioning: DockerAPIVersioning
+    private let negotiation = Negotiation()
 
     /// `host` is a `DOCKER_HOST` value: `unix:///path/to/socket` or `tcp://host[:port]` (plain
     /// HTTP, port 2375 when none is given); empty means the default socket.
@@ -22,7 +62,8 @@ public struct DockerClient: Sendable {
         host: String = DockerClient.defaultHost,
         connectTimeout: Duration = .seconds(1),
         timeout: Duration = .seconds(5),
-        maxResponseBytes: Int = 16 << 20
+        maxResponseBytes: Int = 16 << 20,
+        apiVersion: DockerAPIVersioning = .unversioned
     ) throws(DockerError) {
         let host = host.isEmpty ? Self.defaultHost : host
         if host.hasPrefix("unix://") {
@@ -54,6 +95,46 @@ public struct DockerClient: Sendable {
         self.connectTimeout = connectTimeout
         self.timeout = timeout
         self.maxResponseBytes = maxResponseBytes
+        self.versioning = apiVersion
+    }
+
+    /// The version request paths name, nil for unversioned; negotiates first if that is the policy
+    /// and has not happened yet. A failed negotiation is not kept: the next request tries again.
+    public func apiVersion() async throws(DockerError) -> DockerAPIVersion? {
+        switch versioning {
+        case .unversioned: return nil
+        case .fixed(let version): return version
+        case .negotiate: break
+        }
+        // One negotiation for every request that needs it, however many arrive at once.
+        let task = negotiation.task.withLock { task in
+            if let task { return task }
+            let started = Task { await self.negotiate() }
+            task = started
+            return started
+        }
+        let result = await task.value
+        if case .failure = result {
+            negotiation.task.withLock { if $0 == task { $0 = nil } }
+        }
+        return try result.get()
+    }
+
+    private func negotiate() async -> Result<DockerAPIVersion?, DockerError> {
+        struct Version: Decodable {
+            var apiVersion: String?
+            enum CodingKeys: String, CodingKey { case apiVersion = "ApiVersion" }
+        }
+        do throws(DockerError) {
+            let body = try await get("/version", versioned: false)
+            let reply = try? JSONDecoder().decode(Version.self, from: body)
+            let daemon = reply?.apiVersion.flatMap(DockerAPIVersion.init)
+            return .success(daemon.map { min($0, Self.maxAPIVersion) })
+        } catch let error where error.httpStatus == 404 {
+            return .success(nil)
+        } catch {
+            return .failure(error)
+        }
     }
 
     /// `GET /_ping`: whether a daemon answers at all.
@@ -113,16 +194,27 @@ public struct DockerClient: Sendable {
         }
     }
 
-    /// The body of a 2xx response to `GET path`.
-    private func get(_ path: String) async throws(DockerError) -> Data {
-        let request = HTTPRequest(
-            url: baseURL + path,
+    /// `baseURL` with the version prefix, then `path`.
+    func url(_ path: String, versioned: Bool = true) async throws(DockerError) -> String {
+        guard versioned, let version = try await apiVersion() else { return baseURL + path }
+        return "\(baseURL)/v\(version)\(path)"
+    }
+
+    /// A request to `url` with this client's socket and headers.
+    func request(_ url: String, timeout: Duration? = nil) -> HTTPRequest {
+        HTTPRequest(
+            url: url,
             unixSocketPath: socketPath,
             headers: [("Accept", "application/json")],
             connectTimeout: connectTimeout,
-            timeout: timeout,
+            timeout: timeout ?? self.timeout,
             maxResponseBytes: maxResponseBytes
         )
+    }
+
+    /// The body of a 2xx response to `GET path`.
+    private func get(_ path: String, versioned: Bool = true) async throws(DockerError) -> Data {
+        let request = self.request(try await url(path, versioned: versioned))
         let response: HTTPResponse
         do {
             response = try await http.perform(request)
@@ -136,7 +228,12 @@ public struct DockerClient: Sendable {
         return response.body
     }
 
-    private func dockerError(_ error: HTTPError, request: String) -> DockerError {
+    /// The parts of a streamed `GET` of `url`.
+    func stream(_ request: HTTPRequest) -> AsyncThrowingStream<HTTPStreamPart, any Error> {
+        http.stream(request)
+    }
+
+    func dockerError(_ error: HTTPError, request: String) -> DockerError {
         let context = "\(request) on \(host)"
         switch error.kind {
         case .connectFailed where error.osErrno == ENOENT:
@@ -160,7 +257,7 @@ public struct DockerClient: Sendable {
     }
 
     /// The daemon's `{"message": "..."}`, or the start of whatever body came instead.
-    private static func daemonMessage(_ body: Data) -> String {
+    static func daemonMessage(_ body: Data) -> String {
         struct ErrorBody: Decodable { var message: String }
         if let decoded = try? JSONDecoder().decode(ErrorBody.self, from: body) {
             return decoded.message
@@ -184,4 +281,9 @@ public struct DockerClient: Sendable {
         @unknown default: return "\(error)"
         }
     }
+}
+
+/// The negotiation shared by every copy of one client.
+private final class Negotiation: Sendable {
+    let task = Mutex<Task<Result<DockerAPIVersion?, DockerError>, Never>?>(nil)
 }

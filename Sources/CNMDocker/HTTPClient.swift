@@ -53,6 +53,14 @@ public struct HTTPResponse: Sendable, Equatable {
     }
 }
 
+/// A piece of a streamed response, in the order it arrives.
+public enum HTTPStreamPart: Sendable, Equatable {
+    /// The response head, once, before any body.
+    case head(status: Int)
+    /// Body bytes as they came off the connection (chunked encoding already removed).
+    case body(Data)
+}
+
 /// Why a request got no HTTP response.
 public struct HTTPError: Error, Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
@@ -114,59 +122,129 @@ public final class HTTPClient: @unchecked Sendable {
         }.get()
     }
 
+    /// Makes the request on a connection and thread of its own, so the client's other requests go
+    /// on meanwhile, and hands the response over piece by piece as it arrives. The stream ends when
+    /// the server ends the response and throws an `HTTPError` when the transfer fails; a non-2xx
+    /// status is a `.head` like any other. `request.timeout` still bounds the whole transfer (use
+    /// `.zero` for a long-lived stream) and `maxResponseBytes` does not apply. Cancelling the
+    /// consuming task, or dropping the stream, stops the transfer within milliseconds.
+    public func stream(_ request: HTTPRequest) -> AsyncThrowingStream<HTTPStreamPart, any Error> {
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: HTTPStreamPart.self)
+        guard let handle = cnm_curl_create() else {
+            continuation.finish(throwing: HTTPError(kind: .failed, message: "libcurl could not be initialised"))
+            return stream
+        }
+        let transfer = StreamingTransfer(handle: handle, continuation: continuation)
+        continuation.onTermination = { _ in cnm_curl_cancel(transfer.handle) }
+        // A queue of its own gets a thread of its own: the transfer blocks it for as long as it lasts.
+        DispatchQueue(label: queue.label + ".stream").async { transfer.run(request) }
+        return stream
+    }
+
     private func performOnQueue(_ request: HTTPRequest) -> Result<HTTPResponse, HTTPError> {
         dispatchPrecondition(condition: .onQueue(queue))
         cnm_curl_reset(handle)
-        if let failure = configure(request) {
+        if let failure = configure(handle, for: request) {
             return .failure(HTTPError(kind: .failed, message: failure))
         }
         var status = 0
         let result = cnm_curl_perform(handle, &status)
         guard result == CNM_CURL_OK else {
-            let message = String(cString: cnm_curl_error_text(handle))
-            let kind: HTTPError.Kind =
-                switch result {
-                case CNM_CURL_CONNECT_FAILED: .connectFailed
-                case CNM_CURL_TIMED_OUT: .timedOut
-                case CNM_CURL_CONNECTION_CLOSED: .connectionClosed
-                case CNM_CURL_BAD_RESPONSE: .badResponse
-                case CNM_CURL_TOO_LARGE: .responseTooLarge
-                default: .failed
-                }
-            return .failure(HTTPError(kind: kind, message: message, osErrno: cnm_curl_os_errno(handle)))
+            return .failure(HTTPError(handle, result: result))
         }
         var length = 0
         let bytes = cnm_curl_response_body(handle, &length)
         let body = bytes.map { Data(bytes: $0, count: length) } ?? Data()
         return .success(HTTPResponse(status: status, body: body))
     }
+}
 
-    /// Sets the handle up for `request`; returns what could not be set, or nil.
-    private func configure(_ request: HTTPRequest) -> String? {
-        guard cnm_curl_set_url(handle, request.url) == 0 else {
-            return "invalid URL \(request.url) (http or https only)"
-        }
-        guard cnm_curl_set_unix_socket_path(handle, request.unixSocketPath) == 0 else {
-            return "cannot use unix socket \(request.unixSocketPath ?? "")"
-        }
-        guard
-            cnm_curl_set_timeouts_ms(
-                handle, request.connectTimeout.wholeMilliseconds, request.timeout.wholeMilliseconds) == 0
-        else {
-            return "invalid timeouts"
-        }
-        for header in request.headers {
-            guard cnm_curl_add_header(handle, "\(header.name): \(header.value)") == 0 else {
-                return "cannot add header \(header.name)"
-            }
-        }
-        if case .post(let body) = request.method {
-            let added = body.withUnsafeBytes { cnm_curl_set_post_body(handle, $0.baseAddress, $0.count) }
-            guard added == 0 else { return "cannot set the request body" }
-        }
-        cnm_curl_set_max_response_bytes(handle, max(0, request.maxResponseBytes))
-        return nil
+/// One streamed request: owns its handle, which lives until both the transfer and the stream's
+/// termination handler (which may still cancel it) are done with it.
+private final class StreamingTransfer: @unchecked Sendable {
+    // Only the transfer's thread uses the handle, but for cnm_curl_cancel, which is thread-safe.
+    let handle: OpaquePointer
+    let continuation: AsyncThrowingStream<HTTPStreamPart, any Error>.Continuation
+
+    init(handle: OpaquePointer, continuation: AsyncThrowingStream<HTTPStreamPart, any Error>.Continuation) {
+        self.handle = handle
+        self.continuation = continuation
     }
+
+    deinit {
+        cnm_curl_destroy(handle)
+    }
+
+    func run(_ request: HTTPRequest) {
+        if let failure = configure(handle, for: request) {
+            continuation.finish(throwing: HTTPError(kind: .failed, message: failure))
+            return
+        }
+        let onHead: cnm_curl_head_fn = { context, status in
+            let transfer = Unmanaged<StreamingTransfer>.fromOpaque(context!).takeUnretainedValue()
+            transfer.continuation.yield(.head(status: status))
+        }
+        let onBody: cnm_curl_body_fn = { context, bytes, length in
+            let transfer = Unmanaged<StreamingTransfer>.fromOpaque(context!).takeUnretainedValue()
+            guard let bytes, length > 0 else { return }
+            transfer.continuation.yield(.body(Data(bytes: bytes, count: length)))
+        }
+        // Unretained is enough: `self` stays alive until this method returns.
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        guard cnm_curl_set_stream(handle, onHead, onBody, context) == 0 else {
+            continuation.finish(throwing: HTTPError(kind: .failed, message: "cannot stream the response"))
+            return
+        }
+        var status = 0
+        let result = cnm_curl_perform_cancellable(handle, &status)
+        switch result {
+        case CNM_CURL_OK, CNM_CURL_CANCELLED: continuation.finish()
+        default: continuation.finish(throwing: HTTPError(handle, result: result))
+        }
+    }
+}
+
+extension HTTPError {
+    /// The failure the handle's last transfer ended with.
+    fileprivate init(_ handle: OpaquePointer, result: cnm_curl_result) {
+        let kind: Kind =
+            switch result {
+            case CNM_CURL_CONNECT_FAILED: .connectFailed
+            case CNM_CURL_TIMED_OUT: .timedOut
+            case CNM_CURL_CONNECTION_CLOSED: .connectionClosed
+            case CNM_CURL_BAD_RESPONSE: .badResponse
+            case CNM_CURL_TOO_LARGE: .responseTooLarge
+            default: .failed
+            }
+        self.init(kind: kind, message: String(cString: cnm_curl_error_text(handle)), osErrno: cnm_curl_os_errno(handle))
+    }
+}
+
+/// Sets the handle up for `request`; returns what could not be set, or nil.
+private func configure(_ handle: OpaquePointer, for request: HTTPRequest) -> String? {
+    guard cnm_curl_set_url(handle, request.url) == 0 else {
+        return "invalid URL \(request.url) (http or https only)"
+    }
+    guard cnm_curl_set_unix_socket_path(handle, request.unixSocketPath) == 0 else {
+        return "cannot use unix socket \(request.unixSocketPath ?? "")"
+    }
+    guard
+        cnm_curl_set_timeouts_ms(
+            handle, request.connectTimeout.wholeMilliseconds, request.timeout.wholeMilliseconds) == 0
+    else {
+        return "invalid timeouts"
+    }
+    for header in request.headers {
+        guard cnm_curl_add_header(handle, "\(header.name): \(header.value)") == 0 else {
+            return "cannot add header \(header.name)"
+        }
+    }
+    if case .post(let body) = request.method {
+        let added = body.withUnsafeBytes { cnm_curl_set_post_body(handle, $0.baseAddress, $0.count) }
+        guard added == 0 else { return "cannot set the request body" }
+    }
+    cnm_curl_set_max_response_bytes(handle, max(0, request.maxResponseBytes))
+    return nil
 }
 
 extension Duration {

@@ -3,7 +3,8 @@
 
 // A small, opaque API over libcurl's easy interface, so Swift never sees CURL types or the
 // variadic curl_easy_setopt. One handle makes one request at a time and must not be used from two
-// threads at once; reusing it keeps its connections open between requests.
+// threads at once, cnm_curl_cancel excepted; reusing it keeps its connections open between
+// requests.
 
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,8 @@ typedef enum cnm_curl_result {
     /// The body grew past the limit set with cnm_curl_set_max_response_bytes().
     CNM_CURL_TOO_LARGE = 5,
     CNM_CURL_FAILED = 6,
+    /// cnm_curl_cancel() stopped the transfer.
+    CNM_CURL_CANCELLED = 7,
 } cnm_curl_result;
 
 /// A new handle, or NULL when libcurl cannot be initialised or memory is short. The first call
@@ -49,9 +52,28 @@ int cnm_curl_set_post_body(cnm_curl *handle, const void *body, size_t length);
 /// The largest body kept; a longer response ends the request with CNM_CURL_TOO_LARGE.
 void cnm_curl_set_max_response_bytes(cnm_curl *handle, size_t max_bytes);
 
+/// Receives the status once the response head is complete (interim 1xx heads are not reported).
+typedef void (*cnm_curl_head_fn)(void *context, long http_status);
+/// Receives each piece of the body as it arrives.
+typedef void (*cnm_curl_body_fn)(void *context, const uint8_t *bytes, size_t length);
+
+/// Hands the response to these callbacks, called on the thread running the transfer, instead of
+/// keeping the body: the size limit does not apply and cnm_curl_response_body() stays empty. Also
+/// turns on TCP keepalive, since a streamed response may stay silent for a long time. Cleared by
+/// cnm_curl_reset().
+int cnm_curl_set_stream(cnm_curl *handle, cnm_curl_head_fn on_head, cnm_curl_body_fn on_body, void *context);
+
 /// Runs the request. On CNM_CURL_OK *http_status holds the response status (any status, 4xx and
 /// 5xx included) and the body is in cnm_curl_response_body().
 cnm_curl_result cnm_curl_perform(cnm_curl *handle, long *http_status);
+
+/// Like cnm_curl_perform, but cnm_curl_cancel() from another thread ends it within milliseconds,
+/// with CNM_CURL_CANCELLED.
+cnm_curl_result cnm_curl_perform_cancellable(cnm_curl *handle, long *http_status);
+/// Safe from any thread while the handle lives. Stops the running cancellable perform and every
+/// later one on this handle: the flag is never cleared, so a cancel that comes before the transfer
+/// starts is not lost.
+void cnm_curl_cancel(cnm_curl *handle);
 
 /// The last response's body, valid until the next perform, reset or destroy.
 const uint8_t *cnm_curl_response_body(const cnm_curl *handle, size_t *length);
