@@ -62,6 +62,9 @@ public final class CollectionService: Service, Sendable {
             group.addTask {
                 while (try? await Task.sleep(for: .seconds(10))) != nil { requestTags.yield() }
             }
+            if let events = docker.events {
+                group.addTask { await self.followEvents(events, docker) }
+            }
             requestTags.yield()
             // Graceful shutdown (SIGTERM, SIGINT) cancels the loop; the report in progress is dropped.
             await cancelWhenGracefulShutdown {
@@ -266,6 +269,28 @@ public final class CollectionService: Service, Sendable {
         async let fromECS = ecs?.refresh()
         let result = await docker.refresh()
         apply(result, await fromECS, log: &log)
+    }
+
+    /// Keeps the tags current between refreshes: a container that starts or is renamed is inspected
+    /// at once. Reconnects by itself; a lost stream is logged once and counted.
+    private func followEvents(_ events: DockerEventWatcher, _ docker: DockerTagger) async {
+        var log = ProblemLog(logger: logger)
+        await events.run { update in
+            switch update {
+            case .connected:
+                log.resolved("docker_events", "Docker events stream connected")
+            case .disconnected(let error):
+                log.report("docker_events", "Docker events stream lost, reconnecting with backoff: \(error)")
+                store.updateStatus { $0.count("docker_events_\(error.kind.rawValue)", detail: "\(error)") }
+            case .event(let event):
+                switch event.action {
+                case .start, .rename:
+                    apply(await docker.containerChanged(id: event.containerID), nil, log: &log)
+                default:
+                    break  // a dead container keeps its tags for the grace period
+                }
+            }
+        }
     }
 
     /// Takes in a refresh's outcome (or one container's, `ecs` nil then).

@@ -24,6 +24,8 @@ final class DockerTagger: Sendable {
     static let graceSeconds: UInt64 = 300
 
     private let cache: DockerMetadataCache?
+    /// The daemon's container events, which name a container the moment it starts.
+    let events: DockerEventWatcher?
     /// Tags of every container seen, with when it was last listed (monotonic µs).
     private let known = Mutex<[String: (tags: [String], excluded: Bool, lastSeen: UInt64)]>([:])
     private let configuration: Configuration
@@ -38,10 +40,13 @@ final class DockerTagger: Sendable {
         self.configuration = configuration
         self.ownContainerID = ownContainerID
         do {
-            self.cache = DockerMetadataCache(client: try DockerClient(host: host))
+            let client = try DockerClient(host: host, apiVersion: .negotiate)
+            self.cache = DockerMetadataCache(client: client)
+            self.events = DockerEventWatcher(client: client)
             self.invalidHost = nil
         } catch {
             self.cache = nil
+            self.events = nil
             self.invalidHost = error
         }
     }

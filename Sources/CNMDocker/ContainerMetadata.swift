@@ -80,19 +80,30 @@ public struct ContainerMetadata: Sendable, Equatable {
             env: env,
             ipAddresses: addresses.sorted()
         )
-        publishedPorts = (summary?.ports ?? []).compactMap { port in
-            guard let hostPort = port.publicPort, hostPort > 0 else { return nil }
+        func published(_ type: String?, _ hostPort: UInt16?, _ ip: String?) -> PublishedPort? {
+            guard let hostPort, hostPort > 0 else { return nil }
             let transport: TransportProtocol
-            switch port.type?.lowercased() {
+            switch type?.lowercased() {
             case "tcp", nil: transport = .tcp
             case "udp": transport = .udp
             default: return nil
             }
-            let address = port.ip.flatMap { IPAddress(parsing: $0) }
+            let address = ip.flatMap { IPAddress(parsing: $0) }
             return PublishedPort(
-                transport: transport, hostPort: hostPort,
-                hostAddress: address.flatMap { $0.isUnspecified ? nil : $0 })
+                transport: transport, hostPort: hostPort, hostAddress: address.flatMap { $0.isUnspecified ? nil : $0 })
         }
+        // The inspect's bindings (`"8080/tcp": [{"HostIp", "HostPort"}]`), else the list's ports.
+        var ports = Set<PublishedPort>()
+        for (spec, bindings) in inspect.networkSettings?.ports ?? [:] {
+            let type = spec.split(separator: "/").dropFirst().first.map(String.init)
+            for binding in bindings ?? [] {
+                if let p = published(type, binding.hostPort.flatMap { UInt16($0) }, binding.hostIP) { ports.insert(p) }
+            }
+        }
+        for port in summary?.ports ?? [] {
+            if let p = published(port.type, port.publicPort, port.ip) { ports.insert(p) }
+        }
+        publishedPorts = ports.sorted { ($0.hostPort, $0.transport.rawValue) < ($1.hostPort, $1.transport.rawValue) }
     }
 
     /// Datadog's container tags: `container_name`, `container_id`, then the image tags when the

@@ -90,10 +90,23 @@ public struct DockerNetworkSettings: Decodable, Sendable, Equatable {
     public var ipAddress: String?
     public var globalIPv6Address: String?
     public var networks: [String: Endpoint]?
+    /// Inspect only: `"8080/tcp"` → where it is published (null when only exposed).
+    public var ports: [String: [PortBinding]?]?
+
+    public struct PortBinding: Decodable, Sendable, Equatable {
+        public var hostIP: String?
+        public var hostPort: String?
+
+        enum CodingKeys: String, CodingKey {
+            case hostIP = "HostIp"
+            case hostPort = "HostPort"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case ipAddress = "IPAddress"
         case globalIPv6Address = "GlobalIPv6Address"
         case networks = "Networks"
+        case ports = "Ports"
     }
 }

@@ -69,8 +69,10 @@ public final class DockerMetadataCache: Sendable {
             let inspect = try await client.inspectContainer(id: id)
             var metadata = ContainerMetadata(inspect: inspect)
             state.withLock { state in
-                // Published ports come only with the list: keep the ones already known.
-                if let known = state.containers[metadata.id] { metadata.publishedPorts = known.publishedPorts }
+                // Old daemons give published ports only in the list: keep the ones it gave.
+                if metadata.publishedPorts.isEmpty, let known = state.containers[metadata.id] {
+                    metadata.publishedPorts = known.publishedPorts
+                }
                 state.containers[metadata.id] = metadata
                 state.health.containers = state.containers.count
             }

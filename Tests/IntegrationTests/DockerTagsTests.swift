@@ -86,7 +86,9 @@ struct DockerTagsTests {
                     .compactMap { $0.address("laddr")["container_id"] as? String })
             return clients.isSubset(of: closedFrom) ? all : nil
         }
-        let served = flows.filter { $0.port("laddr") == 8080 }
+        let served = flows.filter {
+            $0.port("laddr") == 8080 && $0.address("laddr")["container_id"] as? String == serverID
+        }
         for flow in served {
             for tag in serverTags { #expect(flow.tags.contains(tag), "server end: \(flow.tags)") }
         }
