@@ -50,6 +50,8 @@ public struct AgentStatus: Sendable {
     public var problems: [String: Problem] = [:]
     public var firstCollectionDone = false
     public var docker: String = "not contacted yet"
+    /// The Docker events stream: connected or not, events taken, lines skipped.
+    public var dockerEvents = "not connected yet"
     /// The ECS task metadata endpoint's last answer; nil outside ECS.
     public var ecs: String?
 

@@ -276,6 +276,14 @@ public final class CollectionService: Service, Sendable {
     private func followEvents(_ events: DockerEventWatcher, _ docker: DockerTagger) async {
         var log = ProblemLog(logger: logger)
         await events.run { update in
+            defer {
+                let h = events.health
+                let c = h.counts
+                let summary =
+                    "\(h.connected ? "connected" : "disconnected (\(h.lastError ?? "?"))"), \(c.events) events, "
+                    + "\(c.invalidLines) unreadable lines and \(c.otherTypes) non-container events skipped"
+                store.updateStatus { $0.dockerEvents = summary }
+            }
             switch update {
             case .connected:
                 log.resolved("docker_events", "Docker events stream connected")

@@ -117,6 +117,7 @@ struct StatusJSON: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker
+        case dockerEvents = "docker_events"
         case modeReason = "mode_reason"
         case intervalSeconds = "interval_seconds"
         case sampleSeconds = "sample_seconds"
@@ -174,6 +175,7 @@ struct StatusJSON: Encodable {
         try e.encode(s.lastPollMicros, forKey: .lastPollMicros)
         try e.encode(s.namespaces, forKey: .namespaces)
         try e.encode(s.docker, forKey: .docker)
+        try e.encode(s.dockerEvents, forKey: .dockerEvents)
         try e.encodeIfPresent(s.ecs, forKey: .ecs)
         try e.encode(s.firstCollectionDone, forKey: .healthy)
         try e.encode(

@@ -136,5 +136,7 @@ struct DockerTagsTests {
         _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
         let all = try await agent.connections(after: before)
         #expect(!all.contains { $0.address("laddr")["container_id"] as? String == excludedID })
+        let events = try await agent.json("/status")["docker_events"] as? String ?? ""
+        #expect(events.hasPrefix("connected, ") && !events.hasPrefix("connected, 0 events"), "\(events)")
     }
 }
