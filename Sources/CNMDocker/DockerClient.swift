@@ -190,7 +190,7 @@ public struct DockerClient: Sendable {
         } catch {
             throw DockerError(
                 kind: .undecodableBody,
-                message: "GET \(path) on \(host): body is not the JSON expected (\(Self.describe(error)))")
+                message: "GET \(path) on \(host): body is not the JSON expected (\(describeDecodingError(error)))")
         }
     }
 
@@ -264,22 +264,6 @@ public struct DockerClient: Sendable {
         }
         let text = String(decoding: body.prefix(200), as: UTF8.self)
         return text.isEmpty ? "(empty body)" : text
-    }
-
-    /// One line saying where decoding failed, instead of DecodingError's long dump.
-    private static func describe(_ error: any Error) -> String {
-        guard let error = error as? DecodingError else { return "\(error)" }
-        func at(_ context: DecodingError.Context) -> String {
-            let path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-            return path.isEmpty ? "" : " at \(path)"
-        }
-        switch error {
-        case .keyNotFound(let key, let context): return "no \(key.stringValue)\(at(context))"
-        case .typeMismatch(let type, let context): return "expected \(type)\(at(context))"
-        case .valueNotFound(let type, let context): return "null for \(type)\(at(context))"
-        case .dataCorrupted(let context): return "not valid JSON\(at(context))"
-        @unknown default: return "\(error)"
-        }
     }
 }
 
