@@ -69,11 +69,14 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
             problems.add("ring_buffer_reader", "the ring buffer's reader did not answer within 2 s")
         }
         guard baseline || beforeReport else {
-            var closed = takeClosed(&problems, sweepDeferred: false)
+            let telemetry = programs.telemetry()
+            var closed = takeClosed(&problems, sweepDeferred: false, deferredCount: telemetry.ringBufferDeferred)
             closed.removeAll { !isEnabled($0) }
             resolveContainers(&closed)
             tracker.apply(closed: closed)
-            return finish(started: started, problems: &problems, containers: closed.compactMap(\.containerID))
+            return finish(
+                started: started, telemetry: telemetry, problems: &problems,
+                containers: closed.compactMap(\.containerID))
         }
         var namespaces = scanner.networkNamespaces()
         if let own = ownNamespace { namespaces[own] = nil }
@@ -106,7 +109,8 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
                 open.append(record)
             }
         }
-        closed += takeClosed(&problems, sweepDeferred: true)
+        let telemetry = programs.telemetry()
+        closed += takeClosed(&problems, sweepDeferred: true, deferredCount: telemetry.ringBufferDeferred)
         open.removeAll { !isEnabled($0) }
         closed.removeAll { !isEnabled($0) }
 
@@ -119,19 +123,20 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         lastScanHealth = scanner.health
         namespaceCount = paths.count
         return finish(
-            started: started, problems: &problems,
+            started: started, telemetry: telemetry, problems: &problems,
             containers: open.compactMap(\.containerID) + closed.compactMap(\.containerID))
     }
 
     /// Closed flows waiting in the queue and in the deferred table. Walking the deferred table
     /// costs as much empty as full, so between full passes it is swept only after the programs
     /// counted a deferral (and once more after that: the count moves just before the entry lands).
-    private func takeClosed(_ problems: inout ProblemCounts, sweepDeferred: Bool) -> [FlowRecord] {
+    private func takeClosed(_ problems: inout ProblemCounts, sweepDeferred: Bool, deferredCount: UInt64)
+        -> [FlowRecord]
+    {
         let queued = closedQueue.take()
         problems.add(
             "closed_queue_full", by: queued.dropped,
             "closed flows arrived faster than the collector took them: the oldest were dropped")
-        let deferredCount = programs.telemetry().ringBufferDeferred
         let changed = deferredCount != deferredAtSweep
         guard sweepDeferred || changed || sweepAgain else { return queued.records }
         let deferred = programs.takeDeferredClosed()
@@ -140,8 +145,10 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         return queued.records + deferred
     }
 
-    private func finish(started: UInt64, problems: inout ProblemCounts, containers: [String]) -> SampleResult {
-        countTelemetry(&problems)
+    private func finish(started: UInt64, telemetry: EBPFTelemetry, problems: inout ProblemCounts, containers: [String])
+        -> SampleResult
+    {
+        countTelemetry(telemetry, &problems)
         let late = tracker.health.lateRecordsIgnored
         problems.add(
             "late_records_ignored", by: late - lastLateRecords,
@@ -190,8 +197,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         }
     }
 
-    private func countTelemetry(_ problems: inout ProblemCounts) {
-        let now = programs.telemetry()
+    private func countTelemetry(_ now: EBPFTelemetry, _ problems: inout ProblemCounts) {
         let before = lastTelemetry
         lastTelemetry = now
         problems.add(
