@@ -1,5 +1,6 @@
 import CNMDocker
 import FoundationEssentials
+import Synchronization
 
 /// Why the task metadata endpoint could not be asked or understood.
 public struct ECSMetadataError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -82,6 +83,13 @@ public struct ECSMetadataClient: Sendable {
     private let http: HTTPClient
     private let timeout: Duration
     private let maxResponseBytes: Int
+    /// Set once `/taskWithTags` answered 404 (an ECS agent too old for it): every copy of this
+    /// client then asks `/task` alone instead of two requests per fetch.
+    private let taskWithTagsMissing = Flag()
+
+    private final class Flag: Sendable {
+        let value = Atomic<Bool>(false)
+    }
 
     /// `timeoutMilliseconds` bounds each request, connecting included (at least 1 ms); a longer
     /// body than `maxResponseBytes` fails the request.
@@ -115,11 +123,15 @@ public struct ECSMetadataClient: Sendable {
     /// request has the whole timeout, so this takes at most twice that. When both fail, the error
     /// is `/task`'s.
     public func fetchTask() async throws(ECSMetadataError) -> ECSTaskFetch {
+        if taskWithTagsMissing.value.load(ordering: .relaxed) {
+            return ECSTaskFetch(task: try await task(at: .task), path: .task)
+        }
         let tagged: ECSMetadataError
         do {
             return ECSTaskFetch(task: try await task(at: .taskWithTags), path: .taskWithTags)
         } catch {
             guard error.reason != .connectionFailed else { throw error }
+            if error.reason == .httpStatus(404) { taskWithTagsMissing.value.store(true, ordering: .relaxed) }
             tagged = error
         }
         return ECSTaskFetch(task: try await task(at: .task), path: .task, taskWithTagsFailure: tagged)

@@ -55,15 +55,23 @@ import Testing
         let server = try FakeMetadataEndpoint(replies: [
             FakeMetadataEndpoint.http(404, "404 page not found"),
             FakeMetadataEndpoint.http(200, try fixture("v4/otel-go/metadatav4-response-task-fargate.json")),
+            FakeMetadataEndpoint.http(200, try fixture("v4/otel-go/metadatav4-response-task-fargate.json")),
         ])
-        let fetched = try await ECSMetadataClient(baseURI: server.baseURL + "/v4/abc").fetchTask()
+        let client = try ECSMetadataClient(baseURI: server.baseURL + "/v4/abc")
+        let fetched = try await client.fetchTask()
         #expect(fetched.path == .task)
         #expect(fetched.task.launchType == .fargate)
         let failure = try #require(fetched.taskWithTagsFailure)
         #expect(failure.kind == "ecs_http_404")
         #expect(failure.reason == .httpStatus(404))
         #expect(failure.message.contains("404 page not found"))
-        #expect(server.finish() == ["GET /v4/abc/taskWithTags HTTP/1.1", "GET /v4/abc/task HTTP/1.1"])
+        // A 404 is remembered: the next fetch asks /task alone, and has no failure to report.
+        let again = try await client.fetchTask()
+        #expect(again.path == .task && again.taskWithTagsFailure == nil)
+        #expect(
+            server.finish() == [
+                "GET /v4/abc/taskWithTags HTTP/1.1", "GET /v4/abc/task HTTP/1.1", "GET /v4/abc/task HTTP/1.1",
+            ])
     }
 
     /// A body of errors alone, with nothing of the task.
