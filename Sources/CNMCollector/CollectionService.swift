@@ -202,17 +202,15 @@ public final class CollectionService: Service, Sendable {
             var connections = await onQueue { core.flush() }
             let tags = await tags(for: connections, requestTags: requestTags)
             let view = containerTags.withLock { $0 }
-            let (excluded, byAddress) = (view.excluded, view.byAddress)
-            if !excluded.isEmpty {
-                connections.removeAll { $0.localContainerID.map(excluded.contains) ?? false }
+            if !view.excluded.isEmpty {
+                connections.removeAll { $0.localContainerID.map(view.excluded.contains) ?? false }
             }
-            // A peer whose socket was not seen (it only listened, or closed unseen) is still a
-            // local container when its address is one.
-            // A flow to a port published on this host leads to the container behind it.
+            // A peer whose socket was not seen (it only listened, or closed unseen) is still a local
+            // container when its address is one, or when the flow went to a port published to it.
             for i in connections.indices where connections[i].remoteContainerID == nil {
                 let key = connections[i].key
                 let remote = key.remote.address.unmappedV4 ?? key.remote.address
-                if let id = byAddress[remote] {
+                if let id = view.byAddress[remote] {
                     connections[i].remoteContainerID = id
                     connections[i].intraHost = true
                 } else if key.direction == .outgoing && (remote.isLoopback || connections[i].intraHost) {

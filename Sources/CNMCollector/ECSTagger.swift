@@ -38,7 +38,7 @@ final class ECSTagger: Sendable {
             var tags: [String: [String]] = [:]
             for container in task.containers ?? [] {
                 guard let id = normalizedECSContainerID(container.dockerID) else { continue }
-                tags[id] = Self.containerTags(container, id: id, task: task) + task.tags(for: container)
+                tags[id] = Self.containerTags(container, id: id) + task.tags(for: container)
             }
             let family = task.family ?? "?"
             return Result(
@@ -49,12 +49,11 @@ final class ECSTagger: Sendable {
         }
     }
 
-    /// On Fargate no Docker daemon names the containers: the metadata does.
-    private static func containerTags(_ c: ECSContainerMetadata, id: String, task: ECSTaskMetadata) -> [String] {
-        var out: [String] = []
-        if let name = c.dockerName, !name.isEmpty { out.append("container_name:\(name)") }
-        out.append("container_id:\(id)")
-        if let image = c.image, let reference = ImageReference(parsing: image) { out += reference.tags }
-        return out
+    /// On Fargate no Docker daemon names the containers: the metadata does, by the same rules.
+    private static func containerTags(_ c: ECSContainerMetadata, id: String) -> [String] {
+        ContainerMetadata(
+            id: id, name: c.dockerName ?? "", image: c.image,
+            imageReference: c.image.flatMap(ImageReference.init(parsing:))
+        ).tags
     }
 }
