@@ -33,10 +33,7 @@ struct DockerAccountingTests {
             "run", "-d", "--name", serverName, "--network", network, "cnm-test/busybox:latest",
             "sh", "-c", "head -c \(size) /dev/zero > /f; (cat /f; sleep 2) | nc -l -p 8080"
         )
-        _ = try await waitFor("the server to listen") {
-            let r = try Environment.run("/usr/bin/env", ["docker", "exec", serverName, "netstat", "-ltn"])
-            return r.output.contains(":8080") ? true : nil
-        }
+        try await waitUntilListening(serverName, port: 8080)
         let received = try Environment.docker(
             "run", "--name", clientName, "--network", network, "cnm-test/busybox:latest",
             "sh", "-c", "sleep 4 | nc \(serverName) 8080 | wc -c"
@@ -89,10 +86,7 @@ struct DockerBothEndsTests {
             "run", "-d", "--name", serverName, "--network", network, "cnm-test/busybox:latest",
             "sh", "-c", "sleep 6 | nc -l -p 8080 | wc -c"
         )
-        _ = try await waitFor("the server to listen") {
-            let r = try Environment.run("/usr/bin/env", ["docker", "exec", serverName, "netstat", "-ltn"])
-            return r.output.contains(":8080") ? true : nil
-        }
+        try await waitUntilListening(serverName, port: 8080)
         let clientID = try Environment.docker(
             "run", "-d", "--name", clientName, "--network", network, "cnm-test/busybox:latest",
             "sh", "-c", "(head -c \(size) /dev/zero; sleep 1) | nc \(serverName) 8080"

@@ -45,10 +45,7 @@ struct DockerTagsTests {
             "cnm-test/busybox:latest", "sh", "-c",
             "printf '#!/bin/sh\\necho hello\\nsleep 2\\n' > /serve; chmod +x /serve; nc -ll -p 8080 -e /serve"
         )
-        _ = try await waitFor("the server to listen") {
-            let r = try Environment.run("/usr/bin/env", ["docker", "exec", server, "netstat", "-ltn"])
-            return r.output.contains(":8080") ? true : nil
-        }
+        try await waitUntilListening(server, port: 8080)
         let serverIP = try Environment.docker(
             "inspect", "-f", "{{(index .NetworkSettings.Networks \"\(network)\").IPAddress}}", server)
         let clientID = try Environment.docker(

@@ -45,10 +45,7 @@ struct ECSTagsTests {
         let serverID = try Environment.docker(
             "run", "-d", "--name", server, "--network", network, "cnm-test/busybox:latest", "sh", "-c",
             "printf '#!/bin/sh\\necho hello\\nsleep 1\\n' > /serve; chmod +x /serve; nc -ll -p 8080 -e /serve")
-        _ = try await waitFor("the server to listen") {
-            let r = try Environment.run("/usr/bin/env", ["docker", "exec", server, "netstat", "-ltn"])
-            return r.output.contains(":8080") ? true : nil
-        }
+        try await waitUntilListening(server, port: 8080)
         // A new connection every two seconds or so, for as long as the test runs.
         let clientID = try Environment.docker(
             "run", "-d", "--name", client, "--network", network, "cnm-test/busybox:latest", "sh", "-c",

@@ -39,6 +39,14 @@ enum Environment {
     }
 }
 
+/// Waits until a process in `container` listens on TCP `port` (busybox netstat inside it).
+func waitUntilListening(_ container: String, port: Int) async throws {
+    _ = try await waitFor("\(container) to listen on \(port)") {
+        let r = try Environment.run("/usr/bin/env", ["docker", "exec", container, "netstat", "-ltn"])
+        return r.output.contains(":\(port)") ? true : nil
+    }
+}
+
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
