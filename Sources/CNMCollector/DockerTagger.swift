@@ -1,6 +1,7 @@
 import CNMDocker
 import CNMECS
 import CNMModel
+import CNMProcfs
 import Logging
 import Synchronization
 
@@ -102,9 +103,40 @@ final class DockerTagger: Sendable {
                 published[port] = published[port] == nil ? .some(id) : .some(nil)
             }
         }
+        var containerByAddress = byAddress.compactMapValues { $0 }
+        for (address, id) in namespaceAddresses(listed) where byAddress[address] == nil {
+            containerByAddress[address] = id
+        }
         return Result(
-            tags: tags, excluded: excluded, containerByAddress: byAddress.compactMapValues { $0 },
+            tags: tags, excluded: excluded, containerByAddress: containerByAddress,
             published: published.compactMapValues { $0 },
             summary: "\(listed.count) containers from \(host)")
+    }
+
+    /// Addresses Docker does not report, read from the containers' own network namespaces: an awsvpc
+    /// task's ENI lives in its pause container's namespace, which Docker thinks has no network. An
+    /// address belongs to a container only when it is the one container (pause aside) in that
+    /// namespace; a namespace several share is left unresolved, and the host's is never read.
+    private func namespaceAddresses(_ listed: [String: ContainerMetadata]) -> [IPAddress: String] {
+        let procRoot = configuration.hostProc
+        let hostNamespace = NamespaceAddresses.namespace(ofProcess: 1, procRoot: procRoot)
+        var members: [UInt64: [String]] = [:]
+        var addresses: [UInt64: [IPAddress]] = [:]
+        for (id, c) in listed {
+            guard let pid = c.pid, let namespace = NamespaceAddresses.namespace(ofProcess: pid, procRoot: procRoot),
+                namespace != hostNamespace
+            else { continue }
+            if !c.isECSPause { members[namespace, default: []].append(id) }
+            if addresses[namespace] == nil {
+                addresses[namespace] = NamespaceAddresses.of(process: pid, procRoot: procRoot)?.addresses ?? []
+            }
+        }
+        var result: [IPAddress: String?] = [:]
+        for (namespace, ids) in members where ids.count == 1 {
+            for address in addresses[namespace] ?? [] {
+                result[address] = result[address] == nil ? .some(ids[0]) : .some(nil)
+            }
+        }
+        return result.compactMapValues { $0 }
     }
 }

@@ -18,6 +18,11 @@ public struct ContainerMetadata: Sendable, Equatable {
     public var ipAddresses: [IPAddress]
     /// Its ports published on the host (from the container list).
     public var publishedPorts: [PublishedPort] = []
+    /// Its main process in the daemon's pid namespace, while it runs.
+    public var pid: Int32?
+
+    /// An ECS task's pause container, which only holds the task's network namespace (awsvpc on EC2).
+    public var isECSPause: Bool { labels["com.amazonaws.ecs.container-name"] == "~internal~ecs~pause" }
 
     /// A host port that leads to the container.
     public struct PublishedPort: Sendable, Hashable {
@@ -80,6 +85,7 @@ public struct ContainerMetadata: Sendable, Equatable {
             env: env,
             ipAddresses: addresses.sorted()
         )
+        pid = inspect.state?.pid.flatMap { $0 > 0 ? $0 : nil }
         func published(_ type: String?, _ hostPort: UInt16?, _ ip: String?) -> PublishedPort? {
             guard let hostPort, hostPort > 0 else { return nil }
             let transport: TransportProtocol

@@ -64,6 +64,16 @@ public struct DockerContainerInspect: Decodable, Sendable, Equatable {
     public var image: String?
     public var config: Config?
     public var networkSettings: DockerNetworkSettings?
+    public var state: State?
+
+    public struct State: Decodable, Sendable, Equatable {
+        /// The main process in the daemon's pid namespace; 0 once the container stopped.
+        public var pid: Int32?
+
+        enum CodingKeys: String, CodingKey {
+            case pid = "Pid"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case id = "Id"
@@ -71,6 +81,7 @@ public struct DockerContainerInspect: Decodable, Sendable, Equatable {
         case image = "Image"
         case config = "Config"
         case networkSettings = "NetworkSettings"
+        case state = "State"
     }
 }
 

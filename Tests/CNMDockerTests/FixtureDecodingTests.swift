@@ -24,8 +24,9 @@ import Testing
         #expect(metadata.image == "busybox")
         #expect(metadata.labels.isEmpty)
         #expect(metadata.env.isEmpty)
-        // The container was only created: its endpoint has no address yet.
+        // The container was only created: its endpoint has no address yet, and no process (Pid 0).
         #expect(metadata.ipAddresses.isEmpty)
+        #expect(metadata.pid == nil)
         let tags = [
             "container_name:drunk_golick", "container_id:\(id)", "image_name:busybox", "short_image:busybox",
             "image_tag:latest", "docker_image:busybox:latest",
@@ -39,6 +40,8 @@ import Testing
         #expect(metadata.id == id)
         #expect(metadata.name == "small_hodgkin")
         #expect(metadata.ipAddresses == [address("172.17.0.2")])
+        #expect(metadata.pid == 10912)
+        #expect(!metadata.isECSPause)
         let tags = [
             "container_name:small_hodgkin", "container_id:\(id)", "image_name:busybox", "short_image:busybox",
             "image_tag:latest", "docker_image:busybox:latest",

@@ -136,4 +136,63 @@ struct DockerTagsTests {
         let events = try await agent.json("/status")["docker_events"] as? String ?? ""
         #expect(events.hasPrefix("connected, ") && !events.hasPrefix("connected, 0 events"), "\(events)")
     }
+
+    /// An awsvpc task on an ECS container instance: the task's address is an ENI a CNI plugin moved
+    /// into the pause container's namespace, so Docker reports no address for any of its containers.
+    /// Here a veth end in a `--network none` pause container stands in for the ENI. A host process
+    /// connecting to it (served, and refused on a closed port) reaches the task's app container.
+    @Test func aTaskAddressDockerDoesNotKnowLeadsToItsContainer() async throws {
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let pause = "cnm-eni-pause-\(suffix)"
+        let app = "cnm-eni-app-\(suffix)"
+        let hostEnd = "cnmh\(suffix.prefix(8))"
+        defer {
+            _ = try? Environment.docker("rm", "-f", app, pause)
+            _ = try? NetworkLab.command("ip", ["link", "del", hostEnd])
+        }
+        let agent = try await CollectionMode.sockLength.startAgent([:])
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+
+        try Environment.docker(
+            "run", "-d", "--name", pause, "--network", "none",
+            "--label", "com.amazonaws.ecs.container-name=~internal~ecs~pause",
+            "cnm-test/busybox:latest", "sleep", "600")
+        let pid = try Environment.docker("inspect", "-f", "{{.State.Pid}}", pause)
+        try NetworkLab.command("ip", ["link", "add", hostEnd, "type", "veth", "peer", "name", "eni0", "netns", pid])
+        try NetworkLab.command("ip", ["addr", "add", "198.51.100.1/24", "dev", hostEnd])
+        try NetworkLab.command("ip", ["link", "set", hostEnd, "up"])
+        for step in [["addr", "add", "198.51.100.2/24", "dev", "eni0"], ["link", "set", "eni0", "up"]] {
+            try NetworkLab.command("nsenter", ["-t", pid, "-n", "ip"] + step)
+        }
+        let appID = try Environment.docker(
+            "run", "-d", "--name", app, "--network", "container:\(pause)", "cnm-test/busybox:latest", "sh", "-c",
+            "printf '#!/bin/sh\\necho hello\\n' > /serve; chmod +x /serve; nc -ll -p 8080 -e /serve")
+        try await waitUntilListening(app, port: 8080)
+        // The agent reads the namespaces when it learns of the app container (its start event, or
+        // the periodic listing), which may come after a first pair of connections: connect again
+        // each second until a served and a refused flow are reported with the container's name.
+        let flows = try await waitFor(
+            "both flows to the task's address, its container named", timeout: .seconds(40),
+            every: .seconds(1)
+        ) { () async throws -> [[String: Any]]? in
+            let served = try LabSocket.connect(to: "198.51.100.2", port: 8080)
+            var line = [UInt8](repeating: 0, count: 6)
+            #expect(recv(served, &line, 6, Int32(MSG_WAITALL)) == 6)
+            close(served)
+            #expect(throws: LabSocketError.self) { try LabSocket.connect(to: "198.51.100.2", port: 9) }
+            let all = try await agent.connections(after: before).filter {
+                $0.address("raddr")["ip"] as? String == "198.51.100.2" && $0["direction"] as? String == "outgoing"
+            }
+            let named = all.filter { $0.remoteTags.contains("container_name:\(app)") }
+            return Set(named.map { $0.port("raddr") }) == [8080, 9] ? named : nil
+        }
+        for flow in flows {
+            #expect(flow.address("raddr")["container_id"] as? String == appID)
+            #expect(flow["intra_host"] as? Bool == true)
+            #expect(!flow.remoteTags.contains("container_name:\(pause)"))
+        }
+        let refused = flows.filter { $0.port("raddr") == 9 }
+        #expect(refused.failures()["111", default: 0] >= 1 && refused.sum("tcp_established") == 0)
+    }
 }
