@@ -2,16 +2,23 @@ import Foundation
 import Glibc
 import Testing
 
-/// A second, private dockerd (its own socket, data root and managed containerd, no bridge), so a
-/// test can stop and restart a daemon without touching the one the other tests use.
+/// A second, private dockerd (its own socket, data root, managed containerd and default bridge), so
+/// a test can stop and restart a daemon without touching the one the other tests use. Not
+/// `--bridge=none`: a daemon without a default bridge deletes `docker0`, the other daemon's.
 final class PrivateDockerDaemon {
     let root: String
     var socket: String { "\(root)/docker.sock" }
     private var process: Process?
 
+    /// The bridge this daemon uses as its default one; it must exist before the daemon starts.
+    let bridge: String
+
     init() throws {
-        root = "/tmp/cnm-dockerd-\(String(UInt32.random(in: 0..<UInt32.max), radix: 36))"
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        root = "/tmp/cnm-dockerd-\(suffix)"
+        bridge = "cnmbr\(suffix.prefix(8))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try NetworkLab.command("ip", ["link", "add", bridge, "type", "bridge"])
     }
 
     /// Starts the daemon and waits until it answers.
@@ -19,7 +26,7 @@ final class PrivateDockerDaemon {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: try NetworkLab.tool("dockerd"))
         p.arguments = [
-            "--iptables=false", "--bridge=none", "--live-restore", "--data-root", "\(root)/data",
+            "--iptables=false", "--bridge", bridge, "--live-restore", "--data-root", "\(root)/data",
             "--exec-root", "\(root)/exec", "--pidfile", "\(root)/docker.pid", "-H", "unix://\(socket)",
         ]
         _ = FileManager.default.createFile(atPath: "\(root)/dockerd.log", contents: nil)
@@ -65,6 +72,7 @@ final class PrivateDockerDaemon {
             umount2(String(point), Int32(MNT_DETACH))
         }
         try? FileManager.default.removeItem(atPath: root)
+        _ = try? NetworkLab.command("ip", ["link", "del", bridge])
     }
 }
 
