@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "cnm-agent",
             dependencies: [
-                "CNMModel", "CNMCollector", "CNMServer", "CLinux",
+                "CNMModel", "CNMCollector", "CNMServer", "CNMDocker", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

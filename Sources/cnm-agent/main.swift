@@ -1,5 +1,6 @@
 import CLinux
 import CNMCollector
+import CNMDocker
 import CNMModel
 import CNMServer
 import FoundationEssentials
@@ -30,11 +31,21 @@ func fail(_ line: String) -> Never {
 // Two arenas are enough for a collection thread and the HTTP server; more only strand freed memory.
 _ = cnm_linux_malloc_limit_arenas(2)
 
+var environment = ProcessInfo.processInfo.environment
+// Datadog's container layout mounts the host's procfs at /host/proc; use it when it is there.
+if environment["HOST_PROC", default: ""].isEmpty && access("/host/proc/1/ns/net", F_OK) == 0 {
+    environment["HOST_PROC"] = "/host/proc"
+}
 let configuration: Configuration
 do {
-    configuration = try Configuration(environment: ProcessInfo.processInfo.environment)
+    configuration = try Configuration(environment: environment)
 } catch {
     fail(error.description)
+}
+
+// `cnm-agent health`: the container health check. Asks the running agent's own /healthz.
+if CommandLine.arguments.dropFirst().first == "health" {
+    exit(healthCheck(configuration.httpAddress))
 }
 
 LoggingSystem.bootstrap { label in
@@ -93,6 +104,29 @@ do {
 } catch {
     logger.critical("stopped", metadata: ["error": "\(error)"])
     exit(1)
+}
+
+/// 0 when the agent's API answers `/healthz` with 200, else 1 with the reason on stderr. A wildcard
+/// listen address is asked on loopback.
+func healthCheck(_ address: Configuration.ListenAddress) -> Int32 {
+    let host =
+        switch address.host {
+        case "0.0.0.0": "127.0.0.1"
+        case "::": "::1"
+        default: address.host
+        }
+    let url = "http://\(Configuration.ListenAddress(host: host, port: address.port))/healthz"
+    do {
+        let response = try HTTPClient(label: "cnm.health").perform(HTTPRequest(url: url, timeout: .seconds(4)))
+        guard response.status == 200 else {
+            write(to: STDERR_FILENO, "cnm-agent health: \(url) answered \(response.status)\n")
+            return 1
+        }
+        return 0
+    } catch {
+        write(to: STDERR_FILENO, "cnm-agent health: \(url): \(error)\n")
+        return 1
+    }
 }
 
 extension Configuration.LogLevel {
