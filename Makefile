@@ -4,7 +4,10 @@ SHELL := /bin/bash
 
 # Build and runtime packages; docker.io and busybox-static serve the tests that need a real dockerd.
 BUILD_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libcurl4-openssl-dev pkg-config bpftool
-TEST_PACKAGES := docker.io busybox-static iproute2 nftables zstd python3 curl
+TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nftables zstd python3 python3-venv curl
+# The ECS definitions are checked against the ECS API model and cfn-lint, pinned so that a new lint
+# rule cannot fail the tests with no change here.
+PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0
 
 .PHONY: deps test-deps bpf build release run test fmt lint bench clean
 
@@ -16,16 +19,20 @@ BPF_HEADERS := $(wildcard bpf/*.h)
 BPF_BUILD := .build/bpf
 BPF_OBJECT := $(BPF_BUILD)/cnm.bpf.o
 BPF_INC := Sources/CBPF/embedded_object.h
+# Where Debian keeps the architecture's kernel headers (asm/); gcc may be absent in a build image.
+MULTIARCH ?= $(shell gcc -print-multiarch 2>/dev/null || echo "$$(uname -m)-linux-gnu")
 
 deps:
 	@scripts/apt-ensure.sh $(BUILD_PACKAGES)
 
 test-deps: deps
 	@scripts/apt-ensure.sh $(TEST_PACKAGES)
+	@.build/python/bin/python3 -c 'import botocore, cfnlint' 2>/dev/null || \
+		{ python3 -m venv .build/python && .build/python/bin/pip install -q --disable-pip-version-check $(PYTHON_PACKAGES); }
 
 $(BPF_BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(BPF_BUILD)
-	$(CLANG) -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$$(gcc -print-multiarch) -Ibpf \
+	$(CLANG) -target bpf -D__TARGET_ARCH_x86 -I/usr/include/$(MULTIARCH) -Ibpf \
 		-g -O2 -Wall -Werror -c $< -o $@
 
 $(BPF_OBJECT): $(patsubst bpf/%.bpf.c,$(BPF_BUILD)/%.bpf.o,$(BPF_SOURCES))

@@ -1,0 +1,135 @@
+import Foundation
+import Glibc
+import Testing
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
+
+/// The agent's image, built once per test run by `scripts/build-agent-image.sh` from
+/// `docker/Dockerfile` on locally made base images.
+enum AgentImage {
+    static let tag = "cnm-agent:test"
+
+    private static let built = Result<Void, TestFailure> { () throws(TestFailure) in
+        // A first build compiles the agent in release mode from nothing: minutes on two cores.
+        do {
+            try NetworkLab.command(
+                "bash", [Environment.root.appendingPathComponent("scripts/build-agent-image.sh").path, tag],
+                timeout: .seconds(40 * 60))
+        } catch {
+            throw TestFailure("building \(tag): \(error)")
+        }
+    }
+
+    static func build() throws { try built.get() }
+
+    /// `docker run` exactly as the README gives it, but for the API port (a free one) and the name.
+    static func runAsInREADME(name: String, extra: [String] = []) throws -> (id: String, apiPort: UInt16) {
+        let arguments = [
+            "run", "-d", "--name", name,
+            "--pid", "host", "--cgroupns", "host",
+            "--cap-add", "SYS_ADMIN", "--cap-add", "SYS_PTRACE", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
+            "--security-opt", "apparmor:unconfined",
+            "-v", "/var/run/docker.sock:/var/run/docker.sock:ro",
+            "-v", "/proc:/host/proc:ro",
+            "-v", "/sys/fs/cgroup:/host/sys/fs/cgroup:ro",
+            "-v", "/sys/kernel/debug:/sys/kernel/debug",
+            "-p", "127.0.0.1::7777",
+        ]
+        let r = try Environment.run("/usr/bin/env", ["docker"] + arguments + extra + [tag])
+        guard r.status == 0 else { throw TestFailure("docker run \(tag): \(r.output)") }
+        let id = r.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let published = try Environment.docker("port", name, "7777/tcp")
+        guard let port = published.split(separator: "\n").first?.split(separator: ":").last.flatMap({ UInt16($0) })
+        else { throw TestFailure("no published API port: \(published)") }
+        return (id, port)
+    }
+}
+
+/// The image as users run it: built from the Dockerfile, started with the README's `docker run`,
+/// it picks eBPF mode and reports other containers' flows with their names.
+@Suite(
+    .serialized,
+    .enabled(if: Environment.isRoot, "needs root to run dockerd and build images"),
+    .enabled(if: Environment.dockerAnswers, "needs a running dockerd with cnm-test/busybox (make test starts both)"),
+    .enabled(
+        if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/debootstrap"),
+        "needs debootstrap to make the base images (make test-deps installs it)")
+)
+struct AgentImageTests {
+    @Test func theREADMEsDockerRunReportsOtherContainersInEBPFMode() async throws {
+        try AgentImage.build()
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let agentName = "cnm-img-agent-\(suffix)"
+        let network = "cnm-img-\(suffix)"
+        let server = "cnm-img-srv-\(suffix)"
+        let client = "cnm-img-cli-\(suffix)"
+        defer {
+            _ = try? Environment.docker("rm", "-f", agentName, server, client)
+            _ = try? Environment.docker("network", "rm", network)
+        }
+        let (agentID, apiPort) = try AgentImage.runAsInREADME(
+            name: agentName, extra: ["-e", "DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=1"])
+        let api = ContainerAPI(port: apiPort, container: agentName)
+        let status = try await api.waitUntilHealthy()
+        #expect(status["mode"] as? String == "ebpf", "mode: \(status["mode_reason"] ?? "?")")
+        let health = try Environment.docker("inspect", "-f", "{{.State.Health.Status}}", agentName)
+        #expect(["starting", "healthy"].contains(health), "HEALTHCHECK: \(health)")
+
+        try Environment.docker("network", "create", network)
+        try Environment.docker(
+            "run", "-d", "--name", server, "--network", network, "cnm-test/busybox:latest", "sh", "-c",
+            "printf '#!/bin/sh\\necho hello\\n' > /serve; chmod +x /serve; nc -ll -p 8080 -e /serve")
+        try await waitUntilListening(server, port: 8080)
+        try Environment.docker(
+            "run", "-d", "--name", client, "--network", network, "cnm-test/busybox:latest", "sh", "-c",
+            "while true; do nc \(server) 8080 </dev/null; sleep 0.2; done")
+
+        let flow = try await waitFor("the client's flow to the server, named at both ends", timeout: .seconds(60)) {
+            () async throws -> [String: Any]? in
+            try await api.connections().first {
+                $0.port("raddr") == 8080 && $0.tags.contains("container_name:\(client)")
+                    && $0.remoteTags.contains("container_name:\(server)")
+            }
+        }
+        #expect(flow["intra_host"] as? Bool == true)
+        // The agent's own container is left out: its API traffic (this test's requests) is not reported.
+        let all = try await api.connections()
+        #expect(!all.contains { $0.address("laddr")["container_id"] as? String == agentID })
+    }
+}
+
+/// The API of an agent running in a container, through its published port.
+struct ContainerAPI {
+    var port: UInt16
+    var container: String
+
+    func json(_ path: String) async throws -> [String: Any] {
+        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        request.timeoutInterval = 10
+        let (data, response) = try await URLSession.shared.data(for: request)
+        guard (response as? HTTPURLResponse)?.statusCode == 200,
+            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { throw TestFailure("GET \(path): \(String(decoding: data, as: UTF8.self))") }
+        return object
+    }
+
+    /// Waits for `/healthz`, failing at once with the container's log if it exited; returns `/status`.
+    func waitUntilHealthy() async throws -> [String: Any] {
+        try await waitFor("the agent container's API", timeout: .seconds(60)) { () async throws -> [String: Any]? in
+            let state = try Environment.docker("inspect", "-f", "{{.State.Status}}", container)
+            guard state == "running" else {
+                let log = try Environment.run("/usr/bin/env", ["docker", "logs", container]).output
+                throw TestFailure("the agent container is \(state): \(log)")
+            }
+            return try? await json("/status")
+        }
+    }
+
+    /// Every connection of the intervals the agent still holds.
+    func connections() async throws -> [[String: Any]] {
+        let intervals = try await json("/api/v1/intervals")["intervals"] as? [[String: Any]] ?? []
+        return intervals.flatMap { $0["connections"] as? [[String: Any]] ?? [] }
+    }
+}
