@@ -28,6 +28,8 @@ public final class CollectionService: Service, Sendable {
         var tags: [String: [String]] = [:]
         var dockerTags: [String: [String]] = [:]
         var ecsTags: [String: [String]] = [:]
+        /// The Fargate task's tags, for flows without a known container.
+        var taskWideTags: [String] = []
         var excluded: Set<String> = []
         var byAddress: [IPAddress: String] = [:]
         var published: [ContainerMetadata.PublishedPort: String] = [:]
@@ -220,6 +222,8 @@ public final class CollectionService: Service, Sendable {
                     connections[i].remoteContainerID = view.published[exact] ?? view.published[any]
                 }
             }
+            // On Fargate the task is the host: its tags go on flows whose container is unknown too.
+            let hostTags = configuration.hostTags + view.taskWideTags.filter { !configuration.hostTags.contains($0) }
             // One tag array per container, shared by all its connections.
             var localTags: [String: [String]] = [:]
             for i in connections.indices {
@@ -227,7 +231,7 @@ public final class CollectionService: Service, Sendable {
                     if localTags[id] == nil { localTags[id] = configuration.hostTags + (tags[id] ?? []) }
                     connections[i].tags = localTags[id]!
                 } else {
-                    connections[i].tags = configuration.hostTags
+                    connections[i].tags = hostTags
                 }
                 connections[i].remoteTags = connections[i].remoteContainerID.flatMap { tags[$0] } ?? []
             }
@@ -309,7 +313,10 @@ public final class CollectionService: Service, Sendable {
                 view.byAddress = result.containerByAddress
                 view.published = result.published
             }
-            if let tags = ecsResult?.tags { view.ecsTags = tags }
+            if let tags = ecsResult?.tags {
+                view.ecsTags = tags
+                view.taskWideTags = ecsResult?.taskWideTags ?? []
+            }
             view.tags = view.dockerTags.merging(view.ecsTags) { docker, ecs in
                 docker + ecs.filter { !docker.contains($0) }
             }

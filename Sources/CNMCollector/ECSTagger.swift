@@ -9,6 +9,9 @@ final class ECSTagger: Sendable {
     struct Result: Sendable {
         /// Tags by container id (the form a cgroup path ends in), nil when the endpoint failed.
         var tags: [String: [String]]?
+        /// On Fargate, the task's own tags: every flow the agent sees belongs to the task, also one
+        /// whose process (and so container) is unknown. Nil on EC2, where the host has other tasks.
+        var taskWideTags: [String]?
         var summary: String
         var problem: (kind: String, detail: String)?
     }
@@ -42,7 +45,7 @@ final class ECSTagger: Sendable {
             }
             let family = task.family ?? "?"
             return Result(
-                tags: tags, summary: "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
+                tags: tags, taskWideTags: task.launchType == .fargate ? task.tags : nil, summary: "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
                 problem: fetched.taskWithTagsFailure.map { ($0.kind, "taskWithTags: \($0.message)") })
         } catch {
             return Result(summary: "unavailable: \(error.message)", problem: (error.kind, error.message))

@@ -102,11 +102,12 @@ struct AgentImageTests {
 
 /// The API of an agent running in a container, through its published port.
 struct ContainerAPI {
+    var host = "127.0.0.1"
     var port: UInt16
     var container: String
 
     func json(_ path: String) async throws -> [String: Any] {
-        var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
+        var request = URLRequest(url: URL(string: "http://\(host):\(port)\(path)")!)
         request.timeoutInterval = 10
         let (data, response) = try await URLSession.shared.data(for: request)
         guard (response as? HTTPURLResponse)?.statusCode == 200,
@@ -127,9 +128,16 @@ struct ContainerAPI {
         }
     }
 
-    /// Every connection of the intervals the agent still holds.
-    func connections() async throws -> [[String: Any]] {
-        let intervals = try await json("/api/v1/intervals")["intervals"] as? [[String: Any]] ?? []
+    /// Every connection of the intervals the agent still holds, or of those after `sequence`.
+    func connections(after sequence: UInt64? = nil) async throws -> [[String: Any]] {
+        let query = sequence.map { "?after=\($0)" } ?? ""
+        let intervals = try await json("/api/v1/intervals\(query)")["intervals"] as? [[String: Any]] ?? []
         return intervals.flatMap { $0["connections"] as? [[String: Any]] ?? [] }
+    }
+
+    /// The newest completed interval's sequence number (0 before the first).
+    func latestSequence() async throws -> UInt64 {
+        let intervals = try await json("/api/v1/intervals")["intervals"] as? [[String: Any]] ?? []
+        return intervals.compactMap { ($0["sequence"] as? NSNumber)?.uint64Value }.max() ?? 0
     }
 }

@@ -32,7 +32,10 @@ enum Environment {
     }
 
     @discardableResult
-    static func docker(_ arguments: String...) throws -> String {
+    static func docker(_ arguments: String...) throws -> String { try docker(arguments) }
+
+    @discardableResult
+    static func docker(_ arguments: [String]) throws -> String {
         let r = try run("/usr/bin/env", ["docker"] + arguments)
         guard r.status == 0 else { throw TestFailure("docker \(arguments.joined(separator: " ")): \(r.output)") }
         return r.output.trimmingCharacters(in: .whitespacesAndNewlines)
