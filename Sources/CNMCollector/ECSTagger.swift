@@ -45,7 +45,8 @@ final class ECSTagger: Sendable {
             }
             let family = task.family ?? "?"
             return Result(
-                tags: tags, taskWideTags: task.launchType == .fargate ? task.tags : nil, summary: "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
+                tags: tags, taskWideTags: task.launchType == .fargate ? task.tags : nil,
+                summary: "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
                 problem: fetched.taskWithTagsFailure.map { ($0.kind, "taskWithTags: \($0.message)") })
         } catch {
             return Result(summary: "unavailable: \(error.message)", problem: (error.kind, error.message))
