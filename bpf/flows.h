@@ -130,6 +130,16 @@ static __always_inline struct cnm_flow *cnm_flow_entry(struct sock *sk, struct c
     return 0;
 }
 
+/* A TCP socket's flow for a send, a receive or an accept. A socket already in TCP_CLOSE has sent its
+ * final record and had its entry deleted: data read from it afterwards (left in its queue by a reset),
+ * or its accept() returning after a reset, must not make a new entry, which nothing would delete and a
+ * later socket at the same address would inherit. */
+static __always_inline struct cnm_flow *cnm_tcp_flow_for_call(struct sock *sk, struct cnm_flow_key *key,
+                                                              __u8 direction, int with_owner) {
+    if (BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE) return bpf_map_lookup_elem(&cnm_flows, key);
+    return cnm_flow_entry(sk, key, IPPROTO_TCP, direction, 0, with_owner);
+}
+
 /* The socket behind a file descriptor of the current task, or NULL when it is not a socket. */
 static __always_inline struct sock *cnm_sock_from_fd(int fd) {
     if (fd < 0) return 0;

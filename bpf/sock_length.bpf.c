@@ -10,7 +10,7 @@ static __always_inline void cnm_count(struct sock *sk, int ret, int flags, int i
     struct cnm_flow_key key;
     if (protocol == IPPROTO_TCP) {
         cnm_tcp_key(sk, &key);
-        struct cnm_flow *flow = cnm_flow_entry(sk, &key, IPPROTO_TCP, CNM_DIRECTION_UNKNOWN, 0, 1);
+        struct cnm_flow *flow = cnm_tcp_flow_for_call(sk, &key, CNM_DIRECTION_UNKNOWN, 1);
         if (!flow) return;
         __sync_fetch_and_add(is_send ? &flow->bytes_sent : &flow->bytes_received, ret);
         /* An accepted connection's first send or receive names its owner if accept() did not. */

@@ -25,7 +25,9 @@ int BPF_PROG(cnm_tcp_state, struct sock *sk, int oldstate, int newstate) {
     cnm_tcp_key(sk, &key);
 
     if (newstate == TCP_SYN_SENT) {
-        /* connect(): the caller's own context, so the owner is the current task. */
+        /* connect(): the caller's own context, so the owner is the current task. A new life: any
+         * entry at this socket's address belongs to a socket that was freed, and must not be inherited. */
+        bpf_map_delete_elem(&cnm_flows, &key);
         cnm_flow_entry(sk, &key, IPPROTO_TCP, CNM_DIRECTION_OUTGOING, CNM_FLOW_BORN_WATCHED, 1);
         return 0;
     }
@@ -34,7 +36,9 @@ int BPF_PROG(cnm_tcp_state, struct sock *sk, int oldstate, int newstate) {
         if (oldstate == TCP_SYN_SENT) {
             flow = bpf_map_lookup_elem(&cnm_flows, &key);
         } else {
-            /* An accepted connection completes its handshake in softirq: the owner comes at accept(). */
+            /* An accepted connection completes its handshake in softirq: the owner comes at accept().
+             * The socket is new, so an entry at its address is a freed socket's (see SYN_SENT). */
+            bpf_map_delete_elem(&cnm_flows, &key);
             flow = cnm_flow_entry(sk, &key, IPPROTO_TCP, CNM_DIRECTION_INCOMING, CNM_FLOW_BORN_WATCHED, 0);
         }
         if (flow) {
@@ -75,7 +79,7 @@ static __always_inline int cnm_accepted(struct cnm_sys_exit_args *ctx) {
     if (!sk || cnm_sk_protocol(sk) != IPPROTO_TCP || !cnm_is_inet(sk)) return 0;
     struct cnm_flow_key key;
     cnm_tcp_key(sk, &key);
-    struct cnm_flow *flow = cnm_flow_entry(sk, &key, IPPROTO_TCP, CNM_DIRECTION_INCOMING, 0, 1);
+    struct cnm_flow *flow = cnm_tcp_flow_for_call(sk, &key, CNM_DIRECTION_INCOMING, 1);
     if (flow && flow->pid == 0) {
         cnm_set_owner(flow);
         cnm_read_tuple(sk, flow);

@@ -162,6 +162,15 @@ final class AgentProcess {
         }
     }
 
+    /// The intervals after `sequence` the agent still holds, by sequence number.
+    func intervals(after sequence: UInt64) async throws -> [(UInt64, [[String: Any]])] {
+        let intervals = try await json("/api/v1/intervals?after=\(sequence)")["intervals"] as? [[String: Any]] ?? []
+        return intervals.compactMap { interval in
+            guard let number = (interval["sequence"] as? NSNumber)?.uint64Value else { return nil }
+            return (number, interval["connections"] as? [[String: Any]] ?? [])
+        }
+    }
+
     /// Every connection reported in the intervals after `sequence`, as decoded JSON objects.
     func connections(after sequence: UInt64) async throws -> [[String: Any]] {
         let intervals = try await json("/api/v1/intervals?after=\(sequence)")["intervals"] as? [[String: Any]] ?? []
