@@ -54,7 +54,7 @@ enum AgentImage {
     .enabled(if: Environment.isRoot, "needs root to run dockerd and build images"),
     .enabled(if: Environment.dockerAnswers, "needs a running dockerd with cnm-test/busybox (make test starts both)"),
     .enabled(
-        if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/debootstrap"),
+        if: Environment.hasDebootstrap,
         "needs debootstrap to make the base images (make test-deps installs it)")
 )
 struct AgentImageTests {

@@ -11,7 +11,7 @@ import Testing
         if: FileManager.default.isExecutableFile(atPath: "/usr/bin/docker-compose"),
         "needs docker-compose (make test-deps installs Debian's)"),
     .enabled(
-        if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/debootstrap"),
+        if: Environment.hasDebootstrap,
         "needs debootstrap to make the base images (make test-deps installs it)")
 )
 struct ComposeTests {

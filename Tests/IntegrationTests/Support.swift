@@ -12,6 +12,8 @@ enum Environment {
         .deletingLastPathComponent()
     static let agentBinary = root.appendingPathComponent(".build/debug/cnm-agent").path
     static var isRoot: Bool { geteuid() == 0 }
+    /// The agent image's tests make its base images with debootstrap.
+    static var hasDebootstrap: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/debootstrap") }
     static var hasAgentBinary: Bool { FileManager.default.isExecutableFile(atPath: agentBinary) }
     static var dockerAnswers: Bool {
         (try? run("/usr/bin/env", ["docker", "info", "--format", "{{.ServerVersion}}"]).status) == 0
@@ -173,8 +175,7 @@ final class AgentProcess {
 
     /// Every connection reported in the intervals after `sequence`, as decoded JSON objects.
     func connections(after sequence: UInt64) async throws -> [[String: Any]] {
-        let intervals = try await json("/api/v1/intervals?after=\(sequence)")["intervals"] as? [[String: Any]] ?? []
-        return intervals.flatMap { $0["connections"] as? [[String: Any]] ?? [] }
+        try await intervals(after: sequence).flatMap(\.1)
     }
 }
 
