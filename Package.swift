@@ -23,6 +23,8 @@ let package = Package(
     targets: [
         // The centre: connections, deltas, configuration, tags. Pure Swift, no system imports.
         .target(name: "CNMModel", swiftSettings: strict),
+        // Packet headers and the flows they make up, from bytes handed in. Pure Swift too.
+        .target(name: "CNMPacket", dependencies: ["CNMModel"], swiftSettings: strict),
 
         // C interop, one small target per C library, every symbol prefixed.
         .target(name: "CLinux", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
@@ -41,6 +43,7 @@ let package = Package(
         .target(name: "CNMNetlink", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
         .target(name: "CNMProcfs", dependencies: ["CNMModel"], swiftSettings: strict),
         .target(name: "CNMBPF", dependencies: ["CNMModel", "CBPF", "CNMNetlink"], swiftSettings: strict),
+        .target(name: "CNMCapture", dependencies: ["CNMModel", "CNMPacket", "CLinux"], swiftSettings: strict),
         .target(
             name: "CNMDocker",
             dependencies: ["CNMModel", "CCurl"],
@@ -52,7 +55,7 @@ let package = Package(
         .target(
             name: "CNMCollector",
             dependencies: [
-                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMECS", "CNMBPF", "CLinux",
+                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMECS", "CNMBPF", "CNMCapture", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -82,6 +85,9 @@ let package = Package(
         ),
 
         .testTarget(name: "CNMModelTests", dependencies: ["CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMPacketTests", dependencies: ["CNMPacket", "CNMModel"], swiftSettings: strict),
+        .testTarget(
+            name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMServerTests", dependencies: ["CNMServer", "CNMModel"], swiftSettings: strict),

@@ -5,8 +5,11 @@
 # resident memory with 10,000 open connections. Reports numbers; judges nothing.
 #
 # Modes (MODES, default all three): sock_length and kernel_counters (DD_CNM_EBPF_STRATEGY=<name>),
-# ebpfless (DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true). The mode the agent actually ran, as /status
-# reports it, is printed beside the one asked for: a build or kernel without eBPF shows up there.
+# ebpfless (DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true, packet capture on). Also: ebpfless-no-capture
+# (DD_CNM_PACKET_CAPTURE=false), and ebpfless-sampled / ebpfless-sampled-no-capture, the same without
+# destroy notifications (DD_CNM_DESTROY_NOTIFICATIONS=false, as on Fargate). The mode the agent
+# actually ran, as /status reports it, is printed beside the one asked for: a build or kernel without
+# eBPF shows up there.
 #
 # Phases, in this order:
 #   memory: CONNECTIONS (default 10,000) loopback connections held open by scripts/hold-connections.py;
@@ -134,6 +137,10 @@ print(sum(hooks) if hooks else "na", sum(iters) if iters else "na")' "$ids" 2>/d
 mode_env() {
     case $1 in
         ebpfless) echo DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true ;;
+        ebpfless-no-capture) echo DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true DD_CNM_PACKET_CAPTURE=false ;;
+        ebpfless-sampled) echo DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true DD_CNM_DESTROY_NOTIFICATIONS=false ;;
+        ebpfless-sampled-no-capture)
+            echo DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true DD_CNM_DESTROY_NOTIFICATIONS=false DD_CNM_PACKET_CAPTURE=false ;;
         *) echo "DD_CNM_EBPF_STRATEGY=$1" ;;
     esac
 }
@@ -143,7 +150,8 @@ time_wait_count() { ss -Htan state time-wait 2>/dev/null | wc -l; }
 start_agent() {
     local mode=$1 logfile=$2 deadline
     port=$(free_port)
-    env "$(mode_env "$mode")" DD_CNM_HTTP_ADDR=127.0.0.1:$port DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=$interval \
+    # shellcheck disable=SC2046  # one word per variable
+    env $(mode_env "$mode") DD_CNM_HTTP_ADDR=127.0.0.1:$port DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=$interval \
         DD_CNM_SAMPLE_INTERVAL=$sample DD_CNM_TERMINAL=never DD_LOG_LEVEL=warn "$agent" >"$logfile" 2>&1 &
     agent_pid=$!
     [ -n "$cgroup" ] && { echo "$agent_pid" >"$cgroup/cgroup.procs" || log "could not move the agent into $cgroup"; }
@@ -275,7 +283,7 @@ bpf_stats_saved=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || true)
 for m in "${modes[@]}"; do
     log "cpu: $m"
     stats=off
-    if [ "$m" != ebpfless ] && [ -n "$bpf_stats_saved" ]; then
+    if [[ "$m" != ebpfless* ]] && [ -n "$bpf_stats_saved" ]; then
         set_bpf_stats 1 && stats=on || notes[$m]+="kernel.bpf_stats_enabled could not be set. "
     fi
     if ! start_agent "$m" "$work/agent-cpu-$m.log"; then
@@ -307,6 +315,10 @@ for m in "${modes[@]}"; do
         notes[$m]+="short workload failed. "
     fi
     read -r idle_t1 idle_s1 < <(idle_ticks)
+    capture_state=$(status | jget capture)
+    capture_drops=$(status | jget problems.capture_ring_dropped.count)
+    log "  capture: $capture_state"
+    [ "$capture_drops" = "?" ] || notes[$m]+="capture ring dropped $capture_drops packets. "
     stop_agent
     [ "$stats" = on ] && set_bpf_stats "$bpf_stats_saved"
 
@@ -332,7 +344,7 @@ for m in "${modes[@]}"; do
             log "  short BPF hooks: $(calc "$short_bpf / 1e6" 1) ms = $(calc "100 * $short_bpf / 1e9 / $short_cpu" 1)% of the workload's CPU"
         fi
     fi
-    [ "$m" != ebpfless ] && [ "${ran[$m]:-}" = ebpf ] && [ -z "${bpf_k[$m]:-}" ] && notes[$m]+="no BPF run time (stats off?). "
+    [[ "$m" != ebpfless* ]] && [ "${ran[$m]:-}" = ebpf ] && [ -z "${bpf_k[$m]:-}" ] && notes[$m]+="no BPF run time (stats off?). "
     true
 done
 

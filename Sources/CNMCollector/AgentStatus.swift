@@ -40,6 +40,8 @@ public struct AgentStatus: Sendable {
     public var strategies: [Strategy] = []
     /// How sockets that close between two reads keep their last bytes.
     public var closedConnections: String = ""
+    /// Packet capture: on (and on which interfaces), unavailable and why, or off and why.
+    public var capture: String = "not started"
     public var sampleSeconds: Double = 0
     public var polls: UInt64 = 0
     public var reports: UInt64 = 0

@@ -170,6 +170,8 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         )
     }
 
+    func stop() {}
+
     func flush() -> [Connection] {
         // The interval's records are freed by now: give their pages back rather than keep the peak.
         defer { _ = cnm_linux_malloc_trim() }

@@ -14,7 +14,8 @@ final class SockDiagSource {
 
     private let configuration: Configuration
     private var scanner: SocketOwnerScanner
-    private let ownNamespace = SocketOwnerScanner.ownNetworkNamespace()
+    /// The agent's own network namespace, where packet capture runs.
+    let ownNamespace = SocketOwnerScanner.ownNetworkNamespace()
     private var namespaces: [UInt64: Namespace] = [:]
     private(set) var destroyNotificationsAvailable: Bool?
     private(set) var destroyUnavailableReason: String?
@@ -53,6 +54,8 @@ final class SockDiagSource {
             poll.endedNamespaces.insert(netns)
         }
         for (netns, ns) in namespaces {
+            let readStart = Timestamp.now.nanoseconds
+            defer { poll.readWindows[netns] = readStart...Timestamp.now.nanoseconds }
             var observations: [SocketObservation] = []
             var complete = true
             for (transport, family) in queries {

@@ -47,6 +47,8 @@ public struct Configuration: Sendable, Equatable {
     public var tableRows = 20
     /// Whether to take closed sockets' final counters from sock_diag destroy notifications.
     public var destroyNotifications = true
+    /// Whether eBPF-less mode captures packet headers (AF_PACKET) in the agent's network namespace.
+    public var packetCapture = true
     /// Which eBPF strategies may be tried, in order: `auto` probes them all.
     public var ebpfStrategy = EBPFStrategySetting.auto
     /// Container label → tag name (`DD_DOCKER_LABELS_AS_TAGS`).
@@ -90,6 +92,7 @@ public struct Configuration: Sendable, Equatable {
         ("DD_CNM_TERMINAL", "auto, always or never"),
         ("DD_CNM_TABLE_ROWS", "whole number, at least 1 (default 20)"),
         ("DD_CNM_DESTROY_NOTIFICATIONS", "true or false (default true; false: sample only)"),
+        ("DD_CNM_PACKET_CAPTURE", "true or false (default true; eBPF-less mode only)"),
         ("DD_CNM_EBPF_STRATEGY", "auto, sock_length or kernel_counters (default auto)"),
         ("DD_DOCKER_LABELS_AS_TAGS", "JSON object: container label → tag name"),
         ("DD_DOCKER_ENV_AS_TAGS", "JSON object: container environment variable → tag name"),
@@ -149,6 +152,7 @@ public struct Configuration: Sendable, Equatable {
         }
         tableRows = try reader.integer("DD_CNM_TABLE_ROWS", atLeast: 1) ?? 20
         destroyNotifications = try reader.bool("DD_CNM_DESTROY_NOTIFICATIONS") ?? true
+        packetCapture = try reader.bool("DD_CNM_PACKET_CAPTURE") ?? true
         if let text = reader.string("DD_CNM_EBPF_STRATEGY") {
             guard let parsed = EBPFStrategySetting(rawValue: text.lowercased()) else {
                 throw reader.invalid("DD_CNM_EBPF_STRATEGY", text)

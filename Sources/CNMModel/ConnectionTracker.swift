@@ -13,19 +13,24 @@ public struct Poll: Sendable {
     /// The agent's first pass: sockets already open start from their current counters, since what
     /// they carried before the agent started belongs to no interval it reports.
     public var isBaseline: Bool
+    /// When each namespace was read, wall clock in ns: from before its first dump request to after
+    /// its destroy notifications were drained. Every socket of a dump was alive at some instant in it.
+    public var readWindows: [UInt64: ClosedRange<Int64>]
 
     public init(
         dumps: [UInt64: [SocketObservation]] = [:],
         destroyed: [SocketObservation] = [],
         destroyNotified: Set<UInt64> = [],
         endedNamespaces: Set<UInt64> = [],
-        isBaseline: Bool = false
+        isBaseline: Bool = false,
+        readWindows: [UInt64: ClosedRange<Int64>] = [:]
     ) {
         self.endedNamespaces = endedNamespaces
         self.dumps = dumps
         self.destroyed = destroyed
         self.destroyNotified = destroyNotified
         self.isBaseline = isBaseline
+        self.readWindows = readWindows
     }
 }
 
@@ -44,11 +49,18 @@ public struct ConnectionTracker: Sendable {
         public var closedWithoutFinalCounters: UInt64 = 0
         /// Counters that went backwards for one socket (never expected; the socket is re-based).
         public var counterRegressions: UInt64 = 0
+        /// Sockets that vanished between two reads whose last counts came from packet capture, which
+        /// followed their connection from its SYN.
+        public var completedFromCapture: UInt64 = 0
+        /// Connection ends packet capture saw that no socket of the namespace can have taken part in:
+        /// a SYN accepted with no listener (address translation for another namespace), datagrams to
+        /// no socket. Left out.
+        public var capturedWithoutSocket: UInt64 = 0
 
         public init() {}
     }
 
-    private struct Tracked {
+    struct Tracked {
         var observation: SocketObservation
         /// The kernel's raw counters at the last read; deltas are taken against these.
         var rawAccounted: SocketCounters
@@ -57,29 +69,84 @@ public struct ConnectionTracker: Sendable {
         var pending = ConnectionStats()
         var owner: SocketOwner? = nil
         var direction: ConnectionDirection
+        /// The listening socket an incoming connection arrived on: its process is the connection's
+        /// when the connection's own socket is gone from `/proc` before it was looked for.
+        var listenerInode: UInt64? = nil
         var establishedCounted: Bool
         var finReceived: Bool
         var missingPasses = 0
         var closed = false
         /// The last pass whose dump listed this socket.
         var seenInPass: UInt64 = 0
+        /// The start of that pass's read of the namespace (wall clock, ns), when known.
+        var lastReadAt: Int64? = nil
     }
 
-    private struct ListenerKey: Hashable {
+    struct ListenerKey: Hashable {
         var transport: TransportProtocol
         var port: UInt16
         var address: IPAddress?  // nil: any address
     }
 
+    /// A listening socket (or an unconnected UDP one): the last pass that listed it, and its inode,
+    /// through which a connection capture saw arrive on its port gets its process.
+    struct Listener {
+        var pass: UInt64
+        var inode: UInt64
+    }
+
+    /// A connection end only packet capture saw, waiting for the report; `ownerInode` is the socket
+    /// whose process it is attributed to (the listener it arrived on), if any.
+    struct CapturedEnd {
+        var end: FlowEnd
+        var ownerInode: UInt64?
+    }
+
+    /// Sockets by the ends they connect, as the wire shows them (IPv4-mapped addresses unmapped).
+    struct Tuple: Hashable {
+        var transport: TransportProtocol
+        var local: Endpoint
+        var remote: Endpoint
+
+        init(_ transport: TransportProtocol, _ local: Endpoint, _ remote: Endpoint) {
+            self.transport = transport
+            self.local = local.plain
+            self.remote = remote.plain
+        }
+    }
+
+    /// What capture counted for a side sock_diag saw, kept a pass longer than the flow, for a socket
+    /// that vanishes without final counters in the pass after its connection ended.
+    struct WireTotal {
+        var flow: CapturedFlow
+        var sideIsA: Bool
+        var side: CapturedFlow.Side { sideIsA ? flow.a : flow.b }
+        /// Its handshake and failure were given to the socket already.
+        var outcomeApplied = false
+    }
+
     public let maxTracked: Int
-    public private(set) var health = Health()
-    private var sockets: [SocketID: Tracked] = [:]
+    /// The namespace packet capture watches, if it runs: there UDP counts come from the wire, and
+    /// connections sock_diag never listed are reported from what capture saw.
+    public var capturedNamespace: UInt64?
+    public internal(set) var health = Health()
+    var sockets: [SocketID: Tracked] = [:]
     /// Followed sockets whose process is not known yet, by inode: what the process scan looks for.
     private var unowned: [UInt64: SocketID] = [:]
-    /// Listening sockets per namespace, with the pass they were last seen in: remembered for a while
-    /// after they close, since a server may stop listening once it has accepted (`nc -l`).
-    private var listeners: [UInt64: [ListenerKey: UInt64]] = [:]
-    private var pass: UInt64 = 0
+    /// Listening sockets per namespace: remembered for a while after they close, since a server may
+    /// stop listening once it has accepted (`nc -l`).
+    var listeners: [UInt64: [ListenerKey: Listener]] = [:]
+    /// Owners of listening sockets, by inode, once found: the process of a connection that arrived on
+    /// one and whose own socket was gone from `/proc` before it was looked for.
+    var listenerOwners: [UInt64: SocketOwner] = [:]
+    /// Connection ends only capture saw in this interval.
+    var captured: [CapturedEnd] = []
+    /// Capture's counts for sides sock_diag saw, by their ends: this pass's, and the one before's.
+    var wireTotals: [Tuple: [WireTotal]] = [:]
+    var earlierWireTotals: [Tuple: [WireTotal]] = [:]
+    /// Failures and handshakes capture saw for sockets whose destroy notification has not come yet.
+    var pendingOutcomes: [Tuple: PendingOutcome] = [:]
+    private(set) var pass: UInt64 = 0
     /// Passes a closed listener is remembered for.
     private let listenerMemoryPasses: UInt64 = 300
     /// Passes a vanished socket waits for its destroy notification before it is closed without it.
@@ -89,8 +156,19 @@ public struct ConnectionTracker: Sendable {
         self.maxTracked = maxTracked
     }
 
-    /// Inodes of followed sockets whose owner is not known yet.
-    public var inodesWithoutOwner: Set<UInt64> { Set(unowned.keys) }
+    /// Inodes of followed sockets whose owner is not known yet, and of listening sockets a captured
+    /// connection is attributed to.
+    public var inodesWithoutOwner: Set<UInt64> {
+        var inodes = Set(unowned.keys)
+        for c in captured where c.end.owner == nil {
+            if let inode = c.ownerInode, listenerOwners[inode] == nil { inodes.insert(inode) }
+        }
+        // The listeners of incoming sockets without a process are looked for in the same walk.
+        for s in sockets.values where s.owner == nil {
+            if let inode = s.listenerInode, listenerOwners[inode] == nil { inodes.insert(inode) }
+        }
+        return inodes
+    }
 
     /// Gives sockets the owners the process scan found for their inodes.
     public mutating func assignOwners(_ owners: [UInt64: SocketOwner]) {
@@ -98,28 +176,51 @@ public struct ConnectionTracker: Sendable {
             guard let id = unowned.removeValue(forKey: inode), let index = sockets.index(forKey: id) else { continue }
             sockets.values[index].owner = owner
         }
+        for known in listeners.values {
+            for listener in known.values {
+                if let owner = owners[listener.inode] { listenerOwners[listener.inode] = owner }
+            }
+        }
+        for i in captured.indices where captured[i].end.owner == nil {
+            guard let inode = captured[i].ownerInode, let owner = listenerOwners[inode] ?? owners[inode] else {
+                continue
+            }
+            listenerOwners[inode] = owner
+            captured[i].end.owner = owner
+        }
     }
 
-    public mutating func apply(_ poll: Poll) {
+    /// One pass: the sockets sock_diag listed, and, when capture runs, the connections it saw end
+    /// (and, on the pass that ends an interval, what UDP carried).
+    public mutating func apply(_ poll: Poll, captured traffic: CapturedTraffic? = nil) {
         pass += 1
         for (netns, observations) in poll.dumps {
-            var known = listeners[netns, default: [:]].filter { pass - $0.value < listenerMemoryPasses }
+            var known = listeners[netns, default: [:]].filter { pass - $0.value.pass < listenerMemoryPasses }
             for o in observations where o.isListener && o.local.port != 0 {
                 let any = o.local.address.isUnspecified
-                known[ListenerKey(transport: o.transport, port: o.local.port, address: any ? nil : o.local.address)] =
-                    pass
+                let key = ListenerKey(transport: o.transport, port: o.local.port, address: any ? nil : o.local.address)
+                known[key] = Listener(pass: pass, inode: o.inode)
             }
             listeners[netns] = known
         }
         for netns in poll.endedNamespaces { listeners[netns] = nil }
-        for (_, observations) in poll.dumps {
-            // TIME_WAIT entries are what is left after a full socket was destroyed: no counters.
-            for o in observations where !o.isListener && o.state != .timeWait {
-                observe(o, baseline: poll.isBaseline, final: false)
+        if !listenerOwners.isEmpty && !poll.dumps.isEmpty {
+            let live = Set(listeners.values.flatMap { $0.values.map(\.inode) })
+            listenerOwners = listenerOwners.filter { live.contains($0.key) }
+        }
+        for (netns, observations) in poll.dumps {
+            let readAt = poll.readWindows[netns]?.lowerBound
+            for o in observations where o.isFollowedFlow {
+                observe(o, baseline: poll.isBaseline, final: false, readAt: readAt)
             }
         }
         for o in poll.destroyed where !o.isListener {
             observe(o, baseline: false, final: true)
+        }
+        applyPendingOutcomes(poll.destroyed)
+        if let traffic = traffic, traffic.netns == capturedNamespace {
+            takeEnded(
+                traffic.ended, netns: traffic.netns, destroyNotified: poll.destroyNotified.contains(traffic.netns))
         }
         // Sockets missing from a complete dump of their namespace have closed, and so have all
         // sockets of a namespace that ended.
@@ -135,20 +236,34 @@ public struct ConnectionTracker: Sendable {
                 || sockets.values[index].missingPasses > destroyGracePasses
             {
                 Self.close(&sockets.values[index])
-                if sockets.values[index].observation.counters != nil { health.closedWithoutFinalCounters += 1 }
+                if let wire = takeWireTotal(netns: netns, sockets.values[index]),
+                    Self.completeFromWire(&sockets.values[index], wire)
+                {
+                    health.completedFromCapture += 1
+                } else if sockets.values[index].observation.counters != nil {
+                    health.closedWithoutFinalCounters += 1
+                }
             }
         }
+        if let traffic = traffic, traffic.netns == capturedNamespace, !traffic.datagrams.isEmpty {
+            takeDatagrams(traffic.datagrams, netns: traffic.netns)
+        }
+        // Swapped, not filtered: no copy of what is kept.
+        earlierWireTotals = wireTotals
+        wireTotals = [:]
         health.tracked = sockets.count
     }
 
     private mutating func observe(
         _ o: SocketObservation,
         baseline: Bool,
-        final: Bool
+        final: Bool,
+        readAt: Int64? = nil
     ) {
         if let index = sockets.index(forKey: o.id) {
             // Updated in place: a socket's state is not copied out and back on every pass.
             let regressed = Self.update(&sockets.values[index], o, final: final, pass: pass)
+            if !final { sockets.values[index].lastReadAt = readAt }
             if regressed { health.counterRegressions += 1 }
             // A closed socket's process is no longer to be found.
             if final, sockets.values[index].owner == nil { unowned[sockets.values[index].observation.inode] = nil }
@@ -171,6 +286,10 @@ public struct ConnectionTracker: Sendable {
             finReceived: o.state.peerFinReceived || (final && synchronized)
         )
         s.seenInPass = final ? 0 : pass
+        if !final { s.lastReadAt = readAt }
+        if s.direction == .incoming {
+            s.listenerInode = listener(netns: o.id.netns, transport: o.transport, local: o.local)?.inode
+        }
         if baseline {
             s.rawAccounted = o.counters ?? .zero
             s.finSubtracted = s.finReceived
@@ -191,9 +310,13 @@ public struct ConnectionTracker: Sendable {
         pass: UInt64
     ) -> Bool {
         guard !s.closed else { return false }
-        s.finReceived = s.finReceived || o.state.peerFinReceived || (final && s.observation.state.isSynchronized)
+        // A final record is in state CLOSE: a connection last listed opening is known to have
+        // opened by what it carried.
+        let moved = final && (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false)
+        s.finReceived =
+            s.finReceived || o.state.peerFinReceived || (final && (s.observation.state.isSynchronized || moved))
         let regressed = account(&s, o)
-        if !s.establishedCounted && o.state.isSynchronized && o.transport == .tcp {
+        if !s.establishedCounted && (o.state.isSynchronized || moved) && o.transport == .tcp {
             s.establishedCounted = true
             s.pending.tcpEstablished += 1
         }
@@ -203,9 +326,10 @@ public struct ConnectionTracker: Sendable {
         return regressed
     }
 
+    /// A connection that never completed its handshake (refused, timed out) is no closed connection.
     private static func close(_ s: inout Tracked) {
         s.closed = true
-        if s.observation.transport == .tcp { s.pending.tcpClosed += 1 }
+        if s.observation.transport == .tcp && s.establishedCounted { s.pending.tcpClosed += 1 }
     }
 
     /// Adds what the kernel's counters moved since the last read. Returns true when they went backwards.
@@ -235,20 +359,35 @@ public struct ConnectionTracker: Sendable {
     }
 
     private func direction(of o: SocketObservation) -> ConnectionDirection {
-        let known = listeners[o.id.netns] ?? [:]
-        let exact = ListenerKey(transport: o.transport, port: o.local.port, address: o.local.address)
-        let any = ListenerKey(transport: o.transport, port: o.local.port, address: nil)
-        if known[exact] != nil || known[any] != nil { return .incoming }
-        // A v4 peer of a dual-stack v6 listener shows up as a mapped address.
-        if let v4 = o.local.address.unmappedV4,
-            known[ListenerKey(transport: o.transport, port: o.local.port, address: v4)] != nil
-        {
-            return .incoming
-        }
+        direction(netns: o.id.netns, transport: o.transport, local: o.local, remote: o.remote)
+    }
+
+    func direction(netns: UInt64, transport: TransportProtocol, local: Endpoint, remote: Endpoint)
+        -> ConnectionDirection
+    {
+        if listener(netns: netns, transport: transport, local: local) != nil { return .incoming }
         // No listener seen (it closed before the first read): a client's own port is ephemeral, a
         // server's is not.
-        if !Self.isEphemeral(o.local.port) && Self.isEphemeral(o.remote.port) { return .incoming }
+        if !Self.isEphemeral(local.port) && Self.isEphemeral(remote.port) { return .incoming }
         return .outgoing
+    }
+
+    /// The listening socket (or unconnected UDP socket) a connection to `local` arrives on.
+    func listener(netns: UInt64, transport: TransportProtocol, local: Endpoint) -> Listener? {
+        guard let known = listeners[netns] else { return nil }
+        let exact = ListenerKey(transport: transport, port: local.port, address: local.address)
+        let any = ListenerKey(transport: transport, port: local.port, address: nil)
+        if let found = known[exact] ?? known[any] { return found }
+        // A v4 peer of a dual-stack v6 listener shows up as a mapped address, and a v4 packet's
+        // address may belong to a v6 socket's mapped one.
+        if let v4 = local.address.unmappedV4 {
+            return known[ListenerKey(transport: transport, port: local.port, address: v4)]
+        }
+        if case .v4(let a) = local.address {
+            let mapped = IPAddress.v6(high: 0, low: 0xFFFF_0000_0000 | UInt64(a))
+            return known[ListenerKey(transport: transport, port: local.port, address: mapped)]
+        }
+        return nil
     }
 
     /// Linux's default `ip_local_port_range`.
@@ -257,18 +396,22 @@ public struct ConnectionTracker: Sendable {
     /// Ends the interval: every followed socket's pending stats, grouped by connection, with what is
     /// known of the remote end when it is a socket on this host. Closed sockets are then forgotten.
     public mutating func flush() -> [Connection] {
-        let ends = sockets.map { id, s in
+        var ends = sockets.map { id, s in
             FlowEnd(
                 netns: id.netns,
                 transport: s.observation.transport,
                 local: s.observation.local,
                 remote: s.observation.remote,
-                owner: s.owner,
+                owner: s.owner ?? s.listenerInode.flatMap { listenerOwners[$0] },
                 direction: s.direction,
                 stats: s.pending,
+                // Capture counts what UDP sockets of its namespace carry; sock_diag keeps no count.
                 countersKnown: s.observation.counters != nil
+                    || (id.netns == capturedNamespace && s.observation.transport == .udp)
             )
         }
+        ends += captured.map(\.end)
+        captured = []
         sockets = sockets.filter { !$0.value.closed }
         for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { sockets[$0.value] != nil }

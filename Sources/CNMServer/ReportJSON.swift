@@ -116,7 +116,7 @@ struct StatusJSON: Encodable {
     let now: Timestamp
 
     enum CodingKeys: String, CodingKey {
-        case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker
+        case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker, capture
         case dockerEvents = "docker_events"
         case modeReason = "mode_reason"
         case intervalSeconds = "interval_seconds"
@@ -146,12 +146,16 @@ struct StatusJSON: Encodable {
         var droppedTableFull: UInt64
         var closedWithoutFinalCounters: UInt64
         var counterRegressions: UInt64
+        var completedFromCapture: UInt64
+        var capturedWithoutSocket: UInt64
 
         enum CodingKeys: String, CodingKey {
             case tracked
             case droppedTableFull = "dropped_table_full"
             case closedWithoutFinalCounters = "closed_without_final_counters"
             case counterRegressions = "counter_regressions"
+            case completedFromCapture = "completed_from_capture"
+            case capturedWithoutSocket = "captured_without_socket"
         }
     }
 
@@ -166,6 +170,7 @@ struct StatusJSON: Encodable {
         try e.encode(s.intervalSeconds, forKey: .intervalSeconds)
         try e.encode(s.sampleSeconds, forKey: .sampleSeconds)
         try e.encode(s.closedConnections, forKey: .closedConnections)
+        try e.encode(s.capture, forKey: .capture)
         try e.encode(formatTimestamp(s.startedAt), forKey: .startedAt)
         try e.encode(Double(now.nanoseconds - s.startedAt.nanoseconds) / 1e9, forKey: .uptimeSeconds)
         try e.encode(s.tracker.tracked, forKey: .connectionsTracked)
@@ -183,7 +188,9 @@ struct StatusJSON: Encodable {
                 tracked: s.tracker.tracked,
                 droppedTableFull: s.tracker.droppedTableFull,
                 closedWithoutFinalCounters: s.tracker.closedWithoutFinalCounters,
-                counterRegressions: s.tracker.counterRegressions
+                counterRegressions: s.tracker.counterRegressions,
+                completedFromCapture: s.tracker.completedFromCapture,
+                capturedWithoutSocket: s.tracker.capturedWithoutSocket
             ),
             forKey: .tracker
         )

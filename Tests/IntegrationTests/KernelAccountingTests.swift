@@ -106,7 +106,8 @@ struct KernelAccountingTests {
     }
 
     /// Datagrams of known sizes each way, on a connected client and on an unconnected one; the server
-    /// answers with sendto() to the address recvfrom() gave. eBPF-less mode has no UDP counters.
+    /// answers with sendto() to the address recvfrom() gave. eBPF-less mode takes UDP counts from
+    /// packet capture: `CaptureAccountingTests` checks it.
     @Test(arguments: CollectionMode.ebpf, [true, false])
     func udpDatagramsAreExact(mode: CollectionMode, connected: Bool) async throws {
         let agent = try await mode.startAgent()
@@ -144,7 +145,8 @@ struct KernelAccountingTests {
         #expect((out + inc).allSatisfy { $0.int("pid") == pid })
     }
 
-    /// Refused (111) and reset (104) on loopback. eBPF-less mode cannot tell why a socket closed.
+    /// Refused (111) and reset (104) on loopback. eBPF-less mode learns why a socket closed from packet
+    /// capture: `CaptureAccountingTests` checks it.
     @Test(arguments: CollectionMode.ebpf)
     func refusedAndResetConnectionsAreFailures(mode: CollectionMode) async throws {
         let agent = try await mode.startAgent()

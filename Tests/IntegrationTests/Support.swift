@@ -95,11 +95,18 @@ final class AgentProcess {
     let port: UInt16
     let logPath: String
 
-    init(environment extra: [String: String] = [:]) throws {
+    /// `launcher`: a command that runs the agent (its path is appended), such as one that drops a
+    /// capability.
+    init(environment extra: [String: String] = [:], launcher: [String] = []) throws {
         port = try freePort()
         logPath = NSTemporaryDirectory() + "cnm-agent-\(port).log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Environment.agentBinary)
+        if let tool = launcher.first {
+            process.executableURL = URL(fileURLWithPath: tool)
+            process.arguments = Array(launcher.dropFirst()) + [Environment.agentBinary]
+        } else {
+            process.executableURL = URL(fileURLWithPath: Environment.agentBinary)
+        }
         var env = ProcessInfo.processInfo.environment
         env["DD_CNM_HTTP_ADDR"] = "127.0.0.1:\(port)"
         env["DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS"] = "1"

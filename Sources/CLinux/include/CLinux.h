@@ -7,6 +7,9 @@
 
 #include <stdint.h>
 
+// Packet capture's part, in a header of its own.
+#include "cnm_packet_ring.h"
+
 // MARK: - Constants
 
 /// NETLINK_SOCK_DIAG: the netlink family of sock_diag (linux/netlink.h, not in Swift's Glibc module).

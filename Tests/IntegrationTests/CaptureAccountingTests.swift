@@ -1,0 +1,286 @@
+import Foundation
+import Glibc
+import Testing
+
+/// eBPF-less mode as on Fargate, where no capability lets the agent receive destroy notifications:
+/// the socket table is sampled, and packet capture in the agent's namespace counts what sampling
+/// cannot see. Every connection must be reported once, with exact bytes.
+@Suite(
+    .serialized,
+    .enabled(if: Environment.isRoot, "needs root: reads every process's sockets and opens an AF_PACKET socket"),
+    .enabled(if: Environment.hasAgentBinary, "build the agent first (make build): .build/debug/cnm-agent")
+)
+struct CaptureAccountingTests {
+    /// Starts the agent in eBPF-less mode and checks capture runs.
+    func startAgent(destroyNotifications: Bool = false) async throws -> AgentProcess {
+        let agent = try await CollectionMode.ebpfless.startAgent([
+            "DD_CNM_DESTROY_NOTIFICATIONS": destroyNotifications ? "true" : "false"
+        ])
+        let capture = try await agent.json("/status")["capture"] as? String ?? ""
+        guard capture.hasPrefix("on") else {
+            agent.stop()
+            throw TestFailure("capture is not on: \(capture)")
+        }
+        return agent
+    }
+
+    /// 500 connections that each live a few ms: connect, send, receive, close. Most open and close
+    /// between two reads of the socket table, so only capture sees them; some are read once, alive,
+    /// and vanish before the next read. Each is counted once, with its exact bytes each way.
+    @Test func everyShortConnectionIsCountedOnceAndExactly() async throws {
+        let agent = try await startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let (listener, serverPort) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        var expected: [Int: (sent: Int, received: Int, count: Int)] = [:]
+        for i in 0..<500 {
+            let (up, down) = (1 + 37 * i, 5_003 - 9 * i)
+            let client = try TestSocket.connect(v6: false, port: serverPort)
+            let server = try listener.accept()
+            try client.send(up)
+            try server.receive(up)
+            try server.send(down)
+            try client.receive(down)
+            usleep(2_000)
+            let port = Int(try client.localPort())
+            client.close()
+            server.close()
+            let e = expected[port] ?? (0, 0, 0)
+            expected[port] = (e.sent + up, e.received + down, e.count + 1)
+        }
+        let (outgoing, incoming) = try await waitFor("all 1,000 ends reported closed", timeout: .seconds(60)) {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before).filter { $0["type"] as? String == "tcp" }
+            let out = all.filter { $0.port("raddr") == Int(serverPort) }
+            let inc = all.filter { $0.port("laddr") == Int(serverPort) }
+            return out.sum("tcp_closed") >= 500 && inc.sum("tcp_closed") >= 500 ? (out, inc) : nil
+        }
+        // A second look a few intervals on: nothing is counted twice later.
+        let settled = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
+        let all = try await agent.connections(after: before).filter { $0["type"] as? String == "tcp" }
+        #expect(all.filter { $0.port("raddr") == Int(serverPort) }.count == outgoing.count, "as of #\(settled)")
+        #expect(all.filter { $0.port("laddr") == Int(serverPort) }.count == incoming.count)
+
+        let outByPort = Dictionary(grouping: outgoing) { $0.port("laddr") }
+        let inByPort = Dictionary(grouping: incoming) { $0.port("raddr") }
+        var wrong: [String] = []
+        for (port, e) in expected {
+            let out = outByPort[port] ?? []
+            let inc = inByPort[port] ?? []
+            if out.sum("bytes_sent") != e.sent || out.sum("bytes_received") != e.received {
+                wrong.append(
+                    "out \(port): \(out.sum("bytes_sent"))/\(out.sum("bytes_received")) != \(e.sent)/\(e.received)")
+            }
+            if inc.sum("bytes_sent") != e.received || inc.sum("bytes_received") != e.sent {
+                wrong.append(
+                    "in \(port): \(inc.sum("bytes_sent"))/\(inc.sum("bytes_received")) != \(e.received)/\(e.sent)")
+            }
+            for (side, flows) in [("out", out), ("in", inc)]
+            where flows.sum("tcp_established") != e.count || flows.sum("tcp_closed") != e.count {
+                wrong.append(
+                    "\(side) \(port): established \(flows.sum("tcp_established")) closed \(flows.sum("tcp_closed"))")
+            }
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) wrong: \(wrong.prefix(10))")
+        #expect(outgoing.sum("tcp_closed") == 500 && incoming.sum("tcp_closed") == 500)
+        #expect(outgoing.allSatisfy { $0["direction"] as? String == "outgoing" })
+        #expect(incoming.allSatisfy { $0["direction"] as? String == "incoming" })
+        // The server side belongs to the listener's process; a client side no read listed has no
+        // process (none is guessed), one a read listed has its own.
+        let pid = Int(getpid())
+        #expect(incoming.allSatisfy { $0.int("pid") == pid })
+        #expect(outgoing.allSatisfy { $0["pid"] is NSNull || $0.int("pid") == pid })
+        let unlisted = outgoing.filter { $0["pid"] is NSNull }.count
+        #expect(unlisted > 0, "some connections were seen by capture alone")
+        let status = try await agent.json("/status")
+        let problems = status["problems"] as? [String: Any] ?? [:]
+        #expect(problems["capture_ring_dropped"] == nil && problems["capture_table_full"] == nil, "\(problems)")
+    }
+
+    /// A connect to a closed port is refused (111); a reset on an open connection is 104 for the side
+    /// it arrives at. Only the wire says so in eBPF-less mode, with or without destroy notifications.
+    @Test(arguments: [false, true])
+    func refusedAndResetConnectionsAreFailures(destroyNotifications: Bool) async throws {
+        let agent = try await startAgent(destroyNotifications: destroyNotifications)
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let closedPort = try freePort()
+        for _ in 0..<20 {
+            #expect(throws: (any Error).self) { try TestSocket.connect(v6: false, port: closedPort) }
+        }
+        let (listener, serverPort) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: false, port: serverPort)
+        let server = try listener.accept()
+        let clientPort = Int(try client.localPort())
+        try client.send(10)
+        try server.receive(10)
+        // Closing with a zero linger sends a reset instead of a FIN.
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(server.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        server.close()
+        #expect(throws: (any Error).self) { _ = try client.receiveToEOF() }
+        client.close()
+
+        let (refused, reset) = try await waitFor("the refused and the reset connections") {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before)
+            let refused = all.filter { $0.port("raddr") == Int(closedPort) }
+            let reset = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
+            return refused.failures()["111"] == 20 && !reset.failures().isEmpty ? (refused, reset) : nil
+        }
+        #expect(refused.failures() == ["111": 20])
+        #expect(refused.sum("tcp_established") == 0 && refused.sum("tcp_closed") == 0)
+        #expect(reset.failures() == ["104": 1])
+        #expect(reset.sum("bytes_sent") == 10 && reset.sum("tcp_established") == 1 && reset.sum("tcp_closed") == 1)
+    }
+
+    /// A connection open across several intervals is listed by every read and seen by capture all
+    /// along: it is reported once, from the kernel's counters, with each interval's exact delta.
+    @Test func aLongConnectionSeenByBothSourcesIsReportedOnce() async throws {
+        let agent = try await startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let (listener, serverPort) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: false, port: serverPort)
+        let server = try listener.accept()
+        let clientPort = Int(try client.localPort())
+        let rounds = [(a: 70_001, b: 3_001), (a: 5, b: 90_017), (a: 123_457, b: 1)]
+        var mark = try await agent.waitForIntervals(after: before)
+        for round in rounds {
+            let start = mark
+            try client.send(round.a)
+            try server.receive(round.a)
+            try server.send(round.b)
+            try client.receive(round.b)
+            mark = try await agent.waitForIntervals(after: start)
+            let all = try await agent.connections(after: start)
+            let out = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
+            let inc = all.filter { $0.port("laddr") == Int(serverPort) && $0.port("raddr") == clientPort }
+            #expect(out.sum("bytes_sent") == round.a && out.sum("bytes_received") == round.b, "client \(out)")
+            #expect(inc.sum("bytes_sent") == round.b && inc.sum("bytes_received") == round.a, "server \(inc)")
+        }
+        client.shutdownWrite()
+        #expect(try server.receiveToEOF() == 0)
+        server.close()
+        #expect(try client.receiveToEOF() == 0)
+        client.close()
+        let (out, inc) = try await waitFor("both ends reported closed") {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before)
+            let out = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
+            let inc = all.filter { $0.port("laddr") == Int(serverPort) && $0.port("raddr") == clientPort }
+            return out.sum("tcp_closed") + inc.sum("tcp_closed") >= 2 ? (out, inc) : nil
+        }
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
+        let all = try await agent.connections(after: before)
+        let outAll = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
+        let inAll = all.filter { $0.port("laddr") == Int(serverPort) && $0.port("raddr") == clientPort }
+        let a = rounds.map(\.a).reduce(0, +)
+        let b = rounds.map(\.b).reduce(0, +)
+        #expect(outAll.sum("bytes_sent") == a && outAll.sum("bytes_received") == b)
+        #expect(inAll.sum("bytes_sent") == b && inAll.sum("bytes_received") == a)
+        #expect(outAll.sum("tcp_established") == 1 && outAll.sum("tcp_closed") == 1)
+        #expect(inAll.sum("tcp_established") == 1 && inAll.sum("tcp_closed") == 1)
+        let pid = Int(getpid())
+        #expect((outAll + inAll).allSatisfy { $0.int("pid") == pid }, "every row from the listed sockets")
+        #expect(out.count <= outAll.count && inc.count <= inAll.count)
+    }
+
+    /// UDP has no kernel counters without eBPF: capture gives each 4-tuple its datagrams, on a
+    /// connected client and an unconnected one.
+    @Test(arguments: [true, false])
+    func udpDatagramsAreExact(connected: Bool) async throws {
+        let agent = try await startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let server = try TestDatagramSocket()
+        let client = try TestDatagramSocket()
+        defer {
+            server.close()
+            client.close()
+        }
+        if connected { try client.connect(port: server.port) }
+        let count = 25
+        for i in 0..<count {
+            try client.send(100 + i, to: connected ? nil : server.port)
+            let (size, from) = try server.receive(from: true)
+            #expect(size == 100 + i && from == client.port)
+            try server.send(1000 + 7 * i, to: from)
+            #expect(try client.receive(from: !connected).size == 1000 + 7 * i)
+        }
+        let up = (0..<count).map { 100 + $0 }.reduce(0, +)
+        let down = (0..<count).map { 1000 + 7 * $0 }.reduce(0, +)
+        let (out, inc) = try await waitFor("both UDP ends with every byte") {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before).filter { $0["type"] as? String == "udp" }
+            let out = all.filter { $0.port("laddr") == Int(client.port) && $0.port("raddr") == Int(server.port) }
+            let inc = all.filter { $0.port("laddr") == Int(server.port) && $0.port("raddr") == Int(client.port) }
+            return out.sum("bytes_sent") >= up && inc.sum("bytes_sent") >= down ? (out, inc) : nil
+        }
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence())
+        #expect(out.sum("bytes_sent") == up && out.sum("bytes_received") == down)
+        #expect(out.sum("packets_sent") == count && out.sum("packets_received") == count)
+        #expect(inc.sum("bytes_sent") == down && inc.sum("bytes_received") == up)
+        #expect(inc.sum("packets_sent") == count && inc.sum("packets_received") == count)
+        #expect((out + inc).allSatisfy { $0["counters_known"] as? Bool == true })
+        // Both sockets are bound and listed: each side has its process.
+        let pid = Int(getpid())
+        #expect((out + inc).allSatisfy { $0.int("pid") == pid })
+    }
+
+    /// Turned off, capture says so, and the socket table is still read.
+    @Test func turnedOffItSaysSo() async throws {
+        let agent = try await CollectionMode.ebpfless.startAgent([
+            "DD_CNM_PACKET_CAPTURE": "false", "DD_CNM_DESTROY_NOTIFICATIONS": "false",
+        ])
+        defer { agent.stop() }
+        let status = try await agent.json("/status")
+        #expect(status["capture"] as? String == "off: DD_CNM_PACKET_CAPTURE=false")
+        try await expectAHeldConnectionIsCounted(agent)
+    }
+
+    /// Without CAP_NET_RAW (a container without it in its set) capture is unavailable and says why;
+    /// the socket table is still read.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "needs setpriv (util-linux)"))
+    func withoutNetRawItSaysSoAndGoesOn() async throws {
+        let agent = try AgentProcess(
+            environment: ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true"],
+            launcher: ["/usr/bin/setpriv", "--bounding-set", "-net_raw"])
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        let capture = try await agent.json("/status")["capture"] as? String ?? ""
+        #expect(capture.hasPrefix("unavailable: no CAP_NET_RAW"), "\(capture)")
+        try await expectAHeldConnectionIsCounted(agent)
+    }
+
+    /// In eBPF mode the programs see every connection: capture does not run.
+    @Test func offInEBPFMode() async throws {
+        let agent = try await CollectionMode.sockLength.startAgent()
+        defer { agent.stop() }
+        let capture = try await agent.json("/status")["capture"] as? String ?? ""
+        #expect(capture.hasPrefix("off: eBPF mode"), "\(capture)")
+    }
+
+    private func expectAHeldConnectionIsCounted(_ agent: AgentProcess) async throws {
+        let before = try await agent.latestSequence()
+        let (listener, port) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: false, port: port)
+        let server = try listener.accept()
+        defer {
+            client.close()
+            server.close()
+        }
+        try client.send(4_321)
+        try server.receive(4_321)
+        let sent = try await waitFor("the held connection's bytes") { () async throws -> Int? in
+            let sent = try await agent.connections(after: before).filter { $0.port("raddr") == Int(port) }
+                .sum("bytes_sent")
+            return sent >= 4_321 ? sent : nil
+        }
+        #expect(sent == 4_321)
+    }
+}
