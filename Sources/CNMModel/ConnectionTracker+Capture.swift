@@ -209,6 +209,22 @@ extension ConnectionTracker {
 
     private func expired(_ outcome: PendingOutcome) -> Bool { pass - outcome.pass > Self.outcomeWaitPasses }
 
+    /// Remembers who opened each TCP connection capture followed from its SYN, for this pass and the
+    /// next: a socket's destroy notification comes in the pass its connection ended, or the one after.
+    /// A server whose listener opened and closed between two reads (on a port from the ephemeral
+    /// range, so the port says nothing either) leaves only this to tell its accepted sockets from
+    /// clients.
+    mutating func learnDirections(_ flows: [CapturedFlow]) {
+        earlierCapturedDirections = capturedDirections
+        capturedDirections = [:]
+        for flow in flows where flow.transport == .tcp && flow.fromStart && flow.a.initiated != flow.b.initiated {
+            for (side, peer) in [(flow.a, flow.b), (flow.b, flow.a)] where side.isLocal {
+                capturedDirections[Tuple(.tcp, side.endpoint, peer.endpoint)] =
+                    side.initiated ? .outgoing : .incoming
+            }
+        }
+    }
+
     /// What capture knows of how a socket's connection went that its counters do not say.
     static func applyOutcome(_ s: inout Tracked, _ side: CapturedFlow.Side, _ flow: CapturedFlow) {
         if flow.established && !s.establishedCounted {

@@ -146,6 +146,10 @@ public struct ConnectionTracker: Sendable {
     var earlierWireTotals: [Tuple: [WireTotal]] = [:]
     /// Failures and handshakes capture saw for sockets whose destroy notification has not come yet.
     var pendingOutcomes: [Tuple: PendingOutcome] = [:]
+    /// Who opened each connection capture followed from its SYN, by the ends of each local side: this
+    /// pass's, and the one before's.
+    var capturedDirections: [Tuple: ConnectionDirection] = [:]
+    var earlierCapturedDirections: [Tuple: ConnectionDirection] = [:]
     private(set) var pass: UInt64 = 0
     /// Passes a closed listener is remembered for.
     private let listenerMemoryPasses: UInt64 = 300
@@ -194,6 +198,8 @@ public struct ConnectionTracker: Sendable {
     /// (and, on the pass that ends an interval, what UDP carried).
     public mutating func apply(_ poll: Poll, captured traffic: CapturedTraffic? = nil) {
         pass += 1
+        // Learnt first: a socket first met in this pass's destroy notifications takes its direction from it.
+        if capturedNamespace != nil { learnDirections(traffic?.netns == capturedNamespace ? traffic?.ended ?? [] : []) }
         for (netns, observations) in poll.dumps {
             var known = listeners[netns, default: [:]].filter { pass - $0.value.pass < listenerMemoryPasses }
             for o in observations where o.isListener && o.local.port != 0 {
@@ -366,6 +372,11 @@ public struct ConnectionTracker: Sendable {
         -> ConnectionDirection
     {
         if listener(netns: netns, transport: transport, local: local) != nil { return .incoming }
+        // No listener seen (it closed before any read): the SYN, when capture saw it, says who opened.
+        if netns == capturedNamespace {
+            let tuple = Tuple(transport, local, remote)
+            if let seen = capturedDirections[tuple] ?? earlierCapturedDirections[tuple] { return seen }
+        }
         // No listener seen (it closed before the first read): a client's own port is ephemeral, a
         // server's is not.
         if !Self.isEphemeral(local.port) && Self.isEphemeral(remote.port) { return .incoming }

@@ -63,6 +63,51 @@ import Testing
         #expect(t.flush().first { $0.key.local == server }?.key.pid == 300)
     }
 
+    /// A server that listened on an ephemeral port between two reads: no read listed its listener and
+    /// the ports do not say which end is the server, but capture saw the SYN. Its accepted socket is
+    /// incoming whether its destroy notification comes in the pass the flow ended or in the next.
+    @Test(arguments: [false, true])
+    func theSYNGivesTheDirectionWhenNoListenerWasListed(notifiedAPassLate: Bool) throws {
+        var t = ConnectionTracker(maxTracked: 100)
+        t.capturedNamespace = Self.netns
+        t.apply(Poll(dumps: [Self.netns: []], isBaseline: true))
+        _ = t.flush()
+        let server = Endpoint(Self.lo, 40_001)
+        let client = Endpoint(Self.lo, 50_002)
+        func destroyed(_ cookie: UInt64, _ local: Endpoint, _ remote: Endpoint, sent: UInt64, received: UInt64)
+            -> SocketObservation
+        {
+            SocketObservation(
+                id: SocketID(netns: Self.netns, cookie: cookie), transport: .tcp, local: local, remote: remote,
+                state: .close, inode: 0, counters: SocketCounters(bytesSent: sent, bytesReceived: received))
+        }
+        let ends = [
+            destroyed(1, client, server, sent: 137, received: 1_010),
+            destroyed(2, server, client, sent: 1_009, received: 138),
+        ]
+        let f = CapturedFlow(
+            transport: .tcp,
+            a: .init(
+                endpoint: client, isLocal: true, seenBySockDiag: true, sent: WireCounts(bytes: 137, packets: 4),
+                initiated: true),
+            b: .init(endpoint: server, isLocal: true, seenBySockDiag: true, sent: WireCounts(bytes: 1_009, packets: 4)),
+            fromStart: true, established: true)
+        let captured = CapturedTraffic(netns: Self.netns, ended: [f])
+        if notifiedAPassLate {
+            t.apply(Poll(dumps: [Self.netns: []], destroyNotified: [Self.netns]), captured: captured)
+            t.apply(Poll(dumps: [Self.netns: []], destroyed: ends, destroyNotified: [Self.netns]))
+        } else {
+            t.apply(Poll(dumps: [Self.netns: []], destroyed: ends, destroyNotified: [Self.netns]), captured: captured)
+        }
+        let report = t.flush()
+        try #require(report.count == 2)
+        let out = try #require(report.first { $0.key.local == client })
+        let inc = try #require(report.first { $0.key.local == server })
+        #expect(out.key.direction == .outgoing)
+        #expect(inc.key.direction == .incoming)
+        #expect(inc.stats.bytesSent == 1_009 && inc.stats.bytesReceived == 137)
+    }
+
     @Test func aRefusedConnectHasOnlyItsClientSideWithTheFailure() throws {
         var t = tracker()
         let f = flow(
