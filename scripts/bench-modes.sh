@@ -7,7 +7,7 @@
 # Modes (MODES, default all three): sock_length and kernel_counters (DD_CNM_EBPF_STRATEGY=<name>),
 # ebpfless (DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true, packet capture on). Also: ebpfless-no-capture
 # (DD_CNM_PACKET_CAPTURE=false), and ebpfless-sampled / ebpfless-sampled-no-capture, the same without
-# destroy notifications (DD_CNM_DESTROY_NOTIFICATIONS=false, as on Fargate). The mode the agent
+# destroy notifications (DD_CNM_DESTROY_NOTIFICATIONS=false). The mode the agent
 # actually ran, as /status reports it, is printed beside the one asked for: a build or kernel without
 # eBPF shows up there.
 #
