@@ -3,6 +3,8 @@ import CNMModel
 /// What `/status` shows: which mode runs and why, and counters of everything that went wrong.
 public struct AgentStatus: Sendable {
     public enum Mode: String, Sendable {
+        /// Before the collector has picked: the API answers from the first moment.
+        case starting
         case ebpf
         case ebpfless
     }

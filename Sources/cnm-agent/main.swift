@@ -68,8 +68,8 @@ let store = ReportStore(
         hostname: hostname,
         startedAt: .now,
         intervalSeconds: configuration.intervalSeconds,
-        mode: .ebpfless,
-        modeReason: "starting"
+        mode: .starting,
+        modeReason: "the collector has not picked a mode yet"
     )
 )
 let terminal: Bool =

@@ -116,15 +116,18 @@ struct ContainerAPI {
         return object
     }
 
-    /// Waits for `/healthz`, failing at once with the container's log if it exited; returns `/status`.
+    /// Waits until `/status` says the first collection is done (what `/healthz` answers 200 to), failing
+    /// at once with the container's log if it exited; returns that `/status`.
     func waitUntilHealthy() async throws -> [String: Any] {
-        try await waitFor("the agent container's API", timeout: .seconds(60)) { () async throws -> [String: Any]? in
+        try await waitFor("the agent container's first collection", timeout: .seconds(60)) {
+            () async throws -> [String: Any]? in
             let state = try Environment.docker("inspect", "-f", "{{.State.Status}}", container)
             guard state == "running" else {
                 let log = try Environment.run("/usr/bin/env", ["docker", "logs", container]).output
                 throw TestFailure("the agent container is \(state): \(log)")
             }
-            return try? await json("/status")
+            guard let status = try? await json("/status"), status["healthy"] as? Bool == true else { return nil }
+            return status
         }
     }
 
