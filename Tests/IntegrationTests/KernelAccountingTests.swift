@@ -150,16 +150,24 @@ struct KernelAccountingTests {
         #expect((out + inc).allSatisfy { $0.int("pid") == pid })
     }
 
-    /// Refused (111) and reset (104) on loopback. eBPF-less mode learns why a socket closed from packet
-    /// capture: `CaptureAccountingTests` checks it.
-    @Test(arguments: CollectionMode.ebpf)
-    func refusedAndResetConnectionsAreFailures(mode: CollectionMode) async throws {
-        let agent = try await mode.startAgent()
+    /// A connect to a closed port is refused (111); a reset on an open connection is 104 for the side
+    /// it arrives at. In eBPF-less mode only packet capture says so, with or without destroy
+    /// notifications.
+    @Test(
+        arguments: zip(
+            [CollectionMode.sockLength, .kernelCounters, .ebpfless, .ebpfless], [true, true, true, false]))
+    func refusedAndResetConnectionsAreFailures(mode: CollectionMode, destroyNotifications: Bool) async throws {
+        let agent = try await mode.startAgent(["DD_CNM_DESTROY_NOTIFICATIONS": "\(destroyNotifications)"])
         defer { agent.stop() }
+        if !mode.isEBPF {
+            let capture = try await agent.json("/status")["capture"] as? String ?? ""
+            try #require(capture.hasPrefix("on"), "capture: \(capture)")
+        }
         let before = try await agent.latestSequence()
         let closedPort = try freePort()
-        #expect(throws: (any Error).self) { try TestSocket.connect(v6: false, port: closedPort) }
-
+        for _ in 0..<20 {
+            #expect(throws: (any Error).self) { try TestSocket.connect(v6: false, port: closedPort) }
+        }
         let (listener, serverPort) = try TestSocket.listener(v6: false)
         defer { listener.close() }
         let client = try TestSocket.connect(v6: false, port: serverPort)
@@ -174,17 +182,17 @@ struct KernelAccountingTests {
         #expect(throws: (any Error).self) { _ = try client.receiveToEOF() }
         client.close()
 
-        let (refused, reset) = try await waitFor("the refused and the reset connection") {
+        let (refused, reset) = try await waitFor("the refused and the reset connections") {
             () async throws -> ([[String: Any]], [[String: Any]])? in
             let all = try await agent.connections(after: before)
             let refused = all.filter { $0.port("raddr") == Int(closedPort) }
             let reset = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
-            return refused.failures().isEmpty || reset.failures().isEmpty ? nil : (refused, reset)
+            return refused.failures()["111"] == 20 && !reset.failures().isEmpty ? (refused, reset) : nil
         }
-        #expect(refused.failures() == ["111": 1])
-        #expect(refused.sum("tcp_established") == 0)
+        #expect(refused.failures() == ["111": 20])
+        #expect(refused.sum("tcp_established") == 0 && refused.sum("tcp_closed") == 0)
         #expect(reset.failures() == ["104": 1])
-        #expect(reset.sum("bytes_sent") == 10 && reset.sum("tcp_established") == 1)
+        #expect(reset.sum("bytes_sent") == 10 && reset.sum("tcp_established") == 1 && reset.sum("tcp_closed") == 1)
     }
 
     /// A connect into a namespace that drops SYNs, with one SYN retry: timed out (110).
