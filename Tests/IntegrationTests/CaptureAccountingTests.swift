@@ -33,7 +33,7 @@ struct CaptureAccountingTests {
         let before = try await agent.latestSequence()
         let (listener, serverPort) = try TestSocket.listener(v6: false)
         defer { listener.close() }
-        var expected: [Int: (sent: Int, received: Int, count: Int)] = [:]
+        var expected: ExpectedByClientPort = [:]
         for i in 0..<500 {
             let (up, down) = (1 + 37 * i, 5_003 - 9 * i)
             let client = try TestSocket.connect(v6: false, port: serverPort)
@@ -62,26 +62,7 @@ struct CaptureAccountingTests {
         #expect(all.filter { $0.port("raddr") == Int(serverPort) }.count == outgoing.count, "as of #\(settled)")
         #expect(all.filter { $0.port("laddr") == Int(serverPort) }.count == incoming.count)
 
-        let outByPort = Dictionary(grouping: outgoing) { $0.port("laddr") }
-        let inByPort = Dictionary(grouping: incoming) { $0.port("raddr") }
-        var wrong: [String] = []
-        for (port, e) in expected {
-            let out = outByPort[port] ?? []
-            let inc = inByPort[port] ?? []
-            if out.sum("bytes_sent") != e.sent || out.sum("bytes_received") != e.received {
-                wrong.append(
-                    "out \(port): \(out.sum("bytes_sent"))/\(out.sum("bytes_received")) != \(e.sent)/\(e.received)")
-            }
-            if inc.sum("bytes_sent") != e.received || inc.sum("bytes_received") != e.sent {
-                wrong.append(
-                    "in \(port): \(inc.sum("bytes_sent"))/\(inc.sum("bytes_received")) != \(e.received)/\(e.sent)")
-            }
-            for (side, flows) in [("out", out), ("in", inc)]
-            where flows.sum("tcp_established") != e.count || flows.sum("tcp_closed") != e.count {
-                wrong.append(
-                    "\(side) \(port): established \(flows.sum("tcp_established")) closed \(flows.sum("tcp_closed"))")
-            }
-        }
+        let wrong = mismatches(expected, outgoing: outgoing, incoming: incoming)
         #expect(wrong.isEmpty, "\(wrong.count) wrong: \(wrong.prefix(10))")
         #expect(outgoing.sum("tcp_closed") == 500 && incoming.sum("tcp_closed") == 500)
         #expect(outgoing.allSatisfy { $0["direction"] as? String == "outgoing" })

@@ -104,3 +104,32 @@ struct TestDatagramSocket {
 
     func close() { _ = Glibc.close(fd) }
 }
+
+/// What a test's short connections carried, by the client's port: bytes each way and how many
+/// connections used that port.
+typealias ExpectedByClientPort = [Int: (sent: Int, received: Int, count: Int)]
+
+/// One line per connection end whose reported bytes or handshake counts differ from what the test
+/// made: outgoing ends matched by their local port, incoming ones by their remote port.
+func mismatches(_ expected: ExpectedByClientPort, outgoing: [[String: Any]], incoming: [[String: Any]]) -> [String] {
+    let outByPort = Dictionary(grouping: outgoing) { $0.port("laddr") }
+    let inByPort = Dictionary(grouping: incoming) { $0.port("raddr") }
+    var wrong: [String] = []
+    for (port, e) in expected {
+        let out = outByPort[port] ?? []
+        let inc = inByPort[port] ?? []
+        if out.sum("bytes_sent") != e.sent || out.sum("bytes_received") != e.received {
+            wrong.append(
+                "out \(port): \(out.sum("bytes_sent"))/\(out.sum("bytes_received")) != \(e.sent)/\(e.received)")
+        }
+        if inc.sum("bytes_sent") != e.received || inc.sum("bytes_received") != e.sent {
+            wrong.append("in \(port): \(inc.sum("bytes_sent"))/\(inc.sum("bytes_received")) != \(e.received)/\(e.sent)")
+        }
+        for (side, flows) in [("out", out), ("in", inc)]
+        where flows.sum("tcp_established") != e.count || flows.sum("tcp_closed") != e.count {
+            wrong.append(
+                "\(side) \(port): established \(flows.sum("tcp_established")) closed \(flows.sum("tcp_closed"))")
+        }
+    }
+    return wrong
+}
