@@ -116,7 +116,7 @@ struct StatusJSON: Encodable {
     let now: Timestamp
 
     enum CodingKeys: String, CodingKey {
-        case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker
+        case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker, intake
         case dockerEvents = "docker_events"
         case modeReason = "mode_reason"
         case intervalSeconds = "interval_seconds"
@@ -177,6 +177,7 @@ struct StatusJSON: Encodable {
         try e.encode(s.docker, forKey: .docker)
         try e.encode(s.dockerEvents, forKey: .dockerEvents)
         try e.encodeIfPresent(s.ecs, forKey: .ecs)
+        try e.encodeIfPresent(s.intake, forKey: .intake)
         try e.encode(s.firstCollectionDone, forKey: .healthy)
         try e.encode(
             TrackerJSON(
