@@ -3,13 +3,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
 # Build and runtime packages; docker.io and busybox-static serve the tests that need a real dockerd.
-BUILD_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libcurl4-openssl-dev pkg-config bpftool
+BUILD_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libcurl4-openssl-dev libzstd-dev pkg-config bpftool
 TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nftables zstd python3 python3-venv curl
 # The ECS definitions are checked against the ECS API model and cfn-lint, pinned so that a new lint
-# rule cannot fail the tests with no change here.
-PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0
+# rule cannot fail the tests with no change here. grpcio-tools brings protoc: `make proto`, and the
+# test that decodes an intake message with it.
+PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 
-.PHONY: deps test-deps bpf build release run test fmt lint bench clean
+.PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
 # object, and embedded in the agent as bytes (Sources/CBPF/embedded_object.h, generated, not committed).
@@ -27,8 +28,30 @@ deps:
 
 test-deps: deps
 	@scripts/apt-ensure.sh $(TEST_PACKAGES)
-	@.build/python/bin/python3 -c 'import botocore, cfnlint' 2>/dev/null || \
+	@$(MAKE) --no-print-directory python-deps
+
+python-deps:
+	@scripts/apt-ensure.sh python3 python3-venv
+	@.build/python/bin/python3 -c 'import botocore, cfnlint, grpc_tools' 2>/dev/null || \
 		{ python3 -m venv .build/python && .build/python/bin/pip install -q --disable-pip-version-check $(PYTHON_PACKAGES); }
+
+# The intake's payload types: Sources/CNMIntakeProto/cnm_connections.pb.swift is generated from
+# proto/cnm_connections.proto and committed, so builds need neither protoc nor the plugin. After a
+# change to the .proto, `make proto` builds swift-protobuf's protoc-gen-swift (the version the package
+# depends on, once, into .build-protoc-gen) and regenerates with protoc from grpcio-tools.
+SWIFT_PROTOBUF_VERSION := 1.39.0
+SWIFT_PROTOBUF_GIT ?= https://github.com/apple/swift-protobuf.git
+PROTOC_GEN_SWIFT := .build-protoc-gen/swift-protobuf-$(SWIFT_PROTOBUF_VERSION)/.build/release/protoc-gen-swift
+
+$(PROTOC_GEN_SWIFT):
+	rm -rf .build-protoc-gen/swift-protobuf-$(SWIFT_PROTOBUF_VERSION)
+	git clone -q --depth 1 --branch $(SWIFT_PROTOBUF_VERSION) $(SWIFT_PROTOBUF_GIT) \
+		.build-protoc-gen/swift-protobuf-$(SWIFT_PROTOBUF_VERSION)
+	cd .build-protoc-gen/swift-protobuf-$(SWIFT_PROTOBUF_VERSION) && swift build -c release --product protoc-gen-swift
+
+proto: python-deps $(PROTOC_GEN_SWIFT)
+	.build/python/bin/python3 -m grpc_tools.protoc --plugin=protoc-gen-swift=$(PROTOC_GEN_SWIFT) \
+		--swift_opt=Visibility=Public --swift_out=Sources/CNMIntakeProto -Iproto proto/cnm_connections.proto
 
 $(BPF_BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(BPF_BUILD)

@@ -19,6 +19,7 @@ let package = Package(
         // Without its default traits Hummingbird needs neither full Foundation (and ICU) nor swift-configuration.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0", traits: []),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // The centre: connections, deltas, configuration, tags. Pure Swift, no system imports.
@@ -38,6 +39,11 @@ let package = Package(
             cSettings: [.unsafeFlags(["-Wall", "-Werror"])],
             linkerSettings: [.linkedLibrary("curl")]
         ),
+        .target(
+            name: "CZstd",
+            cSettings: [.unsafeFlags(["-Wall", "-Werror"])],
+            linkerSettings: [.linkedLibrary("zstd")]
+        ),
 
         // Adapters to the system.
         .target(name: "CNMNetlink", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
@@ -50,6 +56,24 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "CNMECS", dependencies: ["CNMModel", "CNMDocker"], swiftSettings: strict),
+
+        // Datadog's process intake: the generated payload types (from proto/, `make proto`), and the
+        // encoding, framing, queue and sender around them.
+        .target(
+            name: "CNMIntakeProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "CNMIntake",
+            dependencies: [
+                "CNMModel", "CNMIntakeProto", "CNMDocker", "CZstd",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
 
         // Puts the adapters together into one collection loop.
         .target(
@@ -77,7 +101,7 @@ let package = Package(
         .executableTarget(
             name: "cnm-agent",
             dependencies: [
-                "CNMModel", "CNMCollector", "CNMServer", "CNMDocker", "CLinux",
+                "CNMModel", "CNMCollector", "CNMServer", "CNMDocker", "CNMIntake", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -94,8 +118,10 @@ let package = Package(
         .testTarget(name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMECSTests", dependencies: ["CNMECS", "CNMModel"], swiftSettings: strict),
         .testTarget(
+            name: "CNMIntakeTests", dependencies: ["CNMIntake", "CNMIntakeProto", "CNMModel"], swiftSettings: strict),
+        .testTarget(
             name: "IntegrationTests",
-            dependencies: ["CNMModel", "CCurl", "CLinux"],
+            dependencies: ["CNMModel", "CCurl", "CLinux", "CNMIntake", "CNMIntakeProto"],
             swiftSettings: strict
         ),
     ],

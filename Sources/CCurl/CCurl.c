@@ -212,6 +212,21 @@ int cnm_curl_set_stream(cnm_curl *handle, cnm_curl_head_fn on_head, cnm_curl_bod
     return failed ? -1 : 0;
 }
 
+int cnm_curl_set_tls_verify(cnm_curl *handle, int verify) {
+    long on = verify ? 1L : 0L;
+    int failed = curl_easy_setopt(handle->easy, CURLOPT_SSL_VERIFYPEER, on) != CURLE_OK;
+    // 2 is libcurl's "verify the name"; 1 is not a valid value.
+    failed |= curl_easy_setopt(handle->easy, CURLOPT_SSL_VERIFYHOST, verify ? 2L : 0L) != CURLE_OK;
+    return failed ? -1 : 0;
+}
+
+int cnm_curl_set_proxy(cnm_curl *handle, const char *proxy) {
+    if (proxy == NULL) {
+        return 0;
+    }
+    return curl_easy_setopt(handle->easy, CURLOPT_PROXY, proxy) == CURLE_OK ? 0 : -1;
+}
+
 void cnm_curl_set_max_response_bytes(cnm_curl *handle, size_t max_bytes) { handle->max_response = max_bytes; }
 
 static cnm_curl_result cnm_curl_classify(const cnm_curl *handle, CURLcode code) {

@@ -58,6 +58,8 @@ public struct AgentStatus: Sendable {
     public var dockerEvents = "not connected yet"
     /// The ECS task metadata endpoint's last answer; nil outside ECS.
     public var ecs: String?
+    /// Shipping to Datadog's process intake; nil without `DD_API_KEY`.
+    public var intake: IntakeStatus?
 
     public init(
         version: String,

@@ -22,6 +22,10 @@ public struct HTTPRequest: Sendable {
     public var timeout: Duration
     /// A longer body fails the request instead of growing memory without bound.
     public var maxResponseBytes: Int
+    /// Whether an https server's certificate and name are checked.
+    public var verifyTLS: Bool
+    /// `http://host:port` of a proxy to go through; nil lets libcurl follow `https_proxy` and the like.
+    public var proxy: String?
 
     public init(
         method: Method = .get,
@@ -30,8 +34,12 @@ public struct HTTPRequest: Sendable {
         headers: [(name: String, value: String)] = [],
         connectTimeout: Duration = .seconds(2),
         timeout: Duration = .seconds(10),
-        maxResponseBytes: Int = 16 << 20
+        maxResponseBytes: Int = 16 << 20,
+        verifyTLS: Bool = true,
+        proxy: String? = nil
     ) {
+        self.verifyTLS = verifyTLS
+        self.proxy = proxy
         self.method = method
         self.url = url
         self.unixSocketPath = unixSocketPath
@@ -242,6 +250,12 @@ private func configure(_ handle: OpaquePointer, for request: HTTPRequest) -> Str
     if case .post(let body) = request.method {
         let added = body.withUnsafeBytes { cnm_curl_set_post_body(handle, $0.baseAddress, $0.count) }
         guard added == 0 else { return "cannot set the request body" }
+    }
+    guard cnm_curl_set_tls_verify(handle, request.verifyTLS ? 1 : 0) == 0 else {
+        return "cannot set TLS verification"
+    }
+    guard cnm_curl_set_proxy(handle, request.proxy) == 0 else {
+        return "cannot use proxy \(request.proxy ?? "")"
     }
     cnm_curl_set_max_response_bytes(handle, max(0, request.maxResponseBytes))
     return nil

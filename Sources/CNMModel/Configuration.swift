@@ -61,6 +61,8 @@ public struct Configuration: Sendable, Equatable {
     /// The ECS task metadata endpoint v4, set by ECS inside a task.
     public var ecsMetadataURI: String?
     public var ecsMetadataTimeoutMilliseconds = 500
+    /// Shipping to Datadog's process intake (`IntakeSettings.variables`); nil without `DD_API_KEY`.
+    public var intake: IntakeSettings?
 
     public enum EBPFStrategySetting: String, Sendable, CaseIterable {
         case auto
@@ -170,6 +172,7 @@ public struct Configuration: Sendable, Equatable {
             ecsMetadataURI = uri
         }
         ecsMetadataTimeoutMilliseconds = try reader.integer("DD_ECS_METADATA_TIMEOUT", atLeast: 1) ?? 500
+        intake = try IntakeSettings(reader: reader)
     }
 
     /// Whether a container's flows are left out of the reports.
@@ -238,7 +241,7 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
     public var description: String { "invalid \(variable)=\"\(value)\": expected \(accepted)" }
 }
 
-private struct Reader {
+struct Reader {
     let environment: [String: String]
 
     func string(_ name: String) -> String? {
@@ -248,7 +251,8 @@ private struct Reader {
     }
 
     func invalid(_ name: String, _ value: String) -> ConfigurationError {
-        let accepted = Configuration.variables.first { $0.name == name }?.accepts ?? "a valid value"
+        let known = Configuration.variables + IntakeSettings.variables
+        let accepted = known.first { $0.name == name }?.accepts ?? "a valid value"
         return ConfigurationError(variable: name, value: value, accepted: accepted)
     }
 

@@ -117,6 +117,7 @@ struct StatusJSON: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker, capture
+        case intake
         case dockerEvents = "docker_events"
         case modeReason = "mode_reason"
         case intervalSeconds = "interval_seconds"
@@ -182,6 +183,7 @@ struct StatusJSON: Encodable {
         try e.encode(s.docker, forKey: .docker)
         try e.encode(s.dockerEvents, forKey: .dockerEvents)
         try e.encodeIfPresent(s.ecs, forKey: .ecs)
+        try e.encodeIfPresent(s.intake, forKey: .intake)
         try e.encode(s.firstCollectionDone, forKey: .healthy)
         try e.encode(
             TrackerJSON(

@@ -1,6 +1,7 @@
 import CLinux
 import CNMCollector
 import CNMDocker
+import CNMIntake
 import CNMModel
 import CNMServer
 import FoundationEssentials
@@ -79,8 +80,23 @@ let terminal: Bool =
     case .auto: isatty(STDOUT_FILENO) == 1
     }
 
+// With DD_API_KEY, every interval's connections also go to Datadog's process intake.
+let intake = configuration.intake.map { settings in
+    let host = HostDescription.detect(hostname: hostname, hostTags: configuration.hostTags, environment: environment)
+    do {
+        return try IntakeSender(settings: settings, host: host, version: version, logger: logger) { status in
+            store.updateStatus { $0.intake = status }
+        }
+    } catch {
+        logger.critical("cannot set up the intake's HTTP client", metadata: ["error": "\(error)"])
+        exit(1)
+    }
+}
+if intake == nil { logger.info("DD_API_KEY is not set: connections are served locally only") }
+
 let collector = CollectionService(configuration: configuration, store: store, logger: logger) {
     report in
+    intake?.submit(report)
     guard terminal else { return }
     let table = TerminalTable.render(
         report, rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds)
@@ -89,7 +105,7 @@ let collector = CollectionService(configuration: configuration, store: store, lo
 let api = APIServer.application(store: store, address: configuration.httpAddress, logger: logger) { .now }
 let group = ServiceGroup(
     configuration: .init(
-        services: [.init(service: collector), .init(service: api)],
+        services: [.init(service: collector), .init(service: api)] + (intake.map { [.init(service: $0)] } ?? []),
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger
     )

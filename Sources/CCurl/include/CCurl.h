@@ -49,6 +49,11 @@ int cnm_curl_set_timeouts_ms(cnm_curl *handle, long connect_ms, long total_ms);
 int cnm_curl_add_header(cnm_curl *handle, const char *line);
 /// Makes the request a POST of these bytes (length may be 0).
 int cnm_curl_set_post_body(cnm_curl *handle, const void *body, size_t length);
+/// 0 turns off verification of the server's certificate and host name (on by default).
+int cnm_curl_set_tls_verify(cnm_curl *handle, int verify);
+/// Sends the request through this proxy ("http://host:port"); NULL leaves libcurl's own choice, which
+/// follows the http_proxy / https_proxy / no_proxy variables.
+int cnm_curl_set_proxy(cnm_curl *handle, const char *proxy);
 /// The largest body kept; a longer response ends the request with CNM_CURL_TOO_LARGE.
 void cnm_curl_set_max_response_bytes(cnm_curl *handle, size_t max_bytes);
 

@@ -1,0 +1,282 @@
+import CNMDocker
+import CNMIntakeProto
+import CNMModel
+import FoundationEssentials
+import Glibc
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Ships each interval's connections to Datadog's process intake. `submit` only hands the report
+/// over: encoding and sending run on the sender's own tasks, and the HTTP transfers on the HTTP
+/// client's own thread, so a slow or unreachable intake never delays collection. What cannot be sent
+/// yet waits in a bounded queue; when it overflows the oldest interval goes, and the loss is counted.
+public final class IntakeSender: Service, Sendable {
+    /// One interval's messages, sent in order; the queue holds whole intervals, as Datadog's agent
+    /// does, so that a group is never half evicted.
+    struct PendingInterval: Sendable {
+        var groupID: Int32
+        var bodies: [[UInt8]]
+        /// Seconds since the epoch at the end of the interval: `X-DD-Agent-Timestamp`.
+        var timestampSeconds: Int64
+        var bytes: Int { bodies.reduce(0) { $0 + $1.count } }
+    }
+
+    enum Outcome: Equatable {
+        case accepted
+        /// Worth trying again after a pause: timeouts, connection errors, 408, 429, 5xx.
+        case retry(String)
+        /// The intake will never take this message.
+        case rejected(String, forbidden: Bool)
+    }
+
+    private struct State {
+        var queue: DeliveryQueue<PendingInterval>
+        var status: IntakeStatus
+        var forbiddenLogged = false
+        var failing = false
+    }
+
+    private let settings: IntakeSettings
+    private let host: HostDescription
+    private let version: String
+    private let logger: Logger
+    private let publish: @Sendable (IntakeStatus) -> Void
+    private let client: HTTPClient
+    private let backoff: Backoff
+    private let state: Mutex<State>
+    private let reports: AsyncStream<IntervalReport>
+    private let reportInput: AsyncStream<IntervalReport>.Continuation
+    private let wake: AsyncStream<Void>
+    private let wakeInput: AsyncStream<Void>.Continuation
+
+    /// `publish` receives the sender's status after every change (for `/status`).
+    public init(
+        settings: IntakeSettings,
+        host: HostDescription,
+        version: String,
+        logger: Logger,
+        publish: @escaping @Sendable (IntakeStatus) -> Void
+    ) throws(HTTPError) {
+        self.settings = settings
+        self.host = host
+        self.version = version
+        self.logger = logger
+        self.publish = publish
+        self.client = try HTTPClient(label: "cnm.intake")
+        self.backoff = Backoff(base: settings.backoffBaseSeconds, max: settings.backoffMaxSeconds)
+        let status = IntakeStatus(endpoint: settings.endpoint, apiKey: settings.redactedAPIKey)
+        self.state = Mutex(
+            State(queue: DeliveryQueue(maxItems: settings.queueSize, maxBytes: settings.queueBytes), status: status))
+        // The encoder keeps up with one report per interval; a small buffer only absorbs a hiccup.
+        (reports, reportInput) = AsyncStream.makeStream(of: IntervalReport.self, bufferingPolicy: .bufferingOldest(8))
+        (wake, wakeInput) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        publish(status)
+    }
+
+    /// Hands an interval's report to the sender; returns at once.
+    public func submit(_ report: IntervalReport) {
+        if case .dropped = reportInput.yield(report) {
+            update { $0.status.dropped += 1 }
+            logger.warning("intake encoder behind: an interval's connections were dropped")
+        }
+    }
+
+    public func run() async throws {
+        logger.info(
+            "shipping connections to Datadog",
+            metadata: [
+                "endpoint": "\(settings.endpoint)", "api_key": "\(settings.redactedAPIKey)",
+                "max_conns_per_message": "\(settings.maxConnectionsPerMessage)",
+            ])
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask {
+                    for await report in self.reports { self.enqueue(report) }
+                }
+                group.addTask { await self.sendLoop() }
+            }
+        }
+    }
+
+    /// Encodes a report into its messages and queues them as one interval.
+    func enqueue(_ report: IntervalReport) {
+        let groupID = Int32(truncatingIfNeeded: report.sequence)
+        let messages = ConnectionsPayload.messages(
+            for: report, host: host, groupID: groupID, maxPerMessage: settings.maxConnectionsPerMessage)
+        guard !messages.isEmpty else { return }
+        let milliseconds = report.end.nanoseconds / 1_000_000
+        var bodies: [[UInt8]] = []
+        for message in messages {
+            do {
+                bodies.append(try IntakeMessage.encode(message, timestampMilliseconds: milliseconds))
+            } catch {
+                logger.error("cannot encode an intake message, dropped", metadata: ["error": "\(error)"])
+                update {
+                    $0.status.dropped += 1
+                    $0.status.lastError = "\(error)"
+                }
+            }
+        }
+        guard !bodies.isEmpty else { return }
+        let pending = PendingInterval(groupID: groupID, bodies: bodies, timestampSeconds: milliseconds / 1000)
+        let evicted = update { state in
+            let evicted = state.queue.push(pending, bytes: pending.bytes)
+            let lost = evicted.reduce(UInt64(0)) { $0 + UInt64($1.bodies.count) }
+            state.status.dropped += lost
+            state.status.droppedQueueFull += lost
+            return evicted
+        }
+        if !evicted.isEmpty {
+            logger.warning(
+                "intake queue full: dropped the oldest intervals",
+                metadata: [
+                    "groups": "\(evicted.map(\.groupID))", "messages": "\(evicted.reduce(0) { $0 + $1.bodies.count })",
+                    "queue_size": "\(settings.queueSize)", "queue_bytes": "\(settings.queueBytes)",
+                ])
+        }
+        wakeInput.yield()
+    }
+
+    private func sendLoop() async {
+        var wakeups = wake.makeAsyncIterator()
+        while !Task.isCancelled {
+            guard let pending = update({ $0.queue.pop() }) else {
+                guard await wakeups.next() != nil else { return }
+                continue
+            }
+            for (index, body) in pending.bodies.enumerated() {
+                guard await deliver(body, of: pending, index: index) else { return }
+            }
+        }
+    }
+
+    /// Sends one message until the intake takes or refuses it; false when cancelled first.
+    private func deliver(_ body: [UInt8], of pending: PendingInterval, index: Int) async -> Bool {
+        var attempt = 0
+        while !Task.isCancelled {
+            let outcome = await post(body, timestampSeconds: pending.timestampSeconds)
+            switch outcome {
+            case .accepted:
+                let recovered = update { state in
+                    state.status.sent += 1
+                    state.status.lastSuccess = Self.now()
+                    defer { state.failing = false }
+                    return state.failing
+                }
+                if recovered { logger.notice("intake reachable again", metadata: ["endpoint": "\(settings.endpoint)"]) }
+                return true
+            case .retry(let reason):
+                let first = update { state in
+                    state.status.retried += 1
+                    state.status.lastError = reason
+                    defer { state.failing = true }
+                    return !state.failing
+                }
+                let delay = backoff.delay(attempt: attempt)
+                attempt += 1
+                let metadata: Logger.Metadata = [
+                    "endpoint": "\(settings.endpoint)", "error": "\(reason)", "group": "\(pending.groupID)",
+                    "retry_in_s": "\(String(format: "%.2f", delay))",
+                ]
+                if first {
+                    logger.warning("intake unavailable, retrying with backoff", metadata: metadata)
+                } else {
+                    logger.debug("intake still unavailable", metadata: metadata)
+                }
+                do {
+                    try await Task.sleep(for: .milliseconds(Int64(delay * 1000)))
+                } catch {
+                    return false
+                }
+            case .rejected(let reason, let forbidden):
+                let firstForbidden = update { state in
+                    state.status.dropped += 1
+                    state.status.lastError = reason
+                    defer { if forbidden { state.forbiddenLogged = true } }
+                    return forbidden && !state.forbiddenLogged
+                }
+                if firstForbidden {
+                    logger.error(
+                        """
+                        Datadog rejected the API key ending in \(settings.apiKey.suffix(4)): \(settings.intakeHost) \
+                        answered 403 Forbidden; connections are not shipped until DD_API_KEY is fixed
+                        """,
+                        metadata: ["endpoint": "\(settings.endpoint)"])
+                } else if !forbidden {
+                    logger.warning(
+                        "intake refused a message, dropped it",
+                        metadata: [
+                            "endpoint": "\(settings.endpoint)", "reason": "\(reason)", "group": "\(pending.groupID)",
+                        ])
+                }
+                return true
+            }
+        }
+        return false
+    }
+
+    func post(_ body: [UInt8], timestampSeconds: Int64) async -> Outcome {
+        let request = HTTPRequest(
+            method: .post(body: Data(body)),
+            url: settings.endpoint,
+            headers: [
+                ("DD-Api-Key", settings.apiKey),
+                ("X-Dd-Hostname", host.hostname),
+                ("X-DD-Agent-Timestamp", "\(timestampSeconds)"),
+                ("X-Dd-Processagentversion", version),
+                // Datadog's agent sends 0 on connections messages: containers travel in the payload.
+                ("X-Dd-ContainerCount", "0"),
+                ("Content-Type", "application/x-protobuf"),
+                ("User-Agent", "cnm-agent/\(version)"),
+                // No "Expect: 100-continue" round trip before the body.
+                ("Expect", ""),
+            ],
+            connectTimeout: .milliseconds(Int64(min(settings.timeoutSeconds, 10) * 1000)),
+            timeout: .milliseconds(Int64(settings.timeoutSeconds * 1000)),
+            maxResponseBytes: 1 << 20,
+            verifyTLS: settings.verifyTLS,
+            proxy: settings.proxy
+        )
+        do {
+            let response = try await client.perform(request)
+            return Self.classify(status: response.status, body: response.body)
+        } catch {
+            return .retry("\(error.kind): \(error.message)")
+        }
+    }
+
+    /// What an answer from the intake means for the message.
+    static func classify(status: Int, body: Data) -> Outcome {
+        switch status {
+        case 200..<300:
+            return .accepted
+        case 408, 429, 500..<600:
+            return .retry("HTTP \(status)")
+        case 403:
+            return .rejected("HTTP 403: API key rejected", forbidden: true)
+        default:
+            let text = String(decoding: body.prefix(200), as: UTF8.self)
+                .filter { !$0.isNewline }
+            return .rejected("HTTP \(status)\(text.isEmpty ? "" : ": \(text)")", forbidden: false)
+        }
+    }
+
+    @discardableResult
+    private func update<T>(_ change: (inout State) -> T) -> T {
+        let (result, status) = state.withLock { state in
+            let result = change(&state)
+            state.status.queueDepth = state.queue.count
+            state.status.queueBytes = state.queue.bytes
+            return (result, state.status)
+        }
+        publish(status)
+        return result
+    }
+
+    private static func now() -> Timestamp {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Timestamp(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
+    }
+}

@@ -1,0 +1,48 @@
+/// What `/status` says of shipping to Datadog's process intake.
+public struct IntakeStatus: Sendable, Equatable, Encodable {
+    public var endpoint: String
+    /// Only the key's last four characters.
+    public var apiKey: String
+    /// Messages the intake accepted.
+    public var sent: UInt64 = 0
+    /// Attempts that failed in a way worth trying again (timeouts, connection errors, 408, 429, 5xx).
+    public var retried: UInt64 = 0
+    /// Messages given up on: the queue overflowed (oldest first) or the intake refused them (4xx).
+    public var dropped: UInt64 = 0
+    /// Of `dropped`, those pushed out of a full queue.
+    public var droppedQueueFull: UInt64 = 0
+    /// Intervals waiting, besides the one being sent, and their messages' bytes.
+    public var queueDepth = 0
+    public var queueBytes = 0
+    public var lastError: String?
+    public var lastSuccess: Timestamp?
+
+    public init(endpoint: String, apiKey: String) {
+        self.endpoint = endpoint
+        self.apiKey = apiKey
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case endpoint, sent, retried, dropped
+        case apiKey = "api_key"
+        case droppedQueueFull = "dropped_queue_full"
+        case queueDepth = "queue_depth"
+        case queueBytes = "queue_bytes"
+        case lastError = "last_error"
+        case lastSuccessUnixSeconds = "last_success_unix_s"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var e = encoder.container(keyedBy: CodingKeys.self)
+        try e.encode(endpoint, forKey: .endpoint)
+        try e.encode(apiKey, forKey: .apiKey)
+        try e.encode(sent, forKey: .sent)
+        try e.encode(retried, forKey: .retried)
+        try e.encode(dropped, forKey: .dropped)
+        try e.encode(droppedQueueFull, forKey: .droppedQueueFull)
+        try e.encode(queueDepth, forKey: .queueDepth)
+        try e.encode(queueBytes, forKey: .queueBytes)
+        try e.encode(lastError, forKey: .lastError)
+        try e.encode(lastSuccess.map { $0.nanoseconds / 1_000_000_000 }, forKey: .lastSuccessUnixSeconds)
+    }
+}

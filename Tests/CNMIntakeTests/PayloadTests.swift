@@ -1,0 +1,117 @@
+import CNMIntakeProto
+import CNMModel
+import Testing
+
+@testable import CNMIntake
+
+@Suite struct PayloadTests {
+    static func connection(_ n: Int, container: String? = nil, tags: [String] = []) -> Connection {
+        var stats = ConnectionStats()
+        stats.bytesSent = UInt64(1000 + n)
+        stats.bytesReceived = UInt64(2000 + n)
+        stats.packetsSent = 3
+        stats.packetsReceived = 4
+        stats.retransmits = 5
+        stats.tcpEstablished = 1
+        stats.tcpClosed = 1
+        stats.tcpFailures = [104: 2]
+        stats.rttMicros = 250
+        stats.rttVarMicros = 40
+        let key = ConnectionKey(
+            transport: .tcp,
+            local: Endpoint(.v4(0x7F00_0001), UInt16(10_000 + n % 50_000)),
+            remote: Endpoint(.v4(0x0A00_0002), 443),
+            netns: 4_026_531_840,
+            pid: Int32(100 + n),
+            direction: .outgoing
+        )
+        var c = Connection(key: key, stats: stats, localContainerID: container, intraHost: n % 2 == 0)
+        c.tags = tags
+        return c
+    }
+
+    static let host = HostDescription(
+        hostname: "h1", hostTags: ["env:prod", "team:net"], containerHostType: .fargateEcs, architecture: "x86_64",
+        kernelVersion: "6.1.0", platform: "debian", platformVersion: "12")
+
+    @Test(arguments: [(0, 600, 0), (1, 600, 1), (600, 600, 1), (601, 600, 2), (1250, 600, 3), (7, 1, 7)])
+    func batchesHoldAtMostTheLimit(total: Int, limit: Int, expected: Int) {
+        let report = IntervalReport(
+            sequence: 9, start: .init(nanoseconds: 0), end: .init(nanoseconds: 5_000_000_000),
+            connections: (0..<total).map { Self.connection($0) })
+        let messages = ConnectionsPayload.messages(for: report, host: Self.host, groupID: 9, maxPerMessage: limit)
+        #expect(messages.count == expected)
+        #expect(messages.allSatisfy { $0.groupSize == Int32(expected) && $0.groupID == 9 })
+        #expect(messages.allSatisfy { $0.connections.count <= limit && !$0.connections.isEmpty })
+        // Every connection once, in order.
+        #expect(messages.flatMap(\.connections).map(\.pid) == (0..<total).map { Int32(100 + $0) })
+    }
+
+    @Test func everyFieldIsMapped() throws {
+        let c = Self.connection(2, container: "abc123", tags: ["container_name:web", "env:prod"])
+        var remote = Self.connection(3)
+        remote.key.transport = .udp
+        remote.key.local = Endpoint(IPAddress(parsing: "::1")!, 53)
+        remote.key.remote = Endpoint(IPAddress(parsing: "fe80::1")!, 5353)
+        remote.key.direction = .incoming
+        remote.key.pid = nil
+        remote.remoteContainerID = "peer"
+        let report = IntervalReport(
+            sequence: 1, start: .init(nanoseconds: 0), end: .init(nanoseconds: 1), connections: [c, remote])
+        let message = try #require(
+            ConnectionsPayload.messages(for: report, host: Self.host, groupID: 1, maxPerMessage: 600).first)
+        #expect(message.hostName == "h1")
+        #expect(message.containerHostType == .fargateEcs)
+        #expect(message.architecture == "x86_64")
+        #expect(message.kernelVersion == "6.1.0")
+        #expect(message.platform == "debian")
+        #expect(message.platformVersion == "12")
+        #expect(message.containerForPid == [102: "abc123"])
+        #expect(
+            TagEncoder.decode(Array(message.encodedTags), index: message.hostTagsIndex) == ["env:prod", "team:net"])
+
+        let first = message.connections[0]
+        #expect(first.pid == 102)
+        #expect(first.laddr.ip == "127.0.0.1" && first.laddr.port == 10_002 && first.laddr.containerID == "abc123")
+        #expect(first.raddr.ip == "10.0.0.2" && first.raddr.port == 443 && first.raddr.containerID == "")
+        #expect(first.family == .v4 && first.type == .tcp && first.direction == .outgoing)
+        #expect(first.netNs == 4_026_531_840)
+        #expect(first.lastBytesSent == 1002 && first.lastBytesReceived == 2002)
+        #expect(first.lastPacketsSent == 3 && first.lastPacketsReceived == 4 && first.lastRetransmits == 5)
+        #expect(first.lastTcpEstablished == 1 && first.lastTcpClosed == 1)
+        #expect(first.rtt == 250 && first.rttVar == 40 && first.intraHost)
+        #expect(first.tcpFailuresByErrCode == [104: 2])
+        let tags = TagEncoder.decode(Array(message.encodedConnectionsTags), index: first.tagsIdx)
+        #expect(tags == ["container_name:web", "env:prod"])
+
+        let second = message.connections[1]
+        #expect(second.pid == 0 && second.type == .udp && second.family == .v6 && second.direction == .incoming)
+        #expect(second.laddr.ip == "::1" && second.raddr.ip == "fe80::1" && second.raddr.containerID == "peer")
+        #expect(second.tagsIdx == -1)
+    }
+
+    @Test func eachMessageCarriesItsOwnTagBuffer() throws {
+        let report = IntervalReport(
+            sequence: 3, start: .init(nanoseconds: 0), end: .init(nanoseconds: 1),
+            connections: (0..<5).map { Self.connection($0, tags: ["n:\($0 % 3)", "host:h1"]) })
+        let messages = ConnectionsPayload.messages(for: report, host: Self.host, groupID: 3, maxPerMessage: 2)
+        var seen = 0
+        for message in messages {
+            for c in message.connections {
+                let n = Int(c.pid) - 100
+                let tags = TagEncoder.decode(Array(message.encodedConnectionsTags), index: c.tagsIdx)
+                #expect(tags == ["host:h1", "n:\(n % 3)"])
+                seen += 1
+            }
+        }
+        #expect(seen == 5)
+    }
+
+    @Test func osReleaseIsParsed() {
+        let values = HostDescription.parseOSRelease(
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n# comment=x\n")
+        #expect(values["ID"] == "debian")
+        #expect(values["VERSION_ID"] == "12")
+        #expect(values["# comment"] == nil)
+    }
+}

@@ -1,0 +1,317 @@
+import CNMIntake
+import CNMIntakeProto
+import Foundation
+import Glibc
+import Testing
+
+/// The real agent ships its connections to a local stand-in for Datadog's process intake, which
+/// decodes every request as the intake does.
+@Suite(
+    .serialized, .enabled(if: Environment.isRoot, "needs root: the agent reads every process's sockets"),
+    .enabled(if: Environment.hasAgentBinary, "build the agent first (swift build): .build/debug/cnm-agent"))
+struct IntakeTests {
+    static let apiKey = "cnm-test-key-0000abcd"
+
+    static func agent(_ intake: FakeIntake, _ extra: [String: String] = [:]) throws -> AgentProcess {
+        var environment = [
+            "DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true",
+            "DD_API_KEY": apiKey,
+            "DD_PROCESS_CONFIG_PROCESS_DD_URL": intake.baseURL,
+            "DD_HOSTNAME": "intake-test-host",
+            "DD_TAGS": "team:cnm,suite:intake",
+        ]
+        environment.merge(extra) { $1 }
+        return try AgentProcess(environment: environment)
+    }
+
+    struct Flow {
+        var client: TestSocket
+        var server: TestSocket
+        var clientPort: UInt16
+        var serverPort: UInt16
+        var a: Int
+        var b: Int
+    }
+
+    /// Loopback TCP connections with byte counts the test controls: `a` bytes from client to server,
+    /// `b` back. They stay open until `close`, so that the agent sees their sockets and owners alive.
+    /// The listener stays open too: a connection is incoming where its local port is a listening one's.
+    static func openFlows(_ sizes: [(a: Int, b: Int)]) throws -> (TestSocket, [Flow]) {
+        let (listener, serverPort) = try TestSocket.listener(v6: false)
+        let flows = try sizes.map { size in
+            let client = try TestSocket.connect(v6: false, port: serverPort)
+            let server = try listener.accept()
+            try client.send(size.a)
+            try server.receive(size.a)
+            try server.send(size.b)
+            try client.receive(size.b)
+            return Flow(
+                client: client, server: server, clientPort: try client.localPort(), serverPort: serverPort, a: size.a,
+                b: size.b)
+        }
+        return (listener, flows)
+    }
+
+    /// Closes both ends in order, reading each to its end.
+    static func close(_ flows: [Flow]) throws {
+        for flow in flows {
+            flow.client.shutdownWrite()
+            _ = try flow.server.receiveToEOF()
+            flow.server.close()
+            _ = try flow.client.receiveToEOF()
+            flow.client.close()
+        }
+    }
+
+    /// Opens the flows, lets the agent sample them through one whole interval, and closes them.
+    static func workload(_ sizes: [(a: Int, b: Int)], agent: AgentProcess) async throws -> [Flow] {
+        let (listener, flows) = try openFlows(sizes)
+        defer { listener.close() }
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
+        try close(flows)
+        // Closed after the flows' last report could still show them ending, as a real server would be.
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 1)
+        return flows
+    }
+
+    static func connections(_ requests: [FakeIntake.Request]) -> [(
+        Datadog_ProcessAgent_CollectorConnections, Datadog_ProcessAgent_Connection
+    )] {
+        requests.compactMap(\.decoded).flatMap { message in message.connections.map { (message, $0) } }
+    }
+
+    @Test func everyConnectionArrivesWithExactBytesInBatchesOfTheConfiguredSize() async throws {
+        let intake = try FakeIntake(.status(202))
+        let agent = try Self.agent(intake, ["DD_SYSTEM_PROBE_CONFIG_MAX_CONNS_PER_MESSAGE": "2"])
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+
+        let flows = try await Self.workload(
+            [(40_001, 7_919), (25_013, 30_011), (1, 65_537), (123_457, 2)], agent: agent)
+        let pid = Int32(getpid())
+        // Wait until both ends of every flow were reported closed; then their sums are final.
+        let entries = try await waitFor("every flow's ends reported closed at the intake", timeout: .seconds(30)) {
+            let all = Self.connections(intake.accepted)
+            let closed = flows.allSatisfy { flow in
+                let ends = all.filter {
+                    ($0.1.laddr.port == flow.clientPort && $0.1.raddr.port == flow.serverPort)
+                        || ($0.1.laddr.port == flow.serverPort && $0.1.raddr.port == flow.clientPort)
+                }
+                return ends.map(\.1.lastTcpClosed).reduce(0, +) >= 2
+            }
+            return closed ? all : nil
+        }
+        #expect(intake.requests.allSatisfy { $0.decodeError == nil }, "\(intake.requests.compactMap(\.decodeError))")
+
+        for flow in flows {
+            let outgoing = entries.filter { $0.1.laddr.port == flow.clientPort && $0.1.raddr.port == flow.serverPort }
+            let incoming = entries.filter { $0.1.laddr.port == flow.serverPort && $0.1.raddr.port == flow.clientPort }
+            func sum(
+                _ list: [(Datadog_ProcessAgent_CollectorConnections, Datadog_ProcessAgent_Connection)],
+                _ field: (Datadog_ProcessAgent_Connection) -> UInt64
+            ) -> UInt64 {
+                list.map { field($0.1) }.reduce(0, +)
+            }
+            #expect(sum(outgoing) { $0.lastBytesSent } == UInt64(flow.a), "\(flow)")
+            #expect(sum(outgoing) { $0.lastBytesReceived } == UInt64(flow.b), "\(flow)")
+            #expect(sum(incoming) { $0.lastBytesSent } == UInt64(flow.b), "\(flow)")
+            #expect(sum(incoming) { $0.lastBytesReceived } == UInt64(flow.a), "\(flow)")
+            #expect(
+                sum(outgoing) { UInt64($0.lastTcpEstablished) } == 1 && sum(incoming) { UInt64($0.lastTcpClosed) } == 1)
+            #expect(sum(outgoing) { $0.lastPacketsSent } > 0 && sum(incoming) { $0.lastPacketsReceived } > 0)
+            for (message, c) in outgoing + incoming {
+                #expect(c.pid == pid)
+                #expect(c.family == .v4 && c.type == .tcp && c.intraHost)
+                #expect(c.laddr.ip == "127.0.0.1" && c.raddr.ip == "127.0.0.1")
+                #expect(c.netNs != 0)
+                let tags = TagEncoder.decode(Array(message.encodedConnectionsTags), index: c.tagsIdx)
+                #expect(tags?.contains("team:cnm") == true && tags?.contains("suite:intake") == true, "\(tags ?? [])")
+            }
+            #expect(
+                outgoing.allSatisfy { $0.1.direction == .outgoing }
+                    && incoming.allSatisfy { $0.1.direction == .incoming })
+            #expect(outgoing.contains { $0.1.rtt > 0 })
+        }
+
+        // Batching: at most 2 connections per message, every group whole, one groupSize per group.
+        let messages = intake.accepted.compactMap(\.decoded)
+        #expect(messages.allSatisfy { (1...2).contains($0.connections.count) })
+        let newest = messages.map(\.groupID).max() ?? 0
+        for (group, members) in Dictionary(grouping: messages, by: \.groupID) where group < newest {
+            #expect(Set(members.map(\.groupSize)).count == 1)
+            #expect(members.count == Int(members[0].groupSize), "group \(group)")
+        }
+        #expect(messages.contains { $0.groupSize > 1 }, "the workload alone needs several messages")
+
+        // Host fields and headers.
+        var names = utsname()
+        uname(&names)
+        let release = withUnsafeBytes(of: &names.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for message in messages {
+            #expect(message.hostName == "intake-test-host")
+            #expect(message.kernelVersion == release && !message.architecture.isEmpty && !message.platform.isEmpty)
+            #expect(
+                TagEncoder.decode(Array(message.encodedTags), index: message.hostTagsIndex) == [
+                    "suite:intake", "team:cnm",
+                ])
+        }
+        let now = Int(Date().timeIntervalSince1970)
+        for request in intake.accepted {
+            #expect(request.header("DD-Api-Key") == Self.apiKey)
+            #expect(request.header("X-Dd-Hostname") == "intake-test-host")
+            #expect(request.header("Content-Type") == "application/x-protobuf")
+            #expect(request.header("X-Dd-ContainerCount") == "0")
+            #expect(request.header("X-Dd-Processagentversion")?.isEmpty == false)
+            let timestamp = Int(request.header("X-DD-Agent-Timestamp") ?? "") ?? 0
+            #expect(abs(timestamp - now) < 120)
+            let header = try #require(IntakeMessageHeader(parsing: request.body))
+            #expect(Int(header.timestampMilliseconds / 1000) == timestamp)
+        }
+
+        // /status: the intake section, the key only as its last four characters, never whole.
+        let (_, raw) = try await agent.get("/status")
+        #expect(!String(decoding: raw, as: UTF8.self).contains(Self.apiKey))
+        let section = try #require(try await agent.json("/status")["intake"] as? [String: Any])
+        #expect(section["api_key"] as? String == "****abcd")
+        #expect(section["endpoint"] as? String == intake.baseURL + "/api/v1/connections")
+        #expect(section.int("sent") >= messages.count - 2 && section.int("dropped") == 0)
+        #expect(
+            section.keys.contains("queue_depth") && section.keys.contains("retried")
+                && section.keys.contains("last_error"))
+        #expect(!agent.log.contains(Self.apiKey), "the API key must never be logged")
+    }
+
+    static var hasIndependentDecoder: Bool {
+        FileManager.default.isExecutableFile(atPath: "/usr/bin/zstd")
+            && (try? Environment.run(
+                Environment.root.appendingPathComponent(".build/python/bin/python3").path, ["-c", "import grpc_tools"]
+            ).status) == 0
+    }
+
+    /// One captured body read by other tools: the zstd command and protoc, against our .proto.
+    @Test(
+        .enabled(if: IntakeTests.hasIndependentDecoder, "needs zstd and grpcio-tools in .build/python: make test-deps"))
+    func aCapturedBodyDecodesWithZstdAndProtoc() async throws {
+        let intake = try FakeIntake(.status(200))
+        let agent = try Self.agent(intake)
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        _ = try await Self.workload([(4_242, 2_424)], agent: agent)
+        let body = try await waitFor("a message with connections") {
+            intake.accepted.first { ($0.decoded?.connections.count ?? 0) > 0 }?.body
+        }
+        let directory = NSTemporaryDirectory() + "cnm-intake-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let compressed = directory + "/body.zst"
+        try Data(body.dropFirst(16)).write(to: URL(fileURLWithPath: compressed))
+        let unzipped = try Environment.run(
+            "/usr/bin/zstd", ["-d", "-q", "-f", compressed, "-o", directory + "/body.pb"])
+        #expect(unzipped.status == 0, "\(unzipped.output)")
+
+        // protoc reads the message on standard input: run it through a shell for the redirection.
+        let python = Environment.root.appendingPathComponent(".build/python/bin/python3").path
+        let proto = Environment.root.appendingPathComponent("proto").path
+        let decoded = try Environment.run(
+            "/bin/sh",
+            [
+                "-c",
+                "'\(python)' -m grpc_tools.protoc --decode datadog.process_agent.CollectorConnections -I '\(proto)' cnm_connections.proto < '\(directory)/body.pb'",
+            ]
+        )
+        #expect(decoded.status == 0, "\(decoded.output)")
+        for field in [
+            "hostName: \"intake-test-host\"", "connections {", "laddr {", "ip: \"127.0.0.1\"", "lastBytesSent:",
+            "groupId:", "groupSize: 1", "encodedConnectionsTags:", "kernelVersion:", "direction: outgoing",
+        ] {
+            #expect(decoded.output.contains(field), "\(field) missing in:\n\(decoded.output.prefix(3000))")
+        }
+    }
+
+    /// 500s, then silence, then a closed port, then recovery: what fit in the queue arrives exactly once,
+    /// the oldest of what did not is dropped and counted; then a 403 and a 400 are said clearly.
+    @Test func outagesLoseOnlyWhatOverflowsTheQueue() async throws {
+        let intake = try FakeIntake(.status(500))
+        let agent = try Self.agent(
+            intake,
+            [
+                "DD_FORWARDER_TIMEOUT": "1", "DD_FORWARDER_BACKOFF_BASE": "0.1", "DD_FORWARDER_BACKOFF_MAX": "0.4",
+                "DD_PROCESS_CONFIG_QUEUE_SIZE": "3", "DD_SYSTEM_PROBE_CONFIG_MAX_CONNS_PER_MESSAGE": "50",
+            ])
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        func intakeStatus() async throws -> [String: Any] {
+            try #require(try await agent.json("/status")["intake"] as? [String: Any])
+        }
+
+        _ = try await waitFor("three 500s") { intake.requests.filter { $0.answered == 500 }.count >= 3 ? true : nil }
+        let firstFailing = try #require(intake.requests.first?.decoded?.groupID)
+        intake.set(.hang)
+        _ = try await waitFor("two requests left unanswered") {
+            intake.requests.filter { $0.answered == nil }.count >= 2 ? true : nil
+        }
+        intake.closePort()
+        let retriedAtClose = try await intakeStatus().int("retried")
+        _ = try await waitFor("refused connections to overflow the queue") {
+            let s = try await intakeStatus()
+            return s.int("retried") >= retriedAtClose + 3 && s.int("dropped_queue_full") > 0 ? true : nil
+        }
+        intake.set(.status(202))
+        try intake.reopenPort()
+
+        // Recovery: the queue drains and everything the agent counts as sent reached the intake.
+        let recoveredAfter = try await agent.latestSequence()
+        _ = try await waitFor("the queue to drain after recovery") {
+            let s = try await intakeStatus()
+            let fresh = intake.accepted.contains { ($0.decoded?.groupID ?? 0) > Int32(recoveredAfter) }
+            return s.int("queue_depth") == 0 && fresh && s.int("sent") == intake.accepted.count ? true : nil
+        }
+        let status = try await intakeStatus()
+        #expect(status["last_error"] is String)
+        #expect(agent.log.contains("intake unavailable, retrying with backoff"))
+        #expect(agent.log.contains("intake queue full: dropped the oldest intervals"))
+
+        // Exactly once: no body accepted twice, and every group that arrived arrived whole.
+        let accepted = intake.accepted
+        let keys = accepted.map { "\($0.decoded?.groupID ?? -1):\($0.body.hashValue)" }
+        #expect(Set(keys).count == keys.count, "a message was delivered twice")
+        let messages = accepted.compactMap(\.decoded)
+        let groups = Dictionary(grouping: messages, by: \.groupID)
+        let newest = groups.keys.max() ?? 0
+        for (group, members) in groups where group < newest {
+            #expect(members.count == Int(members[0].groupSize), "group \(group) arrived incomplete")
+        }
+        // The interval in flight when the intake failed was kept and delivered.
+        #expect(groups[firstFailing] != nil)
+
+        // What is missing is exactly what the queue dropped, all of it from one run of intervals,
+        // older than the intervals kept: the agent's retained reports say which intervals had messages.
+        let intervals = try await agent.intervals(after: 0).filter { !$0.1.isEmpty && $0.0 < UInt64(newest) }
+        let retainedFrom = try #require(intervals.map(\.0).min())
+        #expect(retainedFrom <= UInt64(firstFailing), "the agent no longer holds the intervals of the outage")
+        let missing = intervals.filter { groups[Int32($0.0)] == nil }
+        let missingMessages = missing.map { ($0.1.count + 49) / 50 }.reduce(0, +)
+        #expect(!missing.isEmpty)
+        #expect(missingMessages == status.int("dropped_queue_full"), "missing \(missing.map(\.0))")
+        #expect(status.int("dropped") == status.int("dropped_queue_full"))
+        let order = intervals.map(\.0)
+        if let first = missing.first.flatMap({ m in order.firstIndex(of: m.0) }) {
+            #expect(Array(order[first..<first + missing.count]) == missing.map(\.0), "drops are not one run")
+            #expect(UInt64(firstFailing) < missing[0].0, "the interval in flight is never the one dropped")
+        }
+
+        // A rejected key is said once, clearly; another 4xx drops the message and says why.
+        intake.set(.status(403))
+        _ = try await waitFor("three 403s") { intake.requests.filter { $0.answered == 403 }.count >= 3 ? true : nil }
+        let rejection = "Datadog rejected the API key ending in abcd: 127.0.0.1:\(intake.port) answered 403 Forbidden"
+        _ = try await waitFor("the 403 in the log") { agent.log.contains(rejection) ? true : nil }
+        #expect(agent.log.components(separatedBy: "rejected the API key").count == 2, "said once")
+        intake.set(.status(400))
+        _ = try await waitFor("the 400 in the log") {
+            agent.log.contains("intake refused a message, dropped it") && agent.log.contains("HTTP 400") ? true : nil
+        }
+        let final = try await intakeStatus()
+        #expect(final.int("dropped") >= status.int("dropped") + 4)
+        #expect(!agent.log.contains(Self.apiKey), "the API key must never be logged")
+    }
+}
