@@ -10,7 +10,7 @@ TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nf
 # test that decodes an intake message with it.
 PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 
-.PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench clean
+.PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench bench-quick bench-deps bench-collection clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
 # object, and embedded in the agent as bytes (Sources/CBPF/embedded_object.h, generated, not committed).
@@ -91,8 +91,24 @@ fmt:
 lint:
 	swift format lint --strict -r Package.swift Sources Tests
 
-# CPU per collection and RSS with 10,000 open loopback TCP connections.
-bench: release
+# Overhead, accuracy and scale against pmacctd and bpftrace, every workload and collector side by side
+# (scripts/bench/bench.py; about 11 minutes on 2 cores): results in .build/bench, published to
+# BENCHMARKS.md and docs/bench.png. bench-quick: a small subset for CI (under 2 minutes; its exit
+# status says whether the harness works, not whether the numbers are good).
+BENCH_PACKAGES := pmacct bpftrace python3 python3-matplotlib gcc busybox-static docker.io
+bench-deps:
+	@scripts/apt-ensure.sh $(BENCH_PACKAGES)
+
+bench: release bench-deps
+	scripts/start-dockerd.sh
+	scripts/build-test-images.sh
+	/usr/bin/python3 scripts/bench/bench.py --publish
+
+bench-quick: release bench-deps
+	/usr/bin/python3 scripts/bench/bench.py --quick
+
+# CPU per collection and RSS with 10,000 open loopback TCP connections (the former `make bench`).
+bench-collection: release
 	scripts/bench-collection.sh
 
 clean:
