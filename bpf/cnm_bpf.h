@@ -38,6 +38,8 @@ enum cnm_flow_flag {
     CNM_FLOW_FIN_RECEIVED = 1 << 3,
     /* The record has an entry in the flow table (otherwise it was read from the socket alone). */
     CNM_FLOW_TRACKED = 1 << 4,
+    /* ECN (RFC 3168) was negotiated in the handshake. */
+    CNM_FLOW_ECN_NEGOTIATED = 1 << 5,
 };
 
 /* The table key: a TCP socket is one flow; an unconnected UDP socket is one flow per peer. */
@@ -79,6 +81,12 @@ struct cnm_flow {
     cnm_u32 total_retrans;
     cnm_u32 srtt_us;        /* already shifted: microseconds */
     cnm_u32 mdev_us;        /* already shifted: microseconds */
+    /* TCP quality, as tcp_info reports it: retransmission timeouts (0 before Linux 6.7), reordering
+     * events seen, segments received out of order, segments delivered with a congestion mark. */
+    cnm_u32 total_rto;
+    cnm_u32 reord_seen;
+    cnm_u32 rcv_ooopack;
+    cnm_u32 delivered_ce;
     cnm_s32 error;          /* sk_err when the socket closed: 111 refused, 104 reset, 110 timed out */
     cnm_u32 pid;            /* tgid of the owning process, 0 while unknown */
     cnm_u32 flags;          /* enum cnm_flow_flag */
@@ -103,8 +111,8 @@ struct cnm_telemetry {
 #define CNM_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 CNM_STATIC_ASSERT(sizeof(struct cnm_flow_key) == 32, "cnm_flow_key layout");
 CNM_STATIC_ASSERT(sizeof(struct cnm_tuple) == 40, "cnm_tuple layout");
-CNM_STATIC_ASSERT(sizeof(struct cnm_flow) == 168, "cnm_flow layout");
-CNM_STATIC_ASSERT(sizeof(struct cnm_flow_record) == 200, "cnm_flow_record layout");
+CNM_STATIC_ASSERT(sizeof(struct cnm_flow) == 184, "cnm_flow layout");
+CNM_STATIC_ASSERT(sizeof(struct cnm_flow_record) == 216, "cnm_flow_record layout");
 CNM_STATIC_ASSERT(sizeof(struct cnm_telemetry) == 40, "cnm_telemetry layout");
 
 #endif

@@ -92,6 +92,13 @@ static __always_inline void cnm_read_tcp_counters(struct sock *sk, struct cnm_fl
     flow->total_retrans = BPF_CORE_READ(tp, total_retrans);
     flow->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
     flow->mdev_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+    flow->reord_seen = BPF_CORE_READ(tp, reord_seen);
+    flow->rcv_ooopack = BPF_CORE_READ(tp, rcv_ooopack);
+    flow->delivered_ce = BPF_CORE_READ(tp, delivered_ce);
+    if (bpf_core_field_exists(tp->total_rto)) flow->total_rto = BPF_CORE_READ(tp, total_rto);
+    /* Bit 0 of ecn_flags is RFC 3168 ECN in use (TCP_ECN_OK, TCP_ECN_MODE_RFC3168 since 6.18), what
+     * tcp_info reports as TCPI_OPT_ECN; Accurate ECN (6.18, off by default) is not reported. */
+    if (BPF_CORE_READ(tp, ecn_flags) & 1) flow->flags |= CNM_FLOW_ECN_NEGOTIATED;
     /* SOCK_DONE is set by the peer's FIN only (tcp_fin); RCV_SHUTDOWN would also be set by close(). */
     unsigned long sk_flags;
     if (bpf_core_field_exists(struct sock_common, skc_flags))

@@ -99,6 +99,11 @@ struct tcp_sock {
     __u32 total_retrans;
     __u32 srtt_us;
     __u32 mdev_us;
+    __u32 reord_seen;
+    __u32 rcv_ooopack;
+    __u32 delivered_ce;
+    __u16 total_rto; /* Linux 6.7+ */
+    __u8 ecn_flags;
 } CNM_KERNEL_TYPE;
 
 struct udp_sock;

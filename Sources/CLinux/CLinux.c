@@ -78,9 +78,13 @@ CNM_SAME_FIELD(cnm_linux_inet_diag_msg, inet_diag_msg, idiag_wqueue);
 CNM_SAME_FIELD(cnm_linux_inet_diag_msg, inet_diag_msg, idiag_uid);
 CNM_SAME_FIELD(cnm_linux_inet_diag_msg, inet_diag_msg, idiag_inode);
 
-// The mirror ends where tcpi_snd_wnd ends; newer headers may declare more fields after it.
-_Static_assert(sizeof(struct cnm_linux_tcp_info) == offsetof(struct tcp_info, tcpi_snd_wnd) + sizeof(uint32_t),
-               "tcp_info up to tcpi_snd_wnd");
+// The system headers end at tcpi_snd_wnd (Debian 12); the mirror goes on with the fields newer kernels append.
+_Static_assert(offsetof(struct cnm_linux_tcp_info, tcpi_rcv_wnd) ==
+                   offsetof(struct tcp_info, tcpi_snd_wnd) + sizeof(uint32_t),
+               "tcp_info up to tcpi_snd_wnd as in the system headers");
+// The fields of Linux 6.2 (rcv_wnd), 6.5 (rehash) and 6.7 (total_rto*), past what the system headers know.
+_Static_assert(offsetof(struct cnm_linux_tcp_info, tcpi_total_rto) == 240, "tcp_info total_rto");
+_Static_assert(sizeof(struct cnm_linux_tcp_info) == 248, "tcp_info up to tcpi_total_rto_time");
 // The two bit-field bytes: tcpi_rto follows them directly, so they are bytes 6 and 7.
 _Static_assert(offsetof(struct cnm_linux_tcp_info, tcpi_wscale) == 6, "tcp_info wscale byte");
 _Static_assert(offsetof(struct cnm_linux_tcp_info, tcpi_delivery_flags) == 7, "tcp_info delivery flags byte");

@@ -36,7 +36,11 @@ extension FlowRecord {
                 bytesReceived: f.tcp_bytes_received,
                 packetsSent: UInt64(f.segs_out),
                 packetsReceived: UInt64(f.segs_in),
-                retransmits: UInt64(f.total_retrans)
+                retransmits: UInt64(f.total_retrans),
+                rtoCount: UInt64(f.total_rto),
+                reorderingSeen: UInt64(f.reord_seen),
+                outOfOrderReceived: UInt64(f.rcv_ooopack),
+                deliveredCE: UInt64(f.delivered_ce)
             ),
             rttMicros: f.srtt_us,
             rttVarMicros: f.mdev_us,

@@ -348,6 +348,7 @@ public struct ConnectionTracker: Sendable {
             s.pending.rttMicros = o.rttMicros
             s.pending.rttVarMicros = o.rttVarMicros
         }
+        if o.ecnNegotiated { s.pending.ecnNegotiated = true }
         guard let now = o.counters else { return false }
         guard var delta = now.since(s.rawAccounted) else {
             s.rawAccounted = now

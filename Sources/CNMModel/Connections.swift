@@ -12,6 +12,13 @@ public struct ConnectionStats: Sendable, Equatable {
     /// Latest smoothed RTT and deviation seen in the interval, in microseconds.
     public var rttMicros: UInt32 = 0
     public var rttVarMicros: UInt32 = 0
+    /// TCP quality over the interval (see `SocketCounters`).
+    public var rtoCount: UInt64 = 0
+    public var reorderingSeen: UInt64 = 0
+    public var outOfOrderReceived: UInt64 = 0
+    public var deliveredCE: UInt64 = 0
+    /// ECN was negotiated on the connection (or on one of the sockets summed into it).
+    public var ecnNegotiated = false
 
     public init() {}
 
@@ -21,6 +28,10 @@ public struct ConnectionStats: Sendable, Equatable {
         packetsSent += delta.packetsSent
         packetsReceived += delta.packetsReceived
         retransmits += delta.retransmits
+        rtoCount += delta.rtoCount
+        reorderingSeen += delta.reorderingSeen
+        outOfOrderReceived += delta.outOfOrderReceived
+        deliveredCE += delta.deliveredCE
     }
 
     public mutating func merge(_ other: ConnectionStats) {
@@ -32,6 +43,11 @@ public struct ConnectionStats: Sendable, Equatable {
         tcpEstablished += other.tcpEstablished
         tcpClosed += other.tcpClosed
         tcpFailures.merge(other.tcpFailures, uniquingKeysWith: +)
+        rtoCount += other.rtoCount
+        reorderingSeen += other.reorderingSeen
+        outOfOrderReceived += other.outOfOrderReceived
+        deliveredCE += other.deliveredCE
+        ecnNegotiated = ecnNegotiated || other.ecnNegotiated
         if other.rttMicros != 0 {
             rttMicros = other.rttMicros
             rttVarMicros = other.rttVarMicros
@@ -121,11 +137,16 @@ public struct IntervalReport: Sendable {
     public var start: Timestamp
     public var end: Timestamp
     public var connections: [Connection]
+    /// On Fargate, the ARN of the task whose network these connections are (the agent runs in it).
+    public var ecsTaskARN: String?
 
-    public init(sequence: UInt64, start: Timestamp, end: Timestamp, connections: [Connection]) {
+    public init(
+        sequence: UInt64, start: Timestamp, end: Timestamp, connections: [Connection], ecsTaskARN: String? = nil
+    ) {
         self.sequence = sequence
         self.start = start
         self.end = end
         self.connections = connections
+        self.ecsTaskARN = ecsTaskARN
     }
 }

@@ -208,6 +208,7 @@ public struct FlowTracker: Sendable {
             t.pending.rttMicros = r.rttMicros
             t.pending.rttVarMicros = r.rttVarMicros
         }
+        if r.flags.contains(.ecnNegotiated) { t.pending.ecnNegotiated = true }
         if r.flags.contains(.established) { t.everEstablished = true }
         if r.transport == .tcp && !t.establishedCounted && t.everEstablished {
             t.establishedCounted = true

@@ -29,6 +29,8 @@ public struct FlowRecord: Sendable, Equatable {
         public static let finReceived = Flags(rawValue: 1 << 3)
         /// The flow has a table entry (owner, per-call counters).
         public static let tracked = Flags(rawValue: 1 << 4)
+        /// ECN (RFC 3168) was negotiated in the handshake.
+        public static let ecnNegotiated = Flags(rawValue: 1 << 5)
     }
 
     public var id: ID
@@ -50,7 +52,7 @@ public struct FlowRecord: Sendable, Equatable {
     /// Counted by the per-call hooks.
     public var hookCounters: SocketCounters
     /// The kernel's tcp_sock counters: payload bytes sent once each, bytes received (with the FIN),
-    /// segments and retransmitted segments.
+    /// segments, retransmitted segments and the TCP-quality counters.
     public var kernelCounters: SocketCounters
     public var rttMicros: UInt32
     public var rttVarMicros: UInt32

@@ -17,19 +17,34 @@ public struct SocketCounters: Sendable, Equatable, Hashable {
     public var packetsSent: UInt64
     public var packetsReceived: UInt64
     public var retransmits: UInt64
+    /// TCP quality, as the kernel counts it per socket (`tcp_info`): retransmission timeouts
+    /// (`total_rto`, Linux 6.7+), reordering events seen (`reord_seen`), segments received out of
+    /// order (`rcv_ooopack`) and segments delivered with a congestion mark (`delivered_ce`).
+    public var rtoCount: UInt64
+    public var reorderingSeen: UInt64
+    public var outOfOrderReceived: UInt64
+    public var deliveredCE: UInt64
 
     public init(
         bytesSent: UInt64 = 0,
         bytesReceived: UInt64 = 0,
         packetsSent: UInt64 = 0,
         packetsReceived: UInt64 = 0,
-        retransmits: UInt64 = 0
+        retransmits: UInt64 = 0,
+        rtoCount: UInt64 = 0,
+        reorderingSeen: UInt64 = 0,
+        outOfOrderReceived: UInt64 = 0,
+        deliveredCE: UInt64 = 0
     ) {
         self.bytesSent = bytesSent
         self.bytesReceived = bytesReceived
         self.packetsSent = packetsSent
         self.packetsReceived = packetsReceived
         self.retransmits = retransmits
+        self.rtoCount = rtoCount
+        self.reorderingSeen = reorderingSeen
+        self.outOfOrderReceived = outOfOrderReceived
+        self.deliveredCE = deliveredCE
     }
 
     public static let zero = SocketCounters()
@@ -38,14 +53,20 @@ public struct SocketCounters: Sendable, Equatable, Hashable {
     public func since(_ earlier: SocketCounters) -> SocketCounters? {
         guard bytesSent >= earlier.bytesSent, bytesReceived >= earlier.bytesReceived,
             packetsSent >= earlier.packetsSent, packetsReceived >= earlier.packetsReceived,
-            retransmits >= earlier.retransmits
+            retransmits >= earlier.retransmits, rtoCount >= earlier.rtoCount,
+            reorderingSeen >= earlier.reorderingSeen, outOfOrderReceived >= earlier.outOfOrderReceived,
+            deliveredCE >= earlier.deliveredCE
         else { return nil }
         return SocketCounters(
             bytesSent: bytesSent - earlier.bytesSent,
             bytesReceived: bytesReceived - earlier.bytesReceived,
             packetsSent: packetsSent - earlier.packetsSent,
             packetsReceived: packetsReceived - earlier.packetsReceived,
-            retransmits: retransmits - earlier.retransmits
+            retransmits: retransmits - earlier.retransmits,
+            rtoCount: rtoCount - earlier.rtoCount,
+            reorderingSeen: reorderingSeen - earlier.reorderingSeen,
+            outOfOrderReceived: outOfOrderReceived - earlier.outOfOrderReceived,
+            deliveredCE: deliveredCE - earlier.deliveredCE
         )
     }
 }
@@ -91,6 +112,8 @@ public struct SocketObservation: Sendable, Equatable {
     /// Smoothed RTT and its mean deviation in microseconds (`tcpi_rtt`, `tcpi_rttvar`).
     public var rttMicros: UInt32
     public var rttVarMicros: UInt32
+    /// ECN was negotiated in the handshake (`TCPI_OPT_ECN`).
+    public var ecnNegotiated: Bool
 
     public init(
         id: SocketID,
@@ -101,7 +124,8 @@ public struct SocketObservation: Sendable, Equatable {
         inode: UInt64,
         counters: SocketCounters?,
         rttMicros: UInt32 = 0,
-        rttVarMicros: UInt32 = 0
+        rttVarMicros: UInt32 = 0,
+        ecnNegotiated: Bool = false
     ) {
         self.id = id
         self.transport = transport
@@ -112,6 +136,7 @@ public struct SocketObservation: Sendable, Equatable {
         self.counters = counters
         self.rttMicros = rttMicros
         self.rttVarMicros = rttVarMicros
+        self.ecnNegotiated = ecnNegotiated
     }
 
     public var family: AddressFamily { local.address.family }

@@ -140,7 +140,7 @@ public struct SockDiagReply: Sendable {
             transport: transport, local: Endpoint(local, UInt16(bigEndian: id.idiag_sport)),
             remote: Endpoint(remote, UInt16(bigEndian: id.idiag_dport)), state: state,
             inode: UInt64(message.idiag_inode), counters: tcpInfo?.counters, rttMicros: tcpInfo?.rtt ?? 0,
-            rttVarMicros: tcpInfo?.rttvar ?? 0)
+            rttVarMicros: tcpInfo?.rttvar ?? 0, ecnNegotiated: tcpInfo?.ecnNegotiated ?? false)
     }
 
     /// An IPv6 address from the four words of `idiag_src` / `idiag_dst`, which hold its bytes in network order.

@@ -4,7 +4,7 @@ import CNMModel
 /// `struct tcp_info` as the kernel sent it, in `INET_DIAG_INFO` or from `getsockopt(TCP_INFO)`.
 ///
 /// Kernels append fields over time and send the struct at their own length (280 bytes on 6.18, fewer on older
-/// kernels), so every field the given bytes do not cover is nil; bytes past `tcpi_snd_wnd` are ignored.
+/// kernels), so every field the given bytes do not cover is nil; bytes past `tcpi_total_rto_time` are ignored.
 public struct TCPInfo: Sendable {
     /// How many bytes the kernel sent.
     public let length: Int
@@ -93,6 +93,14 @@ public struct TCPInfo: Sendable {
     public var reordSeen: UInt32? { field(\.tcpi_reord_seen) }
     public var rcvOoopack: UInt32? { field(\.tcpi_rcv_ooopack) }
     public var sndWnd: UInt32? { field(\.tcpi_snd_wnd) }
+    public var rcvWnd: UInt32? { field(\.tcpi_rcv_wnd) }
+    public var rehash: UInt32? { field(\.tcpi_rehash) }
+    /// Retransmission timeouts over the connection's life (Linux 6.7+).
+    public var totalRTO: UInt16? { field(\.tcpi_total_rto) }
+    public var totalRTORecoveries: UInt16? { field(\.tcpi_total_rto_recoveries) }
+    public var totalRTOTime: UInt32? { field(\.tcpi_total_rto_time) }
+    /// ECN (RFC 3168) was negotiated in the handshake: `TCPI_OPT_ECN` in `tcpi_options`.
+    public var ecnNegotiated: Bool? { options.map { $0 & 8 != 0 } }
 }
 
 extension TCPInfo {
@@ -106,6 +114,8 @@ extension TCPInfo {
     /// - `bytesReceived` is `tcpi_bytes_received` as the kernel counts it, the peer's FIN included: the model
     ///   takes that byte off itself.
     /// - Packets are `tcpi_segs_out` / `tcpi_segs_in`; retransmits are `tcpi_total_retrans` (segments).
+    /// - The TCP-quality counters are `tcpi_total_rto`, `tcpi_reord_seen`, `tcpi_rcv_ooopack` and
+    ///   `tcpi_delivered_ce`, 0 on kernels too old to have them.
     public var counters: SocketCounters? {
         guard let bytesReceived, let segsOut, let segsIn, let totalRetrans, let bytesAcked else {
             return nil
@@ -118,6 +128,8 @@ extension TCPInfo {
         }
         return SocketCounters(
             bytesSent: sent, bytesReceived: bytesReceived, packetsSent: UInt64(segsOut),
-            packetsReceived: UInt64(segsIn), retransmits: UInt64(totalRetrans))
+            packetsReceived: UInt64(segsIn), retransmits: UInt64(totalRetrans),
+            rtoCount: UInt64(totalRTO ?? 0), reorderingSeen: UInt64(reordSeen ?? 0),
+            outOfOrderReceived: UInt64(rcvOoopack ?? 0), deliveredCE: UInt64(deliveredCe ?? 0))
     }
 }

@@ -9,12 +9,15 @@ struct ReportJSON: Encodable {
     var sequence: UInt64
     var intervalStart: String
     var intervalEnd: String
+    /// On Fargate, the task the connections belong to; absent elsewhere.
+    var ecsTaskARN: String?
     var connections: [ConnectionJSON]
 
     enum CodingKeys: String, CodingKey {
         case host, mode, sequence, connections
         case intervalStart = "interval_start"
         case intervalEnd = "interval_end"
+        case ecsTaskARN = "ecs_task_arn"
     }
 
     init(_ report: IntervalReport, host: String, mode: AgentStatus.Mode) {
@@ -23,6 +26,7 @@ struct ReportJSON: Encodable {
         self.sequence = report.sequence
         self.intervalStart = formatTimestamp(report.start)
         self.intervalEnd = formatTimestamp(report.end)
+        self.ecsTaskARN = report.ecsTaskARN
         self.connections = report.connections.map(ConnectionJSON.init)
     }
 }
@@ -66,6 +70,11 @@ struct ConnectionJSON: Encodable {
         case tcpFailures = "tcp_failures"
         case rttMicros = "rtt_us"
         case rttVarMicros = "rtt_var_us"
+        case rtoCount = "tcp_rto_count"
+        case reorderingSeen = "tcp_reord_seen"
+        case outOfOrderReceived = "tcp_rcv_ooo_pack"
+        case deliveredCE = "tcp_delivered_ce"
+        case ecnNegotiated = "tcp_ecn_negotiated"
         case countersKnown = "counters_known"
         case remoteTags = "remote_tags"
     }
@@ -104,6 +113,11 @@ struct ConnectionJSON: Encodable {
         )
         try e.encode(s.rttMicros, forKey: .rttMicros)
         try e.encode(s.rttVarMicros, forKey: .rttVarMicros)
+        try e.encode(s.rtoCount, forKey: .rtoCount)
+        try e.encode(s.reorderingSeen, forKey: .reorderingSeen)
+        try e.encode(s.outOfOrderReceived, forKey: .outOfOrderReceived)
+        try e.encode(s.deliveredCE, forKey: .deliveredCE)
+        try e.encode(s.ecnNegotiated, forKey: .ecnNegotiated)
         try e.encode(c.countersKnown, forKey: .countersKnown)
         try e.encode(c.tags, forKey: .tags)
         try e.encode(c.remoteTags, forKey: .remoteTags)

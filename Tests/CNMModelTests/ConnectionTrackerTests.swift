@@ -293,3 +293,38 @@ private struct Kernel {
         #expect(t.flush().isEmpty)
     }
 }
+
+@Suite struct TCPQualityTests {
+    static func socket(_ counters: SocketCounters, ecn: Bool) -> SocketObservation {
+        SocketObservation(
+            id: SocketID(netns: Kernel.netns, cookie: 7), transport: .tcp, local: Endpoint(Kernel.lo, 5000),
+            remote: Endpoint(Kernel.lo, 80), state: .established, inode: 0, counters: counters, ecnNegotiated: ecn)
+    }
+
+    /// The kernel's cumulative counters become per-interval deltas, like bytes; ECN is said every interval.
+    @Test func qualityCountersAreDeltasPerInterval() throws {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.listener(port: 80)]], isBaseline: true))
+        _ = t.flush()
+        let first = SocketCounters(rtoCount: 2, reorderingSeen: 1, outOfOrderReceived: 4, deliveredCE: 3)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.listener(port: 80), Self.socket(first, ecn: true)]]))
+        let one = try #require(t.flush().first)
+        #expect(one.stats.rtoCount == 2 && one.stats.reorderingSeen == 1)
+        #expect(one.stats.outOfOrderReceived == 4 && one.stats.deliveredCE == 3)
+        #expect(one.stats.ecnNegotiated)
+
+        let second = SocketCounters(rtoCount: 5, reorderingSeen: 1, outOfOrderReceived: 4, deliveredCE: 10)
+        t.apply(Poll(dumps: [Kernel.netns: [Kernel.listener(port: 80), Self.socket(second, ecn: true)]]))
+        let two = try #require(t.flush().first)
+        #expect(two.stats.rtoCount == 3 && two.stats.reorderingSeen == 0)
+        #expect(two.stats.outOfOrderReceived == 0 && two.stats.deliveredCE == 7)
+        #expect(two.stats.ecnNegotiated)
+    }
+
+    /// A count that goes backwards is another socket life: it counts as a regression, not as a huge delta.
+    @Test func aQualityCounterGoingBackIsARegression() {
+        let later = SocketCounters(bytesSent: 10, rtoCount: 1)
+        #expect(later.since(SocketCounters(bytesSent: 5, rtoCount: 2)) == nil)
+        #expect(later.since(SocketCounters(bytesSent: 5, rtoCount: 1)) == SocketCounters(bytesSent: 5))
+    }
+}

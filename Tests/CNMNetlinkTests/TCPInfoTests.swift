@@ -86,7 +86,45 @@ import Testing
         #expect(
             info.counters
                 == SocketCounters(
-                    bytesSent: 10908, bytesReceived: 6804, packetsSent: 181, packetsReceived: 95, retransmits: 0))
+                    bytesSent: 10908, bytesReceived: 6804, packetsSent: 181, packetsReceived: 95, retransmits: 0,
+                    reorderingSeen: expected["reord_seen"] ?? 0, outOfOrderReceived: expected["rcv_ooopack"] ?? 0,
+                    deliveredCE: expected["delivered_ce"] ?? 0))
+        // 232 bytes end with tcpi_snd_wnd: no retransmission timeout count (Linux 6.7+) to read.
+        #expect(info.totalRTO == nil)
+        #expect(info.rcvWnd == nil)
+    }
+
+    /// The fields past the system headers' struct, at the offsets of the 6.7+ UAPI, and the ECN option bit.
+    @Test func theTCPQualityCountersOfNewerKernels() {
+        var bytes = [UInt8](repeating: 0, count: 280)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) {
+                bytes.replaceSubrange(offset..<(offset + MemoryLayout<T>.size), with: $0)
+            }
+        }
+        bytes[5] = 8 | 4  // tcpi_options: TCPI_OPT_ECN | TCPI_OPT_WSCALE
+        put(UInt32(11), at: 196)  // tcpi_delivered_ce
+        put(UInt32(3), at: 220)  // tcpi_reord_seen
+        put(UInt32(17), at: 224)  // tcpi_rcv_ooopack
+        put(UInt32(65535), at: 232)  // tcpi_rcv_wnd
+        put(UInt16(5), at: 240)  // tcpi_total_rto
+        put(UInt16(2), at: 242)  // tcpi_total_rto_recoveries
+        put(UInt32(1400), at: 244)  // tcpi_total_rto_time
+        let info = TCPInfo(bytes)
+        #expect(info.ecnNegotiated == true)
+        #expect(info.rcvWnd == 65535)
+        #expect(info.totalRTO == 5 && info.totalRTORecoveries == 2 && info.totalRTOTime == 1400)
+        let counters = info.counters
+        #expect(counters?.rtoCount == 5)
+        #expect(counters?.reorderingSeen == 3)
+        #expect(counters?.outOfOrderReceived == 17)
+        #expect(counters?.deliveredCE == 11)
+
+        bytes[5] = 4
+        #expect(TCPInfo(bytes).ecnNegotiated == false)
+        // Cut inside tcpi_total_rto: the count is absent, not garbage.
+        #expect(TCPInfo(Array(bytes[..<241])).totalRTO == nil)
+        #expect(TCPInfo(Array(bytes[..<241])).counters?.rtoCount == 0)
     }
 
     @Test func aShortStructHasNoNewerFields() throws {

@@ -246,6 +246,77 @@ struct KernelAccountingTests {
         #expect(flows.sum("bytes_sent") == size)
     }
 
+    /// Timeouts, out-of-order arrivals and ECN on a lossy link with ECN on: each end's reported TCP-quality
+    /// counts are the kernel's own totals for that socket, and the timeouts are really there.
+    @Test(arguments: CollectionMode.allCases)
+    func tcpQualityMatchesTheKernel(mode: CollectionMode) async throws {
+        let lab = try NetworkLab()
+        defer { try? lab.close() }
+        for side in NetworkLab.Side.allCases { try lab.setSysctl(in: side, "net.ipv4.tcp_ecn", "1") }
+        // Without eBPF the agent finds namespaces through the processes in them.
+        let residents = try NetworkLab.Side.allCases.map { try lab.resident(in: $0) }
+        defer { residents.forEach { $0.terminate() } }
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let serverAddress = lab.address(of: .b, v6: false)
+        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) {
+            try LabSocket.listener(on: serverAddress)
+        }
+        defer { close(listener) }
+        let client = try withNetworkNamespace(lab.path(of: .a)) {
+            try LabSocket.connect(to: serverAddress, port: port)
+        }
+        let server = try LabSocket.accept(listener)
+        let clientPort = Int(try LabSocket.localPort(client))
+        // Seen before the outage, so that every mode follows the sockets from their first counts.
+        let before = try await agent.latestSequence()
+        _ = try await agent.waitForIntervals(after: try await agent.waitForIntervals(after: before))
+
+        // An outage: every data segment to the server is lost until the client has timed out twice.
+        try lab.dropRandomly(in: .b, oneIn: 1)
+        let first = [UInt8](repeating: 0x33, count: 1000)
+        #expect(first.withUnsafeBytes { send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == 1000)
+        _ = try waitForSync("two retransmission timeouts", timeout: .seconds(20)) {
+            try kernelTCPInfo(fd: client).tcpi_total_rto >= 2 ? true : nil
+        }
+        try lab.removeDropRules(in: .b)
+        // Then a lossy link: later segments arrive before the lost ones they follow.
+        try lab.dropRandomly(in: .b, oneIn: 20)
+        let size = 2_000_000
+        #expect(try LabSocket.transfer(size, from: client, to: server, timeout: .seconds(60)) == size + 1000)
+        let clientInfo = try waitForSync("the client's FIN acknowledged") {
+            let info = try kernelTCPInfo(fd: client)
+            return info.tcpi_state == 5 ? info : nil
+        }
+        // The server read everything and nothing reaches it any more; its FIN crosses no drop rule.
+        let serverInfo = try kernelTCPInfo(fd: server)
+        close(server)
+        close(client)
+        func end(_ local: Int, _ remote: Int, _ what: String) async throws -> [[String: Any]] {
+            try await waitFor(what) { () async throws -> [[String: Any]]? in
+                let mine = try await agent.connections(after: before).filter {
+                    $0.port("laddr") == local && $0.port("raddr") == remote
+                }
+                return mine.sum("tcp_closed") >= 1 ? mine : nil
+            }
+        }
+        let clientFlows = try await end(clientPort, Int(port), "the client's connection closed")
+        let serverFlows = try await end(Int(port), clientPort, "the server's connection closed")
+
+        #expect(clientInfo.tcpi_total_rto >= 2, "the outage made the client time out")
+        #expect(serverInfo.tcpi_rcv_ooopack > 0, "the lossy link delivered segments out of order")
+        for (flows, info, side) in [(clientFlows, clientInfo, "client"), (serverFlows, serverInfo, "server")] {
+            #expect(flows.sum("tcp_rto_count") == Int(info.tcpi_total_rto), "\(side) timeouts")
+            #expect(flows.sum("tcp_reord_seen") == Int(info.tcpi_reord_seen), "\(side) reordering")
+            #expect(flows.sum("tcp_rcv_ooo_pack") == Int(info.tcpi_rcv_ooopack), "\(side) out of order")
+            #expect(flows.sum("tcp_delivered_ce") == Int(info.tcpi_delivered_ce), "\(side) CE marks")
+            #expect(info.tcpi_options & 8 != 0, "ground truth: the \(side) negotiated ECN")
+            #expect(flows.contains { $0["tcp_ecn_negotiated"] as? Bool == true }, "\(side) ECN")
+        }
+        #expect(clientFlows.sum("bytes_sent") == size + 1000)
+        #expect(serverFlows.sum("bytes_received") == size + 1000)
+    }
+
     /// More connections than the table holds: the loss is counted and the agent goes on.
     @Test(arguments: CollectionMode.allCases)
     func tableOverflowIsCountedAndSurvived(mode: CollectionMode) async throws {

@@ -105,6 +105,30 @@ final class NetworkLab {
         }
     }
 
+    // MARK: - Residents
+
+    /// A process that sits in that side's namespace until terminated, so that whatever finds namespaces
+    /// through /proc (the agent without eBPF) finds this one.
+    func resident(in side: Side) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try Self.tool("ip"))
+        process.arguments = ["netns", "exec", name(of: side), try Self.tool("sleep"), "300"]
+        try process.run()
+        // Returned once it is in there: `ip` enters the namespace before it runs `sleep`.
+        var target = stat()
+        guard stat(path(of: side), &target) == 0 else { throw TestFailure("stat \(path(of: side)): errno \(errno)") }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            var current = stat()
+            if stat("/proc/\(process.processIdentifier)/ns/net", &current) == 0 && current.st_ino == target.st_ino {
+                return process
+            }
+            usleep(10_000)
+        }
+        process.terminate()
+        throw TestFailure("the resident process never entered \(name(of: side))")
+    }
+
     // MARK: - Sysctls
 
     /// `sysctl -w key=value` inside that side's namespace (net.* keys are per namespace).

@@ -99,8 +99,9 @@ struct cnm_linux_inet_diag_msg {
     uint32_t idiag_inode;
 };
 
-/// struct tcp_info up to tcpi_snd_wnd (232 bytes, as in the Linux 6.1 UAPI headers). Older kernels send a
-/// shorter struct, newer ones a longer one (280 bytes on 6.18). The two bit-field bytes are kept whole, since
+/// struct tcp_info up to tcpi_total_rto_time (248 bytes, as in the Linux 6.7 UAPI headers; the system headers
+/// stop at tcpi_snd_wnd, 232 bytes). Older kernels send a shorter struct, newer ones a longer one (280 bytes on
+/// 6.18). The two bit-field bytes are kept whole, since
 /// Swift cannot take the offset of a bit-field: byte 6 holds tcpi_snd_wscale in its low nibble and
 /// tcpi_rcv_wscale in its high nibble; byte 7 holds tcpi_delivery_rate_app_limited in bit 0 and
 /// tcpi_fastopen_client_fail in bits 1-2 (the GCC/Clang bit-field order on little-endian targets).
@@ -173,6 +174,11 @@ struct cnm_linux_tcp_info {
     uint32_t tcpi_rcv_ooopack;
 
     uint32_t tcpi_snd_wnd;
+    uint32_t tcpi_rcv_wnd;
+    uint32_t tcpi_rehash;
+    uint16_t tcpi_total_rto;
+    uint16_t tcpi_total_rto_recoveries;
+    uint32_t tcpi_total_rto_time;
 };
 
 // MARK: - Functions (return -1 and set errno on failure, like the calls they wrap)
