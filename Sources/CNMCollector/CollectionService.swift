@@ -31,6 +31,7 @@ public final class CollectionService: Service, Sendable {
         var ecsTags: [String: [String]] = [:]
         /// The Fargate task's tags, for flows without a known container.
         var taskWideTags: [String] = []
+        var fargateTaskARN: String?
         var excluded: Set<String> = []
         var byAddress: [IPAddress: String] = [:]
         var published: [ContainerMetadata.PublishedPort: String] = [:]
@@ -240,7 +241,9 @@ public final class CollectionService: Service, Sendable {
                 }
                 connections[i].remoteTags = connections[i].remoteContainerID.flatMap { tags[$0] } ?? []
             }
-            let report = IntervalReport(sequence: sequence, start: intervalStart, end: end, connections: connections)
+            let report = IntervalReport(
+                sequence: sequence, start: intervalStart, end: end, connections: connections,
+                ecsTaskARN: view.fargateTaskARN)
             intervalStart = end
             store.publish(report)
             store.updateStatus { $0.reports = sequence }
@@ -321,6 +324,7 @@ public final class CollectionService: Service, Sendable {
             if let tags = ecsResult?.tags {
                 view.ecsTags = tags
                 view.taskWideTags = ecsResult?.taskWideTags ?? []
+                view.fargateTaskARN = ecsResult?.fargateTaskARN
             }
             view.tags = view.dockerTags.merging(view.ecsTags) { docker, ecs in
                 docker + ecs.filter { !docker.contains($0) }

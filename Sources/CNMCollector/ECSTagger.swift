@@ -12,6 +12,8 @@ final class ECSTagger: Sendable {
         /// On Fargate, the task's own tags: every flow the agent sees belongs to the task, also one
         /// whose process (and so container) is unknown. Nil on EC2, where the host has other tasks.
         var taskWideTags: [String]?
+        /// On Fargate, the task's ARN.
+        var fargateTaskARN: String?
         var summary: String
         var problem: (kind: String, detail: String)?
     }
@@ -46,6 +48,7 @@ final class ECSTagger: Sendable {
             let family = task.family ?? "?"
             return Result(
                 tags: tags, taskWideTags: task.launchType == .fargate ? task.tags : nil,
+                fargateTaskARN: task.launchType == .fargate ? task.taskARN : nil,
                 summary: "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
                 problem: fetched.taskWithTagsFailure.map { ($0.kind, "taskWithTags: \($0.message)") })
         } catch {

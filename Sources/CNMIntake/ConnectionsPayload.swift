@@ -51,6 +51,7 @@ public enum ConnectionsPayload {
             message.kernelVersion = host.kernelVersion
             message.platform = host.platform
             message.platformVersion = host.platformVersion
+            message.ecsTask = report.ecsTaskARN ?? ""
 
             // Each message stands alone: its tag buffers hold only its own connections' sets.
             var connectionTags = TagEncoder()
@@ -110,6 +111,11 @@ public enum ConnectionsPayload {
         out.rttVar = s.rttVarMicros
         out.intraHost = c.intraHost
         for (errno, count) in s.tcpFailures { out.tcpFailuresByErrCode[errno] = UInt32(clamping: count) }
+        out.lastTcpRtoCount = UInt32(clamping: s.rtoCount)
+        out.lastTcpReordSeen = UInt32(clamping: s.reorderingSeen)
+        out.lastTcpRcvOooPack = UInt32(clamping: s.outOfOrderReceived)
+        out.lastTcpDeliveredCe = UInt32(clamping: s.deliveredCE)
+        out.tcpEcnNegotiated = s.ecnNegotiated
         out.tagsIdx = tags.encode(c.tags)
         return out
     }

@@ -215,6 +215,9 @@ public nonisolated struct Datadog_ProcessAgent_CollectorConnections: Sendable {
 
   public var containerHostType: Datadog_ProcessAgent_ContainerHostType = .notSpecified
 
+  /// The ARN of the ECS task the agent runs in (on Fargate: the task whose connections these are).
+  public var ecsTask: String = String()
+
   public var architecture: String = String()
 
   public var kernelVersion: String = String()
@@ -341,6 +344,35 @@ public nonisolated struct Datadog_ProcessAgent_Connection: @unchecked Sendable {
     set {_uniqueStorage()._tcpFailuresByErrCode = newValue}
   }
 
+  /// TCP quality over the interval, from the kernel's per-socket counters (tcp_info): retransmission
+  /// timeouts, reordering events, segments received out of order, segments delivered with a congestion
+  /// mark; and whether ECN was negotiated. lastTcpRecoveryCount (58) and lastTcpProbe0Count (62) are
+  /// not sent: the kernel keeps no per-socket count of fast recoveries or zero-window probes.
+  public var lastTcpRtoCount: UInt32 {
+    get {_storage._lastTcpRtoCount}
+    set {_uniqueStorage()._lastTcpRtoCount = newValue}
+  }
+
+  public var lastTcpReordSeen: UInt32 {
+    get {_storage._lastTcpReordSeen}
+    set {_uniqueStorage()._lastTcpReordSeen = newValue}
+  }
+
+  public var lastTcpRcvOooPack: UInt32 {
+    get {_storage._lastTcpRcvOooPack}
+    set {_uniqueStorage()._lastTcpRcvOooPack = newValue}
+  }
+
+  public var lastTcpDeliveredCe: UInt32 {
+    get {_storage._lastTcpDeliveredCe}
+    set {_uniqueStorage()._lastTcpDeliveredCe = newValue}
+  }
+
+  public var tcpEcnNegotiated: Bool {
+    get {_storage._tcpEcnNegotiated}
+    set {_uniqueStorage()._tcpEcnNegotiated = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -387,7 +419,7 @@ nonisolated extension Datadog_ProcessAgent_ContainerHostType: SwiftProtobuf._Pro
 
 nonisolated extension Datadog_ProcessAgent_CollectorConnections: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CollectorConnections"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}hostName\0\u{1}connections\0\u{2}\u{2}groupId\0\u{1}groupSize\0\u{2}\u{4}containerForPid\0\u{1}encodedTags\0\u{2}\u{4}containerHostType\0\u{2}\u{2}architecture\0\u{1}kernelVersion\0\u{1}platform\0\u{1}platformVersion\0\u{2}\u{12}encodedConnectionsTags\0\u{2}\u{9}hostTagsIndex\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\u{2}hostName\0\u{1}connections\0\u{2}\u{2}groupId\0\u{1}groupSize\0\u{2}\u{4}containerForPid\0\u{1}encodedTags\0\u{2}\u{4}containerHostType\0\u{2}\u{2}architecture\0\u{1}kernelVersion\0\u{1}platform\0\u{1}platformVersion\0\u{2}\u{12}encodedConnectionsTags\0\u{2}\u{7}ecsTask\0\u{2}\u{2}hostTagsIndex\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -407,6 +439,7 @@ nonisolated extension Datadog_ProcessAgent_CollectorConnections: SwiftProtobuf.M
       case 19: try { try decoder.decodeSingularStringField(value: &self.platform) }()
       case 20: try { try decoder.decodeSingularStringField(value: &self.platformVersion) }()
       case 38: try { try decoder.decodeSingularBytesField(value: &self.encodedConnectionsTags) }()
+      case 45: try { try decoder.decodeSingularStringField(value: &self.ecsTask) }()
       case 47: try { try decoder.decodeSingularInt32Field(value: &self.hostTagsIndex) }()
       default: break
       }
@@ -450,6 +483,9 @@ nonisolated extension Datadog_ProcessAgent_CollectorConnections: SwiftProtobuf.M
     if !self.encodedConnectionsTags.isEmpty {
       try visitor.visitSingularBytesField(value: self.encodedConnectionsTags, fieldNumber: 38)
     }
+    if !self.ecsTask.isEmpty {
+      try visitor.visitSingularStringField(value: self.ecsTask, fieldNumber: 45)
+    }
     if self.hostTagsIndex != 0 {
       try visitor.visitSingularInt32Field(value: self.hostTagsIndex, fieldNumber: 47)
     }
@@ -466,6 +502,7 @@ nonisolated extension Datadog_ProcessAgent_CollectorConnections: SwiftProtobuf.M
     if lhs.encodedConnectionsTags != rhs.encodedConnectionsTags {return false}
     if lhs.hostTagsIndex != rhs.hostTagsIndex {return false}
     if lhs.containerHostType != rhs.containerHostType {return false}
+    if lhs.ecsTask != rhs.ecsTask {return false}
     if lhs.architecture != rhs.architecture {return false}
     if lhs.kernelVersion != rhs.kernelVersion {return false}
     if lhs.platform != rhs.platform {return false}
@@ -477,7 +514,7 @@ nonisolated extension Datadog_ProcessAgent_CollectorConnections: SwiftProtobuf.M
 
 nonisolated extension Datadog_ProcessAgent_Connection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Connection"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pid\0\u{2}\u{4}laddr\0\u{1}raddr\0\u{2}\u{4}family\0\u{1}type\0\u{2}\u{5}lastBytesSent\0\u{1}lastBytesReceived\0\u{1}lastRetransmits\0\u{1}direction\0\u{1}netNS\0\u{2}\u{2}rtt\0\u{1}rttVar\0\u{1}intraHost\0\u{2}\u{6}lastTcpEstablished\0\u{1}lastTcpClosed\0\u{2}\u{7}lastPacketsSent\0\u{1}lastPacketsReceived\0\u{2}\u{6}tagsIdx\0\u{2}\u{7}tcpFailuresByErrCode\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pid\0\u{2}\u{4}laddr\0\u{1}raddr\0\u{2}\u{4}family\0\u{1}type\0\u{2}\u{5}lastBytesSent\0\u{1}lastBytesReceived\0\u{1}lastRetransmits\0\u{1}direction\0\u{1}netNS\0\u{2}\u{2}rtt\0\u{1}rttVar\0\u{1}intraHost\0\u{2}\u{6}lastTcpEstablished\0\u{1}lastTcpClosed\0\u{2}\u{7}lastPacketsSent\0\u{1}lastPacketsReceived\0\u{2}\u{6}tagsIdx\0\u{2}\u{7}tcpFailuresByErrCode\0\u{2}\u{5}lastTcpRtoCount\0\u{2}\u{2}lastTcpReordSeen\0\u{1}lastTcpRcvOooPack\0\u{1}lastTcpDeliveredCe\0\u{2}\u{2}tcpEcnNegotiated\0")
 
   fileprivate class _StorageClass {
     var _pid: Int32 = 0
@@ -499,6 +536,11 @@ nonisolated extension Datadog_ProcessAgent_Connection: SwiftProtobuf.Message, Sw
     var _intraHost: Bool = false
     var _tagsIdx: Int32 = 0
     var _tcpFailuresByErrCode: Dictionary<UInt32,UInt32> = [:]
+    var _lastTcpRtoCount: UInt32 = 0
+    var _lastTcpReordSeen: UInt32 = 0
+    var _lastTcpRcvOooPack: UInt32 = 0
+    var _lastTcpDeliveredCe: UInt32 = 0
+    var _tcpEcnNegotiated: Bool = false
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -528,6 +570,11 @@ nonisolated extension Datadog_ProcessAgent_Connection: SwiftProtobuf.Message, Sw
       _intraHost = source._intraHost
       _tagsIdx = source._tagsIdx
       _tcpFailuresByErrCode = source._tcpFailuresByErrCode
+      _lastTcpRtoCount = source._lastTcpRtoCount
+      _lastTcpReordSeen = source._lastTcpReordSeen
+      _lastTcpRcvOooPack = source._lastTcpRcvOooPack
+      _lastTcpDeliveredCe = source._lastTcpDeliveredCe
+      _tcpEcnNegotiated = source._tcpEcnNegotiated
     }
   }
 
@@ -565,6 +612,11 @@ nonisolated extension Datadog_ProcessAgent_Connection: SwiftProtobuf.Message, Sw
         case 39: try { try decoder.decodeSingularUInt64Field(value: &_storage._lastPacketsReceived) }()
         case 45: try { try decoder.decodeSingularInt32Field(value: &_storage._tagsIdx) }()
         case 52: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufUInt32,SwiftProtobuf.ProtobufUInt32>.self, value: &_storage._tcpFailuresByErrCode) }()
+        case 57: try { try decoder.decodeSingularUInt32Field(value: &_storage._lastTcpRtoCount) }()
+        case 59: try { try decoder.decodeSingularUInt32Field(value: &_storage._lastTcpReordSeen) }()
+        case 60: try { try decoder.decodeSingularUInt32Field(value: &_storage._lastTcpRcvOooPack) }()
+        case 61: try { try decoder.decodeSingularUInt32Field(value: &_storage._lastTcpDeliveredCe) }()
+        case 63: try { try decoder.decodeSingularBoolField(value: &_storage._tcpEcnNegotiated) }()
         default: break
         }
       }
@@ -634,6 +686,21 @@ nonisolated extension Datadog_ProcessAgent_Connection: SwiftProtobuf.Message, Sw
       if !_storage._tcpFailuresByErrCode.isEmpty {
         try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufUInt32,SwiftProtobuf.ProtobufUInt32>.self, value: _storage._tcpFailuresByErrCode, fieldNumber: 52)
       }
+      if _storage._lastTcpRtoCount != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._lastTcpRtoCount, fieldNumber: 57)
+      }
+      if _storage._lastTcpReordSeen != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._lastTcpReordSeen, fieldNumber: 59)
+      }
+      if _storage._lastTcpRcvOooPack != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._lastTcpRcvOooPack, fieldNumber: 60)
+      }
+      if _storage._lastTcpDeliveredCe != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._lastTcpDeliveredCe, fieldNumber: 61)
+      }
+      if _storage._tcpEcnNegotiated != false {
+        try visitor.visitSingularBoolField(value: _storage._tcpEcnNegotiated, fieldNumber: 63)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -662,6 +729,11 @@ nonisolated extension Datadog_ProcessAgent_Connection: SwiftProtobuf.Message, Sw
         if _storage._intraHost != rhs_storage._intraHost {return false}
         if _storage._tagsIdx != rhs_storage._tagsIdx {return false}
         if _storage._tcpFailuresByErrCode != rhs_storage._tcpFailuresByErrCode {return false}
+        if _storage._lastTcpRtoCount != rhs_storage._lastTcpRtoCount {return false}
+        if _storage._lastTcpReordSeen != rhs_storage._lastTcpReordSeen {return false}
+        if _storage._lastTcpRcvOooPack != rhs_storage._lastTcpRcvOooPack {return false}
+        if _storage._lastTcpDeliveredCe != rhs_storage._lastTcpDeliveredCe {return false}
+        if _storage._tcpEcnNegotiated != rhs_storage._tcpEcnNegotiated {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -48,7 +48,12 @@ import Testing
     }
 
     @Test func everyFieldIsMapped() throws {
-        let c = Self.connection(2, container: "abc123", tags: ["container_name:web", "env:prod"])
+        var c = Self.connection(2, container: "abc123", tags: ["container_name:web", "env:prod"])
+        c.stats.rtoCount = 6
+        c.stats.reorderingSeen = 7
+        c.stats.outOfOrderReceived = 8
+        c.stats.deliveredCE = 9
+        c.stats.ecnNegotiated = true
         var remote = Self.connection(3)
         remote.key.transport = .udp
         remote.key.local = Endpoint(IPAddress(parsing: "::1")!, 53)
@@ -56,8 +61,10 @@ import Testing
         remote.key.direction = .incoming
         remote.key.pid = nil
         remote.remoteContainerID = "peer"
+        let task = "arn:aws:ecs:us-west-2:111122223333:task/default/158d1c8083dd49d6b527399fd6414f5c"
         let report = IntervalReport(
-            sequence: 1, start: .init(nanoseconds: 0), end: .init(nanoseconds: 1), connections: [c, remote])
+            sequence: 1, start: .init(nanoseconds: 0), end: .init(nanoseconds: 1), connections: [c, remote],
+            ecsTaskARN: task)
         let message = try #require(
             ConnectionsPayload.messages(for: report, host: Self.host, groupID: 1, maxPerMessage: 600).first)
         #expect(message.hostName == "h1")
@@ -66,6 +73,7 @@ import Testing
         #expect(message.kernelVersion == "6.1.0")
         #expect(message.platform == "debian")
         #expect(message.platformVersion == "12")
+        #expect(message.ecsTask == task)
         #expect(message.containerForPid == [102: "abc123"])
         #expect(
             TagEncoder.decode(Array(message.encodedTags), index: message.hostTagsIndex) == ["env:prod", "team:net"])
@@ -81,6 +89,8 @@ import Testing
         #expect(first.lastTcpEstablished == 1 && first.lastTcpClosed == 1)
         #expect(first.rtt == 250 && first.rttVar == 40 && first.intraHost)
         #expect(first.tcpFailuresByErrCode == [104: 2])
+        #expect(first.lastTcpRtoCount == 6 && first.lastTcpReordSeen == 7)
+        #expect(first.lastTcpRcvOooPack == 8 && first.lastTcpDeliveredCe == 9 && first.tcpEcnNegotiated)
         let tags = TagEncoder.decode(Array(message.encodedConnectionsTags), index: first.tagsIdx)
         #expect(tags == ["container_name:web", "env:prod"])
 
@@ -88,6 +98,7 @@ import Testing
         #expect(second.pid == 0 && second.type == .udp && second.family == .v6 && second.direction == .incoming)
         #expect(second.laddr.ip == "::1" && second.raddr.ip == "fe80::1" && second.raddr.containerID == "peer")
         #expect(second.tagsIdx == -1)
+        #expect(second.lastTcpRtoCount == 0 && !second.tcpEcnNegotiated)
     }
 
     @Test func eachMessageCarriesItsOwnTagBuffer() throws {

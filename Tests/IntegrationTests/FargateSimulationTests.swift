@@ -107,6 +107,12 @@ struct FargateSimulationTests {
             #expect(problems["proc_permission_denied"] != nil, "\(problems.keys.sorted())")
         }
 
+        // The interval says which task these connections are (the intake's `ecsTask`).
+        let latest = try await api.json("/api/v1/connections")
+        #expect(
+            latest["ecs_task_arn"] as? String
+                == "arn:aws:ecs:us-west-2:111122223333:task/default/e9028f8d5d8e4f258373e7b93ce9a3c3")
+
         let capture = try await api.json("/status")["capture"] as? String ?? ""
         if privileges == .ptraceAndRaw {
             #expect(capture.hasPrefix("on"), "capture: \(capture)")
