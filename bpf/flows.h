@@ -113,6 +113,21 @@ static __always_inline void cnm_tcp_key(struct sock *sk, struct cnm_flow_key *ke
     key->sk = (__u64)sk;
 }
 
+/* The agent drains the ring buffer every sample on its own; it is woken early only once a quarter
+ * of the ring is waiting, so a burst of closes costs one wake-up per few thousand records, not one each. */
+#define CNM_RING_WAKE_BYTES (512 * 1024)
+
+/* Sends a closed flow to the agent. When the ring buffer is full the record stays in the table
+ * in a table the agent sweeps, so a burst costs latency, not data. */
+static __always_inline void cnm_emit_closed(struct cnm_flow_record *record) {
+    __u64 wake = bpf_ringbuf_query(&cnm_closed, BPF_RB_AVAIL_DATA) >= CNM_RING_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP
+                                                                                           : BPF_RB_NO_WAKEUP;
+    if (!bpf_ringbuf_output(&cnm_closed, record, sizeof(*record), wake)) return;
+    CNM_TELEMETRY_ADD(ringbuf_deferred);
+    record->key.closed_tag = (__u32)bpf_ktime_get_ns() | 1;
+    if (bpf_map_update_elem(&cnm_deferred, &record->key, &record->flow, BPF_NOEXIST)) CNM_TELEMETRY_ADD(closed_lost);
+}
+
 /* The flow's entry, made from the socket when there is none yet. NULL when the table is full
  * (counted): the socket is then still read by the iterator and at close, only without an owner. */
 static __always_inline struct cnm_flow *cnm_flow_entry(struct sock *sk, struct cnm_flow_key *key, __u8 protocol,
@@ -201,9 +216,32 @@ static __always_inline void cnm_udp_key(struct sock *sk, struct cnm_syscall *cal
     if (cnm_read_user_peer(uaddr, key)) CNM_TELEMETRY_ADD(udp_peer_unknown);
 }
 
+/* The inode of the socket's file: tells two sockets apart that had the same kernel address. */
+static __always_inline __u64 cnm_socket_inode(struct sock *sk) {
+    struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+    return sock ? BPF_CORE_READ(sock, file, f_inode, i_ino) : 0;
+}
+
+/* A UDP socket's entry outlives it until the agent sees the socket gone from iter/udp; a new socket
+ * given the freed one's address before then must not add to it. The entry is the old socket's final
+ * record: it goes to the agent as closed, and the new socket starts an entry of its own. */
+static __always_inline void cnm_retire_reused_udp(struct sock *sk, struct cnm_flow_key *key) {
+    struct cnm_flow *flow = bpf_map_lookup_elem(&cnm_udp_flows, key);
+    if (!flow) return;
+    __u64 inode = cnm_socket_inode(sk);
+    if (!inode || !flow->inode || inode == flow->inode) return;
+    struct cnm_flow_record record = {};
+    record.key = *key;
+    record.flow = *flow;
+    record.flow.flags |= CNM_FLOW_CLOSED | CNM_FLOW_TRACKED;
+    if (bpf_map_delete_elem(&cnm_udp_flows, key)) return; /* retired concurrently on another CPU */
+    cnm_emit_closed(&record);
+}
+
 /* One datagram of `bytes` each way counted on its flow. Runs in the process's own syscall. */
 static __always_inline void cnm_account_udp(struct sock *sk, struct cnm_flow_key *key, __s64 bytes, int is_send) {
     if (bytes < 0) return;
+    cnm_retire_reused_udp(sk, key);
     struct cnm_flow *flow = cnm_flow_entry(sk, key, IPPROTO_UDP,
                                            is_send ? CNM_DIRECTION_OUTGOING : CNM_DIRECTION_INCOMING,
                                            CNM_FLOW_BORN_WATCHED, 1);

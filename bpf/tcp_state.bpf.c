@@ -3,21 +3,6 @@
 #include "flows.h"
 #include <bpf/bpf_tracing.h>
 
-/* The agent drains the ring buffer every sample on its own; it is woken early only once a quarter
- * of the ring is waiting, so a burst of closes costs one wake-up per few thousand records, not one each. */
-#define CNM_RING_WAKE_BYTES (512 * 1024)
-
-/* Sends a closed flow to the agent. When the ring buffer is full the record stays in the table
- * in a table the agent sweeps, so a burst costs latency, not data. */
-static __always_inline void cnm_emit_closed(struct cnm_flow_record *record) {
-    __u64 wake = bpf_ringbuf_query(&cnm_closed, BPF_RB_AVAIL_DATA) >= CNM_RING_WAKE_BYTES ? BPF_RB_FORCE_WAKEUP
-                                                                                           : BPF_RB_NO_WAKEUP;
-    if (!bpf_ringbuf_output(&cnm_closed, record, sizeof(*record), wake)) return;
-    CNM_TELEMETRY_ADD(ringbuf_deferred);
-    record->key.closed_tag = (__u32)bpf_ktime_get_ns() | 1;
-    if (bpf_map_update_elem(&cnm_deferred, &record->key, &record->flow, BPF_NOEXIST)) CNM_TELEMETRY_ADD(closed_lost);
-}
-
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(cnm_tcp_state, struct sock *sk, int oldstate, int newstate) {
     if (cnm_sk_protocol(sk) != IPPROTO_TCP) return 0;

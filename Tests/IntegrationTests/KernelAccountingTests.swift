@@ -132,6 +132,51 @@ struct KernelAccountingTests {
         #expect((out + inc).allSatisfy { $0.int("pid") == pid })
     }
 
+    /// Short-lived connected UDP clients one after another, as a resolver or a metrics client makes them: the
+    /// kernel soon gives a closed socket's memory to the next, and each socket's bytes must stay its own.
+    @Test(arguments: CollectionMode.allCases)
+    func udpSocketsOneAfterAnotherKeepTheirOwnBytes(mode: CollectionMode) async throws {
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let server = try TestDatagramSocket()
+        defer { server.close() }
+        var expected: [Int: (sent: Int, received: Int)] = [:]
+        for i in 0..<300 {
+            let client = try TestDatagramSocket()
+            try client.connect(port: server.port)
+            let up = 64 + i % 50
+            let down = 500 + i
+            try client.send(up, to: nil)
+            let (size, from) = try server.receive(from: true)
+            #expect(size == up && from == client.port)
+            try server.send(down, to: from)
+            #expect(try client.receive(from: false).size == down)
+            let port = Int(client.port)
+            expected[port, default: (0, 0)].sent += up
+            expected[port, default: (0, 0)].received += down
+            client.close()
+        }
+        let total = expected.values.reduce(0) { $0 + $1.sent }
+        let out = try await waitFor("every client's datagrams") { () async throws -> [[String: Any]]? in
+            let out = try await agent.connections(after: before).filter {
+                $0["type"] as? String == "udp" && $0.port("raddr") == Int(server.port)
+                    && expected[$0.port("laddr")] != nil
+            }
+            return out.sum("bytes_sent") >= total ? out : nil
+        }
+        // One more interval: a late record would add to a socket that is done.
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence())
+        let byPort = Dictionary(grouping: out) { $0.port("laddr") }
+        let wrong = expected.compactMap { port, e -> String? in
+            let flows = byPort[port] ?? []
+            let got = (flows.sum("bytes_sent"), flows.sum("bytes_received"))
+            return got == (e.sent, e.received) ? nil : "\(port): \(got.0)/\(got.1) != \(e.sent)/\(e.received)"
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) of \(expected.count) clients wrong: \(wrong.prefix(5))")
+        #expect(out.sum("bytes_sent") == total)
+    }
+
     /// A connect to a closed port is refused (111); a reset on an open connection is 104 for the side
     /// it arrives at. In eBPF-less mode only packet capture says so, with or without destroy
     /// notifications.
