@@ -188,6 +188,72 @@ struct IntakeTests {
             ).status) == 0
     }
 
+    /// Two containers on a real dockerd, one sending a known number of bytes to the other: at the intake,
+    /// each end carries its container's id and tags, `containerForPid` names the container of each pid,
+    /// and the bytes are exact.
+    @Test(
+        .enabled(if: Environment.dockerAnswers, "needs a running dockerd with cnm-test/busybox (make test starts both)")
+    )
+    func containerConnectionsArriveWithTheirContainersTags() async throws {
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let network = "cnm-in-\(suffix)"
+        let serverName = "cnm-in-srv-\(suffix)"
+        let clientName = "cnm-in-cli-\(suffix)"
+        let size = 77_777
+        defer {
+            _ = try? Environment.docker("rm", "-f", serverName, clientName)
+            _ = try? Environment.docker("network", "rm", network)
+        }
+        let intake = try FakeIntake(.status(202))
+        // eBPF mode: both ends keep their owner however short the connection.
+        let agent = try Self.agent(intake, ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "false"])
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        #expect(try await agent.json("/status")["mode"] as? String == "ebpf")
+
+        try Environment.docker("network", "create", network)
+        let serverID = try Environment.docker(
+            "run", "-d", "--name", serverName, "--network", network, "cnm-test/busybox:latest",
+            "sh", "-c", "sleep 6 | nc -l -p 8080 | wc -c")
+        try await waitUntilListening(serverName, port: 8080)
+        let clientID = try Environment.docker(
+            "run", "-d", "--name", clientName, "--network", network, "cnm-test/busybox:latest",
+            "sh", "-c", "(head -c \(size) /dev/zero; sleep 1) | nc \(serverName) 8080")
+        typealias Entry = (
+            message: Datadog_ProcessAgent_CollectorConnections, connection: Datadog_ProcessAgent_Connection
+        )
+        let (outgoing, incoming) = try await waitFor(
+            "both containers' ends closed at the intake", timeout: .seconds(30)
+        ) {
+            () -> ([Entry], [Entry])? in
+            let all: [Entry] = Self.connections(intake.accepted).map { (message: $0.0, connection: $0.1) }
+            let out = all.filter { $0.connection.laddr.containerID == clientID && $0.connection.raddr.port == 8080 }
+            let inc = all.filter { $0.connection.laddr.containerID == serverID && $0.connection.laddr.port == 8080 }
+            let closed = { (list: [Entry]) in list.map { $0.connection.lastTcpClosed }.reduce(0, +) >= 1 }
+            return closed(out) && closed(inc) ? (out, inc) : nil
+        }
+        let delivered = try await waitFor("the server to count what it received") {
+            let logs = try Environment.run("/usr/bin/env", ["docker", "logs", serverName]).output
+            return Int(logs.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(delivered == size, "ground truth: the server read every byte")
+        #expect(outgoing.map { $0.connection.lastBytesSent }.reduce(0, +) == UInt64(size))
+        #expect(incoming.map { $0.connection.lastBytesReceived }.reduce(0, +) == UInt64(size))
+        for (entries, id, name) in [(outgoing, clientID, clientName), (incoming, serverID, serverName)] {
+            for (message, c) in entries {
+                let tags = TagEncoder.decode(Array(message.encodedConnectionsTags), index: c.tagsIdx) ?? []
+                for tag in ["container_name:\(name)", "container_id:\(id)", "image_name:cnm-test/busybox", "team:cnm"] {
+                    #expect(tags.contains(tag), "\(tag) in \(tags)")
+                }
+                #expect(c.pid != 0 && message.containerForPid[c.pid] == id, "pid \(c.pid): \(message.containerForPid)")
+            }
+        }
+        #expect(
+            outgoing.contains { $0.connection.raddr.containerID == serverID && $0.connection.direction == .outgoing })
+        #expect(
+            incoming.contains { $0.connection.raddr.containerID == clientID && $0.connection.direction == .incoming })
+    }
+
     /// One captured body read by other tools: the zstd command and protoc, against our .proto.
     @Test(
         .enabled(if: IntakeTests.hasIndependentDecoder, "needs zstd and grpcio-tools in .build/python: make test-deps"))
