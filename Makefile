@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 # Build and runtime packages; docker.io and busybox-static serve the tests that need a real dockerd.
 BUILD_PACKAGES := libbpf-dev libelf-dev zlib1g-dev libcurl4-openssl-dev libzstd-dev pkg-config bpftool
-TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nftables zstd python3 python3-venv curl
+TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nftables zstd python3 python3-venv curl openssl
 # The ECS definitions are checked against the ECS API model and cfn-lint, pinned so that a new lint
 # rule cannot fail the tests with no change here. grpcio-tools brings protoc: `make proto`, and the
 # test that decodes an intake message with it.

@@ -2,6 +2,7 @@ import CNMIntake
 import CNMIntakeProto
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// The real agent ships its connections to a local stand-in for Datadog's process intake, which
@@ -252,6 +253,82 @@ struct IntakeTests {
             outgoing.contains { $0.connection.raddr.containerID == serverID && $0.connection.direction == .outgoing })
         #expect(
             incoming.contains { $0.connection.raddr.containerID == clientID && $0.connection.direction == .incoming })
+    }
+
+    /// An intake behind a self-signed certificate: refused while TLS is verified (the failure in `/status`,
+    /// retried, nothing counted as sent), reached with `DD_SKIP_SSL_VALIDATION=true`.
+    @Test(
+        .enabled(
+            if: ["/usr/bin/openssl", "/usr/bin/python3"].allSatisfy(FileManager.default.isExecutableFile),
+            "needs openssl and python3"))
+    func tlsIsVerifiedUnlessTurnedOff() async throws {
+        let directory = NSTemporaryDirectory() + "cnm-tls-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let made = try Environment.run(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
+            ])
+        #expect(made.status == 0, "\(made.output)")
+        // Debian's python3 itself, not a wrapper that could outlive terminate().
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = [
+            Environment.root.appendingPathComponent("scripts/tls-intake.py").path,
+            directory + "/cert.pem", directory + "/key.pem",
+        ]
+        let output = Pipe()
+        server.standardOutput = output
+        server.standardError = FileHandle.nullDevice
+        let lines = Mutex<[String]>([])
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let text = String(decoding: handle.availableData, as: UTF8.self)
+            lines.withLock { $0 += text.split(separator: "\n").map(String.init) }
+        }
+        try server.run()
+        defer {
+            // SIGKILL: the test runner's threads block SIGTERM, and a child inherits that mask.
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+            output.fileHandleForReading.readabilityHandler = nil
+        }
+        let port = try await waitFor("the HTTPS intake's port") { lines.withLock { $0.first.flatMap(Int.init) } }
+        let url = "https://127.0.0.1:\(port)"
+        // Connections to ship while the agents run.
+        let (listener, flows) = try Self.openFlows([(1_000, 1_000)])
+        defer {
+            try? Self.close(flows)
+            listener.close()
+        }
+
+        let verifying = try Self.agent(
+            FakeIntake(.status(202)), ["DD_PROCESS_CONFIG_PROCESS_DD_URL": url, "DD_FORWARDER_BACKOFF_BASE": "0.1"])
+        defer { verifying.stop() }
+        try await verifying.waitUntilHealthy()
+        let refused = try await waitFor("the certificate refused") { () async throws -> [String: Any]? in
+            let status = try await verifying.json("/status")["intake"] as? [String: Any] ?? [:]
+            return status.int("retried") >= 2 ? status : nil
+        }
+        verifying.stop()
+        let error = (refused["last_error"] as? String ?? "").lowercased()
+        #expect(error.contains("certificate") || error.contains("ssl"), "last_error: \(error)")
+        #expect(refused.int("sent") == 0)
+        #expect(lines.withLock { $0.dropFirst().isEmpty }, "nothing may reach an unverified intake")
+
+        let skipping = try Self.agent(
+            FakeIntake(.status(202)), ["DD_PROCESS_CONFIG_PROCESS_DD_URL": url, "DD_SKIP_SSL_VALIDATION": "true"])
+        defer { skipping.stop() }
+        try await skipping.waitUntilHealthy()
+        let accepted = try await waitFor("a message accepted over TLS") { () async throws -> [String: Any]? in
+            let status = try await skipping.json("/status")["intake"] as? [String: Any] ?? [:]
+            return status.int("sent") >= 1 ? status : nil
+        }
+        #expect(accepted.int("sent") >= 1)
+        // The intake read our framing: version 3, zstd protobuf, type 22 (0x16).
+        let posts = lines.withLock { $0.dropFirst().filter { $0.hasPrefix("POST /api/v1/connections ") } }
+        #expect(!posts.isEmpty && posts.allSatisfy { $0.hasSuffix(" 030216") }, "\(posts)")
     }
 
     /// One captured body read by other tools: the zstd command and protoc, against our .proto.
