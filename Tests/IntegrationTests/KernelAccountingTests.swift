@@ -262,16 +262,8 @@ struct KernelAccountingTests {
         defer { agent.stop() }
         let before = try await agent.latestSequence()
         let size = 2_000_000
-        let serverAddress = lab.address(of: .b, v6: false)
-        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) {
-            try LabSocket.listener(on: serverAddress)
-        }
+        let (listener, client, server, port, clientPort) = try lab.connectAcross()
         defer { close(listener) }
-        let client = try withNetworkNamespace(lab.path(of: .a)) {
-            try LabSocket.connect(to: serverAddress, port: port)
-        }
-        let server = try LabSocket.accept(listener)
-        let clientPort = Int(try LabSocket.localPort(client))
         #expect(try LabSocket.transfer(size, from: client, to: server, timeout: .seconds(60)) == size)
         // Once the client's FIN is acknowledged (FIN_WAIT2) nothing of it can be retransmitted any more.
         let info = try waitForSync("the client's FIN acknowledged") {
@@ -300,19 +292,11 @@ struct KernelAccountingTests {
         for side in NetworkLab.Side.allCases { try lab.setSysctl(in: side, "net.ipv4.tcp_ecn", "1") }
         // Without eBPF the agent finds namespaces through the processes in them.
         let residents = try NetworkLab.Side.allCases.map { try lab.resident(in: $0) }
-        defer { residents.forEach { $0.terminate() } }
+        defer { residents.forEach(NetworkLab.stop) }
         let agent = try await mode.startAgent()
         defer { agent.stop() }
-        let serverAddress = lab.address(of: .b, v6: false)
-        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) {
-            try LabSocket.listener(on: serverAddress)
-        }
+        let (listener, client, server, port, clientPort) = try lab.connectAcross()
         defer { close(listener) }
-        let client = try withNetworkNamespace(lab.path(of: .a)) {
-            try LabSocket.connect(to: serverAddress, port: port)
-        }
-        let server = try LabSocket.accept(listener)
-        let clientPort = Int(try LabSocket.localPort(client))
         // Seen before the outage, so that every mode follows the sockets from their first counts.
         let before = try await agent.latestSequence()
         _ = try await agent.waitForIntervals(after: try await agent.waitForIntervals(after: before))

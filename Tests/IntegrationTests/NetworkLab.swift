@@ -105,9 +105,27 @@ final class NetworkLab {
         }
     }
 
+    // MARK: - Connections
+
+    /// A TCP connection from side A to a listener on side B's IPv4 address: the listener (still open), the
+    /// connecting and the accepted socket, the listening port and the client's port.
+    func connectAcross() throws -> (listener: Int32, client: Int32, server: Int32, port: UInt16, clientPort: Int) {
+        let serverAddress = address(of: .b, v6: false)
+        let (listener, port) = try withNetworkNamespace(path(of: .b)) { try LabSocket.listener(on: serverAddress) }
+        let client = try withNetworkNamespace(path(of: .a)) { try LabSocket.connect(to: serverAddress, port: port) }
+        let server = try LabSocket.accept(listener)
+        return (listener, client, server, port, Int(try LabSocket.localPort(client)))
+    }
+
     // MARK: - Residents
 
-    /// A process that sits in that side's namespace until terminated, so that whatever finds namespaces
+    /// Ends a resident: SIGKILL, since the test runner's threads block SIGTERM and its children inherit that.
+    static func stop(_ resident: Process) {
+        kill(resident.processIdentifier, SIGKILL)
+        resident.waitUntilExit()
+    }
+
+    /// A process that sits in that side's namespace until `stop`, so that whatever finds namespaces
     /// through /proc (the agent without eBPF) finds this one.
     func resident(in side: Side) throws -> Process {
         let process = Process()
@@ -125,7 +143,7 @@ final class NetworkLab {
             }
             usleep(10_000)
         }
-        process.terminate()
+        Self.stop(process)
         throw TestFailure("the resident process never entered \(name(of: side))")
     }
 
