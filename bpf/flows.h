@@ -223,28 +223,27 @@ static __always_inline __u64 cnm_socket_inode(struct sock *sk) {
 }
 
 /* A UDP socket's entry outlives it until the agent sees the socket gone from iter/udp; a new socket
- * given the freed one's address before then must not add to it. The entry is the old socket's final
- * record: it goes to the agent as closed, and the new socket starts an entry of its own. */
-static __always_inline void cnm_retire_reused_udp(struct sock *sk, struct cnm_flow_key *key) {
-    struct cnm_flow *flow = bpf_map_lookup_elem(&cnm_udp_flows, key);
-    if (!flow) return;
+ * given the freed one's address before then must not add to it. Such an entry is the old socket's final
+ * record: it goes to the agent as closed and leaves the table. Returns 1 when it did. */
+static __always_inline int cnm_retire_if_reused(struct sock *sk, struct cnm_flow_key *key, struct cnm_flow *flow) {
     __u64 inode = cnm_socket_inode(sk);
-    if (!inode || !flow->inode || inode == flow->inode) return;
+    if (!inode || !flow->inode || inode == flow->inode) return 0;
     struct cnm_flow_record record = {};
     record.key = *key;
     record.flow = *flow;
     record.flow.flags |= CNM_FLOW_CLOSED | CNM_FLOW_TRACKED;
-    if (bpf_map_delete_elem(&cnm_udp_flows, key)) return; /* retired concurrently on another CPU */
-    cnm_emit_closed(&record);
+    /* Retired concurrently on another CPU: that one sent the record. */
+    if (!bpf_map_delete_elem(&cnm_udp_flows, key)) cnm_emit_closed(&record);
+    return 1;
 }
 
 /* One datagram of `bytes` each way counted on its flow. Runs in the process's own syscall. */
 static __always_inline void cnm_account_udp(struct sock *sk, struct cnm_flow_key *key, __s64 bytes, int is_send) {
     if (bytes < 0) return;
-    cnm_retire_reused_udp(sk, key);
-    struct cnm_flow *flow = cnm_flow_entry(sk, key, IPPROTO_UDP,
-                                           is_send ? CNM_DIRECTION_OUTGOING : CNM_DIRECTION_INCOMING,
-                                           CNM_FLOW_BORN_WATCHED, 1);
+    __u8 direction = is_send ? CNM_DIRECTION_OUTGOING : CNM_DIRECTION_INCOMING;
+    struct cnm_flow *flow = cnm_flow_entry(sk, key, IPPROTO_UDP, direction, CNM_FLOW_BORN_WATCHED, 1);
+    if (flow && cnm_retire_if_reused(sk, key, flow))
+        flow = cnm_flow_entry(sk, key, IPPROTO_UDP, direction, CNM_FLOW_BORN_WATCHED, 1);
     if (!flow) return;
     if (is_send) {
         __sync_fetch_and_add(&flow->bytes_sent, bytes);
