@@ -68,29 +68,13 @@ struct DockerAccountingTests {
 struct DockerBothEndsTests {
     @Test(arguments: CollectionMode.ebpf)
     func bothEndsAreAttributedToTheirContainers(mode: CollectionMode) async throws {
-        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
-        let network = "cnm-be-\(suffix)"
-        let serverName = "cnm-be-srv-\(suffix)"
-        let clientName = "cnm-be-cli-\(suffix)"
-        let size = 54_321
-        defer {
-            _ = try? Environment.docker("rm", "-f", serverName, clientName)
-            _ = try? Environment.docker("network", "rm", network)
-        }
         let agent = try await mode.startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
 
-        try Environment.docker("network", "create", network)
-        let serverID = try Environment.docker(
-            "run", "-d", "--name", serverName, "--network", network, "cnm-test/busybox:latest",
-            "sh", "-c", "sleep 6 | nc -l -p 8080 | wc -c"
-        )
-        try await waitUntilListening(serverName, port: 8080)
-        let clientID = try Environment.docker(
-            "run", "-d", "--name", clientName, "--network", network, "cnm-test/busybox:latest",
-            "sh", "-c", "(head -c \(size) /dev/zero; sleep 1) | nc \(serverName) 8080"
-        )
+        let pair = try await ContainerPair.start(prefix: "cnm-be", size: 54_321)
+        defer { pair.remove() }
+        let (serverID, clientID, size) = (pair.serverID, pair.clientID, pair.size)
         let (outgoing, incoming) = try await waitFor("both ends reported closed", timeout: .seconds(30)) {
             () async throws -> ([[String: Any]], [[String: Any]])? in
             let all = try await agent.connections(after: before)
@@ -102,16 +86,12 @@ struct DockerBothEndsTests {
             }
             return out.sum("tcp_closed") >= 1 && inc.sum("tcp_closed") >= 1 ? (out, inc) : nil
         }
-        let delivered = try await waitFor("the server to count what it received") {
-            let logs = try Environment.run("/usr/bin/env", ["docker", "logs", serverName]).output
-            return Int(logs.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        #expect(delivered == size, "ground truth: the server read every byte")
+        #expect(try await pair.delivered() == size, "ground truth: the server read every byte")
         #expect(outgoing.sum("bytes_sent") == size && incoming.sum("bytes_received") == size)
         #expect(outgoing.contains { $0.address("raddr")["container_id"] as? String == serverID })
         #expect(incoming.contains { $0.address("raddr")["container_id"] as? String == clientID })
-        #expect(outgoing.allSatisfy { $0.tags.contains("container_name:\(clientName)") })
-        #expect(incoming.allSatisfy { $0.tags.contains("container_name:\(serverName)") })
+        #expect(outgoing.allSatisfy { $0.tags.contains("container_name:\(pair.clientName)") })
+        #expect(incoming.allSatisfy { $0.tags.contains("container_name:\(pair.serverName)") })
         #expect(outgoing.allSatisfy { $0["process_name"] as? String == "nc" })
     }
 }

@@ -196,15 +196,6 @@ struct IntakeTests {
         .enabled(if: Environment.dockerAnswers, "needs a running dockerd with cnm-test/busybox (make test starts both)")
     )
     func containerConnectionsArriveWithTheirContainersTags() async throws {
-        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
-        let network = "cnm-in-\(suffix)"
-        let serverName = "cnm-in-srv-\(suffix)"
-        let clientName = "cnm-in-cli-\(suffix)"
-        let size = 77_777
-        defer {
-            _ = try? Environment.docker("rm", "-f", serverName, clientName)
-            _ = try? Environment.docker("network", "rm", network)
-        }
         let intake = try FakeIntake(.status(202))
         // eBPF mode: both ends keep their owner however short the connection.
         let agent = try Self.agent(intake, ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "false"])
@@ -212,14 +203,9 @@ struct IntakeTests {
         try await agent.waitUntilHealthy()
         #expect(try await agent.json("/status")["mode"] as? String == "ebpf")
 
-        try Environment.docker("network", "create", network)
-        let serverID = try Environment.docker(
-            "run", "-d", "--name", serverName, "--network", network, "cnm-test/busybox:latest",
-            "sh", "-c", "sleep 6 | nc -l -p 8080 | wc -c")
-        try await waitUntilListening(serverName, port: 8080)
-        let clientID = try Environment.docker(
-            "run", "-d", "--name", clientName, "--network", network, "cnm-test/busybox:latest",
-            "sh", "-c", "(head -c \(size) /dev/zero; sleep 1) | nc \(serverName) 8080")
+        let pair = try await ContainerPair.start(prefix: "cnm-in", size: 77_777)
+        defer { pair.remove() }
+        let (serverID, clientID, size) = (pair.serverID, pair.clientID, pair.size)
         typealias Entry = (
             message: Datadog_ProcessAgent_CollectorConnections, connection: Datadog_ProcessAgent_Connection
         )
@@ -233,14 +219,10 @@ struct IntakeTests {
             let closed = { (list: [Entry]) in list.map { $0.connection.lastTcpClosed }.reduce(0, +) >= 1 }
             return closed(out) && closed(inc) ? (out, inc) : nil
         }
-        let delivered = try await waitFor("the server to count what it received") {
-            let logs = try Environment.run("/usr/bin/env", ["docker", "logs", serverName]).output
-            return Int(logs.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        #expect(delivered == size, "ground truth: the server read every byte")
+        #expect(try await pair.delivered() == size, "ground truth: the server read every byte")
         #expect(outgoing.map { $0.connection.lastBytesSent }.reduce(0, +) == UInt64(size))
         #expect(incoming.map { $0.connection.lastBytesReceived }.reduce(0, +) == UInt64(size))
-        for (entries, id, name) in [(outgoing, clientID, clientName), (incoming, serverID, serverName)] {
+        for (entries, id, name) in [(outgoing, clientID, pair.clientName), (incoming, serverID, pair.serverName)] {
             for (message, c) in entries {
                 let tags = TagEncoder.decode(Array(message.encodedConnectionsTags), index: c.tagsIdx) ?? []
                 for tag in ["container_name:\(name)", "container_id:\(id)", "image_name:cnm-test/busybox", "team:cnm"] {

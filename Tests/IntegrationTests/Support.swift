@@ -192,3 +192,52 @@ extension Dictionary where Key == String, Value == Any {
     func port(_ key: String) -> Int { address(key).int("port") }
     var tags: [String] { self["tags"] as? [String] ?? [] }
 }
+
+/// Two busybox containers on a network of their own: a client that sends `size` bytes to a server on port
+/// 8080, which counts what it read. `remove()` deletes both and the network.
+struct ContainerPair {
+    let network: String
+    let serverName: String
+    let clientName: String
+    let serverID: String
+    let clientID: String
+    let size: Int
+
+    /// Starts the server, waits until it listens, then starts the client; removes what it made if that fails.
+    static func start(prefix: String, size: Int) async throws -> ContainerPair {
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let (network, serverName, clientName) = (
+            "\(prefix)-\(suffix)", "\(prefix)-srv-\(suffix)", "\(prefix)-cli-\(suffix)"
+        )
+        do {
+            try Environment.docker("network", "create", network)
+            let serverID = try Environment.docker(
+                "run", "-d", "--name", serverName, "--network", network, "cnm-test/busybox:latest",
+                "sh", "-c", "sleep 6 | nc -l -p 8080 | wc -c")
+            try await waitUntilListening(serverName, port: 8080)
+            let clientID = try Environment.docker(
+                "run", "-d", "--name", clientName, "--network", network, "cnm-test/busybox:latest",
+                "sh", "-c", "(head -c \(size) /dev/zero; sleep 1) | nc \(serverName) 8080")
+            return ContainerPair(
+                network: network, serverName: serverName, clientName: clientName, serverID: serverID,
+                clientID: clientID, size: size)
+        } catch {
+            _ = try? Environment.docker("rm", "-f", serverName, clientName)
+            _ = try? Environment.docker("network", "rm", network)
+            throw error
+        }
+    }
+
+    /// The ground truth: how many bytes the server read, once it has said.
+    func delivered() async throws -> Int {
+        try await waitFor("the server to count what it received") {
+            let logs = try Environment.run("/usr/bin/env", ["docker", "logs", serverName]).output
+            return Int(logs.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+
+    func remove() {
+        _ = try? Environment.docker("rm", "-f", serverName, clientName)
+        _ = try? Environment.docker("network", "rm", network)
+    }
+}
