@@ -2,7 +2,6 @@ import CNMDocker
 import CNMIntakeProto
 import CNMModel
 import FoundationEssentials
-import Glibc
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -42,6 +41,7 @@ public final class IntakeSender: Service, Sendable {
     private let version: String
     private let logger: Logger
     private let publish: @Sendable (IntakeStatus) -> Void
+    private let clock: @Sendable () -> Timestamp
     private let client: HTTPClient
     private let backoff: Backoff
     private let state: Mutex<State>
@@ -50,14 +50,17 @@ public final class IntakeSender: Service, Sendable {
     private let wake: AsyncStream<Void>
     private let wakeInput: AsyncStream<Void>.Continuation
 
-    /// `publish` receives the sender's status after every change (for `/status`).
+    /// `clock` gives the wall-clock time of a delivery; `publish` receives the sender's status after every
+    /// change (for `/status`).
     public init(
         settings: IntakeSettings,
         host: HostDescription,
         version: String,
         logger: Logger,
+        clock: @escaping @Sendable () -> Timestamp,
         publish: @escaping @Sendable (IntakeStatus) -> Void
     ) throws(HTTPError) {
+        self.clock = clock
         self.settings = settings
         self.host = host
         self.version = version
@@ -160,7 +163,7 @@ public final class IntakeSender: Service, Sendable {
             case .accepted:
                 let recovered = update { state in
                     state.status.sent += 1
-                    state.status.lastSuccess = Self.now()
+                    state.status.lastSuccess = clock()
                     defer { state.failing = false }
                     return state.failing
                 }
@@ -272,11 +275,5 @@ public final class IntakeSender: Service, Sendable {
         }
         publish(status)
         return result
-    }
-
-    private static func now() -> Timestamp {
-        var spec = timespec()
-        clock_gettime(CLOCK_REALTIME, &spec)
-        return Timestamp(nanoseconds: Int64(spec.tv_sec) * 1_000_000_000 + Int64(spec.tv_nsec))
     }
 }

@@ -84,7 +84,9 @@ let terminal: Bool =
 let intake = configuration.intake.map { settings in
     let host = HostDescription.detect(hostname: hostname, hostTags: configuration.hostTags, environment: environment)
     do {
-        return try IntakeSender(settings: settings, host: host, version: version, logger: logger) { status in
+        return try IntakeSender(
+            settings: settings, host: host, version: version, logger: logger, clock: { .now }
+        ) { status in
             store.updateStatus { $0.intake = status }
         }
     } catch {
