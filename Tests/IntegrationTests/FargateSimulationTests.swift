@@ -56,8 +56,8 @@ struct FargateSimulationTests {
             "cnm-test/busybox:latest", "sh", "-c",
             "while true; do sleep 1 | nc 127.0.0.1 8080; sleep 1 | nc \(peerIP) 8080; done")
 
-        // The metadata endpoint, where the task's containers reach the host: the bridge's gateway.
-        let gateway = try Environment.docker("network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}")
+        // The metadata endpoint, where the task's containers reach the host: their default gateway.
+        let gateway = try defaultGateway(of: app)
         let endpoint = try FakeHTTPEndpoint(
             .init(status: 200, body: try ECSTagsTests.task(containers: [(appID, "app"), (workerID, "worker")])),
             address: gateway)

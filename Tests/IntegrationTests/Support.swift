@@ -52,6 +52,20 @@ func waitUntilListening(_ container: String, port: Int) async throws {
     }
 }
 
+/// The IPv4 address through which `container` reaches the host: its default route's gateway, as the
+/// container itself sees it. On a daemon started for the first time the default bridge's IPAM config
+/// names no gateway (the address is only on `docker0`), so `docker network inspect` cannot be asked.
+func defaultGateway(of container: String) throws -> String {
+    let routes = try Environment.docker("exec", container, "ip", "-4", "route", "show", "default")
+    let words = routes.split(whereSeparator: \.isWhitespace)
+    guard let via = words.firstIndex(of: "via"), via + 1 < words.count,
+        inet_addr(String(words[via + 1])) != INADDR_NONE
+    else {
+        throw TestFailure("no IPv4 default gateway in \(container)'s 'ip -4 route show default': '\(routes)'")
+    }
+    return String(words[via + 1])
+}
+
 struct TestFailure: Error, CustomStringConvertible {
     var description: String
     init(_ d: String) { description = d }
