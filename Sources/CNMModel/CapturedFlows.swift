@@ -97,9 +97,16 @@ public struct CapturedTraffic: Sendable {
 
 extension SocketObservation {
     /// Whether the connection tracker follows this socket as a flow of its own: a connected socket
-    /// with a full kernel state. A TIME_WAIT entry is what is left after a full socket was destroyed,
-    /// with no counters.
-    public var isFollowedFlow: Bool { !isListener && state != .timeWait }
+    /// with a full kernel state, not the remains of one.
+    public var isFollowedFlow: Bool { !isListener && !isTimeWaitRemains }
+
+    /// What the kernel keeps of a TCP connection after it destroyed the socket (`inet_timewait_sock`):
+    /// listed by sock_diag under the destroyed socket's cookie, in TIME_WAIT or, when the socket was
+    /// closed before the peer's FIN came, in FIN_WAIT2; with no inode and no `tcp_info`. A full
+    /// socket in FIN_WAIT2 (shut down for writing, still held) always has `tcp_info`.
+    public var isTimeWaitRemains: Bool {
+        state == .timeWait || (transport == .tcp && state == .finWait2 && counters == nil)
+    }
 }
 
 extension Endpoint {

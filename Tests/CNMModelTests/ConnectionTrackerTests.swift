@@ -178,6 +178,57 @@ private struct Kernel {
         #expect(t.health.closedWithoutFinalCounters == 0)
     }
 
+    /// What sock_diag lists for a TCP socket after the kernel destroyed it: a time-wait socket in
+    /// FIN_WAIT2 or TIME_WAIT, with the destroyed socket's cookie but no inode and no `tcp_info`.
+    static func timeWaitRemains(cookie: UInt64, local: UInt16, remote: UInt16, state: TCPState) -> SocketObservation {
+        SocketObservation(
+            id: SocketID(netns: Kernel.netns, cookie: cookie), transport: .tcp, local: Endpoint(Kernel.lo, local),
+            remote: Endpoint(Kernel.lo, remote), state: state, inode: 0, counters: nil)
+    }
+
+    @Test func aClosedSocketsTimeWaitRemainsAreNoSecondConnection() throws {
+        var t = ConnectionTracker(maxTracked: 10)
+        let notified: Set<UInt64> = [Kernel.netns]
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 40000, remote: 80, inode: 11, sent: 10)]],
+                destroyNotified: notified))
+        t.assignOwners([11: client])
+        // The client closed first: its socket is destroyed once its FIN is acknowledged, and the
+        // same pass's dump already lists what the kernel keeps in its place.
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Self.timeWaitRemains(cookie: 1, local: 40000, remote: 80, state: .finWait2)]],
+                destroyed: [Kernel.tcp(cookie: 1, local: 40000, remote: 80, state: .close, sent: 30)],
+                destroyNotified: notified))
+        let first = t.flush()
+        #expect(first.count == 1)
+        let c = try #require(first.first)
+        #expect(c.stats.bytesSent == 30 && c.stats.tcpEstablished == 1 && c.stats.tcpClosed == 1 && c.key.pid == 200)
+        // Later reads list the remains until the server closes and TIME_WAIT ends: nothing to report.
+        for state in [TCPState.finWait2, .finWait2, .timeWait] {
+            t.apply(
+                Poll(
+                    dumps: [Kernel.netns: [Self.timeWaitRemains(cookie: 1, local: 40000, remote: 80, state: state)]],
+                    destroyNotified: notified))
+            #expect(t.flush().isEmpty, "a record after the close, in \(state)")
+        }
+        t.apply(Poll(dumps: [Kernel.netns: []], destroyNotified: notified))
+        #expect(t.flush().isEmpty)
+        #expect(t.health.tracked == 0 && t.health.closedWithoutFinalCounters == 0)
+    }
+
+    @Test func timeWaitRemainsAtStartUpAreNoConnection() {
+        var t = ConnectionTracker(maxTracked: 10)
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Self.timeWaitRemains(cookie: 5, local: 40001, remote: 80, state: .finWait2)]],
+                isBaseline: true))
+        #expect(t.flush().isEmpty)
+        t.apply(Poll(dumps: [Kernel.netns: []]))
+        #expect(t.flush().isEmpty, "a connection that closed before the agent started is not closed in its report")
+    }
+
     @Test func resetWithoutNewDataKeepsEveryByte() {
         var t = ConnectionTracker(maxTracked: 10)
         t.apply(Poll(dumps: [Kernel.netns: [Kernel.tcp(cookie: 1, local: 1, remote: 2, received: 70)]]))

@@ -56,6 +56,70 @@ struct KernelAccountingTests {
         #expect(incoming.allSatisfy { $0["direction"] as? String == "incoming" })
     }
 
+    /// A connection of a few seconds whose client closes first: after `close()` the client's socket
+    /// outlives its process as the kernel's time-wait remains (FIN_WAIT2, then TIME_WAIT) until the
+    /// server closes. It is still one connection: established once and closed once at each end, and
+    /// nothing is reported on its 4-tuple after the interval that closed it.
+    @Test(arguments: CollectionMode.allCases)
+    func clientClosingFirstIsOneConnection(mode: CollectionMode) async throws {
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let (listener, serverPort) = try TestSocket.listener(v6: false)
+        defer { listener.close() }
+        let client = try TestSocket.connect(v6: false, port: serverPort)
+        let server = try listener.accept()
+        let clientPort = Int(try client.localPort())
+        // Three rounds, an interval apart: 1,234,567 bytes up and 765,432 down in all.
+        let rounds = [(411_522, 255_144), (411_522, 255_144), (411_523, 255_144)]
+        var mark = before
+        for (up, down) in rounds {
+            try client.send(up)
+            try server.receive(up)
+            try server.send(down)
+            try client.receive(down)
+            mark = try await agent.waitForIntervals(after: mark)
+        }
+        client.close()
+        #expect(try server.receiveToEOF() == 0)
+        // The client's socket, orphaned in FIN_WAIT2, is listed by two reads before the server closes.
+        mark = try await agent.waitForIntervals(after: mark, count: 2)
+        server.close()
+
+        func ends(_ all: [(UInt64, [[String: Any]])]) -> (out: [(UInt64, [String: Any])], in: [(UInt64, [String: Any])])
+        {
+            let flows = all.flatMap { seq, conns in conns.map { (seq, $0) } }.filter {
+                $0.1["type"] as? String == "tcp"
+            }
+            return (
+                flows.filter { $0.1.port("laddr") == clientPort && $0.1.port("raddr") == Int(serverPort) },
+                flows.filter { $0.1.port("laddr") == Int(serverPort) && $0.1.port("raddr") == clientPort }
+            )
+        }
+        // Both ends closed, then two more intervals in which a second record would show up.
+        let closedBy = try await waitFor("both ends reported closed") { () async throws -> UInt64? in
+            let (out, inc) = ends(try await agent.intervals(after: before))
+            guard out.map(\.1).sum("tcp_closed") >= 1, inc.map(\.1).sum("tcp_closed") >= 1 else { return nil }
+            return try await agent.latestSequence()
+        }
+        _ = try await agent.waitForIntervals(after: closedBy, count: 2)
+        let (out, inc) = ends(try await agent.intervals(after: before))
+        let (up, down) = (rounds.map(\.0).reduce(0, +), rounds.map(\.1).reduce(0, +))
+        for (side, flows, sent, received) in [("client", out, up, down), ("server", inc, down, up)] {
+            let records = flows.map(\.1)
+            #expect(records.sum("tcp_established") == 1, "\(side): established \(records.sum("tcp_established"))")
+            #expect(records.sum("tcp_closed") == 1, "\(side): closed \(records.sum("tcp_closed"))")
+            #expect(records.sum("bytes_sent") == sent && records.sum("bytes_received") == received, "\(side) bytes")
+            #expect(
+                records.allSatisfy { $0.int("pid") == Int(getpid()) },
+                "\(side) pids \(records.map { $0["pid"] ?? "nil" })")
+            let closedIn = flows.filter { $0.1.int("tcp_closed") > 0 }.map(\.0).min() ?? 0
+            let after = flows.filter { $0.0 > closedIn }
+            #expect(
+                after.isEmpty, "\(side): \(after.count) record(s) after its close in #\(closedIn): \(after.map(\.1))")
+        }
+    }
+
     /// A connection that stays open: each interval reports exactly what moved in it.
     @Test(arguments: CollectionMode.allCases)
     func heldOpenConnectionHasExactDeltas(mode: CollectionMode) async throws {
