@@ -159,19 +159,29 @@ class Agent(Collector):
         seqs = sorted(self.intervals)
         if seqs and seqs[-1] - seqs[0] + 1 != len(seqs):
             raise RuntimeError(f"missed agent intervals: {len(seqs)} of {seqs[-1] - seqs[0] + 1} read (accuracy cannot be computed)")
-        problems = self.status.get("problems") or {}
-        drops = {k: v.get("count") for k, v in problems.items() if re.search(r"drop|lost|full|overflow", k)}
-        tracker = self.status.get("tracker") or {}
-        for k in ("dropped_table_full", "closed_without_final_counters"):
-            if tracker.get(k):
-                drops[f"tracker.{k}"] = tracker[k]
-        self.lost = drops
-        obs = []
-        for seq in seqs:
-            for c in self.intervals[seq].get("connections", []):
-                obs.append((c.get("type"), c["laddr"]["ip"], c["laddr"]["port"], c["raddr"]["ip"], c["raddr"]["port"],
-                            c.get("bytes_sent", 0), c.get("bytes_received", 0)))
-        return obs
+        self.lost = agent_lost(self.status)
+        return agent_observations(self.intervals[seq] for seq in seqs)
+
+
+def agent_lost(status):
+    """What the agent's /status says it lost: problems about drops, and the tracker's loss counters."""
+    problems = status.get("problems") or {}
+    drops = {k: v.get("count") for k, v in problems.items() if re.search(r"drop|lost|full|overflow", k)}
+    tracker = status.get("tracker") or {}
+    for k in ("dropped_table_full", "closed_without_final_counters"):
+        if tracker.get(k):
+            drops[f"tracker.{k}"] = tracker[k]
+    return drops
+
+
+def agent_observations(intervals):
+    """Observations (see accuracy()) from the agent's intervals, in order: a row per connection per interval."""
+    obs = []
+    for iv in intervals:
+        for c in iv.get("connections", []):
+            obs.append((c.get("type"), c["laddr"]["ip"], c["laddr"]["port"], c["raddr"]["ip"], c["raddr"]["port"],
+                        c.get("bytes_sent", 0), c.get("bytes_received", 0)))
+    return obs
 
 
 class Bpftrace(Collector):
@@ -199,26 +209,38 @@ class Bpftrace(Collector):
             raise RuntimeError(f"bpftrace exited with {rc}; see {self.run_dir}/bpftrace.err")
         text = open(os.path.join(self.run_dir, "bpftrace.out")).read()
         err = open(os.path.join(self.run_dir, "bpftrace.err")).read()
-        lost = sum(int(n) for n in re.findall(r"Lost (\d+) events", text + err))
-        self.lost = {"perf_lost": lost} if lost else {}
-        if re.search(r"map.*full|E2BIG", err, re.I):
-            self.lost["map_full"] = "see bpftrace.err"
-        closed = {}
-        open_tup, tx, rx = {}, {}, {}
-        for m in re.finditer(r"^@(ctx|crx)\[(\d+), (\d+), (\d+), (\d+)\]: (\d+)$", text, re.M):
-            key = (ip_from_u32(m.group(2)), int(m.group(3)), ip_from_u32(m.group(4)), int(m.group(5)))
-            closed.setdefault(key, [0, 0])[0 if m.group(1) == "ctx" else 1] += int(m.group(6))
-        for m in re.finditer(r"^@tup\[(-?\d+)\]: \((\d+), (\d+), (\d+), (\d+)\)$", text, re.M):
-            open_tup[m.group(1)] = (ip_from_u32(m.group(2)), int(m.group(3)), ip_from_u32(m.group(4)), int(m.group(5)))
-        for m in re.finditer(r"^@(tx|rx)\[(-?\d+)\]: (\d+)$", text, re.M):
-            (tx if m.group(1) == "tx" else rx)[m.group(2)] = int(m.group(3))
-        obs = [("tcp", k[0], k[1], k[2], k[3], v[0], v[1]) for k, v in closed.items() if k[3] != 0]
-        for sk, k in open_tup.items():
-            obs.append(("tcp", k[0], k[1], k[2], k[3], tx.get(sk, 0), rx.get(sk, 0)))
-        return obs
+        self.lost = bpftrace_lost(text, err)
+        return parse_bpftrace(text)
 
     def memory(self):
         return getattr(self, "final_memory", None) or super().memory()
+
+
+def bpftrace_lost(text, err):
+    """What bpftrace itself says it lost: perf events (stdout or stderr), a full map (stderr)."""
+    lost = sum(int(n) for n in re.findall(r"Lost (\d+) events", text + err))
+    lost = {"perf_lost": lost} if lost else {}
+    if re.search(r"map.*full|E2BIG", err, re.I):
+        lost["map_full"] = "see bpftrace.err"
+    return lost
+
+
+def parse_bpftrace(text):
+    """Observations (see accuracy()) from acct.bt's maps as printed at exit: @ctx/@crx per closed socket's
+    4-tuple (u32 addresses), and for sockets still open @tup (their 4-tuple) with @tx/@rx by socket."""
+    closed = {}
+    open_tup, tx, rx = {}, {}, {}
+    for m in re.finditer(r"^@(ctx|crx)\[(\d+), (\d+), (\d+), (\d+)\]: (\d+)$", text, re.M):
+        key = (ip_from_u32(m.group(2)), int(m.group(3)), ip_from_u32(m.group(4)), int(m.group(5)))
+        closed.setdefault(key, [0, 0])[0 if m.group(1) == "ctx" else 1] += int(m.group(6))
+    for m in re.finditer(r"^@tup\[(-?\d+)\]: \((\d+), (\d+), (\d+), (\d+)\)$", text, re.M):
+        open_tup[m.group(1)] = (ip_from_u32(m.group(2)), int(m.group(3)), ip_from_u32(m.group(4)), int(m.group(5)))
+    for m in re.finditer(r"^@(tx|rx)\[(-?\d+)\]: (\d+)$", text, re.M):
+        (tx if m.group(1) == "tx" else rx)[m.group(2)] = int(m.group(3))
+    obs = [("tcp", k[0], k[1], k[2], k[3], v[0], v[1]) for k, v in closed.items() if k[3] != 0]
+    for sk, k in open_tup.items():
+        obs.append(("tcp", k[0], k[1], k[2], k[3], tx.get(sk, 0), rx.get(sk, 0)))
+    return obs
 
 
 class Pmacctd(Collector):
@@ -292,22 +314,28 @@ logfile: {self.logfile}
         if rc != 0:
             raise RuntimeError(f"pmacctd exited with {rc}; see {self.logfile}")
         wait_until(lambda: os.path.exists(self.csv), 30, "pmacctd output")
-        flows = {}
         with open(self.csv) as f:
-            header = f.readline().strip().split(",")
-            for line in f:
-                row = dict(zip(header, line.strip().split(",")))
-                if row.get("PROTOCOL") not in ("tcp", "udp"):
-                    continue
-                key = (row["PROTOCOL"], row["SRC_IP"], int(row["SRC_PORT"]), row["DST_IP"], int(row["DST_PORT"]))
-                f_ = flows.setdefault(key, [0, 0])
-                f_[0] += int(row["PACKETS"])
-                f_[1] += int(row["BYTES"])
-        # directional flows: (proto, src, sport, dst, dport, packets, L3 bytes); accuracy() converts to payload
-        return [(proto, sip, sp, dip, dp, pk, by) for (proto, sip, sp, dip, dp), (pk, by) in flows.items()]
+            return parse_pmacct_csv(f)
 
     def memory(self):
         return getattr(self, "final_memory", None) or super().memory()
+
+
+def parse_pmacct_csv(lines):
+    """Directional flows from the print plugin's CSV (a header line, then a row per flow; rows of one
+    flow summed): (proto, src, sport, dst, dport, packets, L3 bytes); accuracy() converts to payload."""
+    lines = iter(lines)
+    flows = {}
+    header = next(lines, "").strip().split(",")
+    for line in lines:
+        row = dict(zip(header, line.strip().split(",")))
+        if row.get("PROTOCOL") not in ("tcp", "udp"):
+            continue
+        key = (row["PROTOCOL"], row["SRC_IP"], int(row["SRC_PORT"]), row["DST_IP"], int(row["DST_PORT"]))
+        f_ = flows.setdefault(key, [0, 0])
+        f_[0] += int(row["PACKETS"])
+        f_[1] += int(row["BYTES"])
+    return [(proto, sip, sp, dip, dp, pk, by) for (proto, sip, sp, dip, dp), (pk, by) in flows.items()]
 
 
 def make_collector(name, run_dir, cfg, workload, flows):

@@ -31,12 +31,18 @@ class Workload:
         return json.loads(out.strip().splitlines()[-1])
 
     def truth(self):
-        rows = []
-        files = sorted(f for f in os.listdir(self.run_dir) if f.startswith("truth") and f.endswith(".tsv"))
-        for line in (l for f in files for l in open(os.path.join(self.run_dir, f))):
-            proto, cip, cp, sip, sp, c2s, s2c = line.split("\t")
-            rows.append((proto, cip, int(cp), sip, int(sp), int(c2s), int(s2c)))
-        return rows
+        return read_truth(self.run_dir)
+
+
+def read_truth(run_dir):
+    """The ground truth of a run: every truth*.tsv conn-workload wrote in run_dir (one per process), a row
+    per connection: (proto, client ip, client port, server ip, server port, bytes c->s, bytes s->c)."""
+    rows = []
+    files = sorted(f for f in os.listdir(run_dir) if f.startswith("truth") and f.endswith(".tsv"))
+    for line in (l for f in files for l in open(os.path.join(run_dir, f))):
+        proto, cip, cp, sip, sp, c2s, s2c = line.split("\t")
+        rows.append((proto, cip, int(cp), sip, int(sp), int(c2s), int(s2c)))
+    return rows
 
 
 def wl_churn(w, collector, rate, secs, size=100):
