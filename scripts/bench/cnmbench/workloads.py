@@ -39,9 +39,11 @@ def read_truth(run_dir):
     per connection: (proto, client ip, client port, server ip, server port, bytes c->s, bytes s->c)."""
     rows = []
     files = sorted(f for f in os.listdir(run_dir) if f.startswith("truth") and f.endswith(".tsv"))
-    for line in (l for f in files for l in open(os.path.join(run_dir, f))):
-        proto, cip, cp, sip, sp, c2s, s2c = line.split("\t")
-        rows.append((proto, cip, int(cp), sip, int(sp), int(c2s), int(s2c)))
+    for name in files:
+        with open(os.path.join(run_dir, name)) as f:
+            for line in f:
+                proto, cip, cp, sip, sp, c2s, s2c = line.split("\t")
+                rows.append((proto, cip, int(cp), sip, int(sp), int(c2s), int(s2c)))
     return rows
 
 
