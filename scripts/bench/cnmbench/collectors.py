@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.request
 
-from .system import AGENT, ROOT, Cgroup, free_port, memory_kib, started, stop_process, wait_until
+from .system import AGENT, ROOT, Cgroup, free_port, log, memory_kib, started, stop_process, wait_until
 
 
 def ip_from_u32(v):
@@ -26,16 +26,25 @@ class Collector:
     def __init__(self, name, run_dir, cfg):
         self.name, self.run_dir, self.cfg = name, run_dir, cfg
         self.cgroup = None
+        # a cgroup that several collectors use in turn (--modes: one for every agent of the run), not removed
+        # at close; None: a cgroup of the collector's own
+        self.shared_cgroup = None
         self.lost = None  # events lost, as the collector itself reports it
         self.notes = []
 
     def spawn(self, argv, env=None, **kw):
-        self.cgroup = Cgroup(os.path.basename(self.run_dir))
+        self.cgroup = self.shared_cgroup or Cgroup(os.path.basename(self.run_dir))
         out = open(os.path.join(self.run_dir, f"{self.kind}.out"), "w")
         err = open(os.path.join(self.run_dir, f"{self.kind}.err"), "w")
         self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, **kw)
         started.append(self.proc)
-        self.cgroup.add(self.proc.pid)
+        if self.cgroup is not self.shared_cgroup:
+            self.cgroup.add(self.proc.pid)
+            return
+        try:
+            self.cgroup.add(self.proc.pid)
+        except OSError as e:
+            log(f"could not move the {self.kind} into {self.cgroup.path}: {e}")
 
     def start(self):
         pass
@@ -54,10 +63,10 @@ class Collector:
         """After the workload: waits until everything is reported; returns observations (see accuracy())."""
         return []
 
-    def close(self):
+    def close(self, timeout=30):
         if self.proc:
-            stop_process(self.proc)
-        if self.cgroup:
+            stop_process(self.proc, timeout=timeout)
+        if self.cgroup and self.cgroup is not self.shared_cgroup:
             self.cgroup.remove()
 
 
@@ -66,21 +75,36 @@ class NoCollector(Collector):
 
 
 class Agent(Collector):
-    """cnm-agent; reads /api/v1/intervals as they come (it keeps 16), deduplicated by sequence."""
+    """cnm-agent; reads /api/v1/intervals as they come (it keeps 16), deduplicated by sequence.
+
+    mode: a key of MODES, any other eBPF strategy by name, or None for the agent's own choice."""
 
     kind = "agent"
     MODES = {
         "sock_length": {"DD_CNM_EBPF_STRATEGY": "sock_length"},
         "kernel_counters": {"DD_CNM_EBPF_STRATEGY": "kernel_counters"},
         "ebpfless": {"DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true"},
+        # eBPF-less without packet capture, and sampled only (no destroy notifications), as where those are
+        # unavailable
+        "ebpfless-no-capture": {"DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true", "DD_CNM_PACKET_CAPTURE": "false"},
+        "ebpfless-sampled": {"DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true", "DD_CNM_DESTROY_NOTIFICATIONS": "false"},
+        "ebpfless-sampled-no-capture": {"DD_NETWORK_CONFIG_ENABLE_EBPFLESS": "true",
+                                        "DD_CNM_DESTROY_NOTIFICATIONS": "false", "DD_CNM_PACKET_CAPTURE": "false"},
     }
 
-    def __init__(self, name, run_dir, cfg, mode, interval=None):
+    @classmethod
+    def mode_env(cls, mode):
+        if mode is None:
+            return {}
+        return cls.MODES.get(mode, {"DD_CNM_EBPF_STRATEGY": mode})
+
+    def __init__(self, name, run_dir, cfg, mode, interval=None, sample=None):
         super().__init__(name, run_dir, cfg)
         self.mode = mode
         # a report of 100,000 connections takes the agent seconds to serve as JSON: a longer interval, so
         # that one is read before the next replaces it
         self.interval = interval or cfg.interval
+        self.sample = sample  # the sample period (s), or None for the agent's default
         self.intervals = {}
         self.lock = threading.Lock()
         self.stop_poll = threading.Event()
@@ -90,16 +114,19 @@ class Agent(Collector):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
             return json.load(r)
 
-    def start(self):
+    def launch(self, timeout=60):
+        """Starts the agent and waits until /status says healthy: its first collection is done."""
         self.port = free_port()
         env = dict(os.environ)
-        env.update(self.MODES[self.mode])
+        env.update(self.mode_env(self.mode))
         env.update({
             "DD_CNM_HTTP_ADDR": f"127.0.0.1:{self.port}",
             "DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS": str(self.interval),
             "DD_CNM_TERMINAL": "never",
             "DD_LOG_LEVEL": "warn",
         })
+        if self.sample is not None:
+            env["DD_CNM_SAMPLE_INTERVAL"] = str(self.sample)
         self.spawn([AGENT], env=env)
 
         def healthy():
@@ -110,7 +137,10 @@ class Agent(Collector):
             except OSError:
                 return False
 
-        wait_until(healthy, 60, "agent healthy", 0.2)
+        wait_until(healthy, timeout, "agent healthy", 0.2)
+
+    def start(self):
+        self.launch()
         s = self.get("/status")
         self.ran = f"{s.get('mode')}: {s.get('mode_reason', '')}"
         want_ebpf = self.mode != "ebpfless"

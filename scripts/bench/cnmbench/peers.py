@@ -11,7 +11,7 @@ from .accuracy import accuracy
 from .collectors import COLLECTORS, Agent, make_collector
 from .report import chart, fmt, report, throughput
 from .system import AGENT, ROOT, cleanup, failures, log, machine
-from .workloads import Workload, wl_bulk, wl_churn, wl_containers, wl_many, wl_udp
+from .workloads import Workload, build, wl_bulk, wl_churn, wl_containers, wl_many, wl_udp
 
 
 class Config:
@@ -114,8 +114,7 @@ def run(opts):
     cfg.command = "make bench-quick" if opts.quick else "make bench"
     os.makedirs(cfg.out, exist_ok=True)
     cfg.workload_bin = os.path.join(cfg.out, "conn-workload")
-    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", cfg.workload_bin,
-                    os.path.join(ROOT, "scripts", "conn-workload.c")], check=True)
+    build(cfg.workload_bin)
     if not os.access(AGENT, os.X_OK):
         sys.exit(f"bench.py: {AGENT} missing (make release)")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -93,6 +93,13 @@ class Cgroup:
             return int(text) / 1e9
         return int(re.search(r"usage_usec (\d+)", text).group(1)) / 1e6
 
+    def cpu_ns(self):
+        """The same in whole nanoseconds (cgroup v2 counts microseconds)."""
+        text = open(os.path.join(self.path, self.file)).read()
+        if self.file == "cpuacct.usage":
+            return int(text)
+        return int(re.search(r"usage_usec (\d+)", text).group(1)) * 1000
+
     def remove(self):
         if self.path:
             try:
@@ -119,6 +126,12 @@ def descendants(pid):
         out.append(p)
         todo += children.get(p, [])
     return out
+
+
+def cpu_ticks(pid):
+    """utime + stime of pid (every thread, also ones that exited) in clock ticks (CLK_TCK per second)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def memory_kib(pid):

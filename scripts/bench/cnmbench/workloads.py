@@ -2,13 +2,21 @@
 import json
 import os
 import re
+import resource
 import subprocess
+import sys
 import threading
 import time
 
-from .system import started, wait_until
+from .system import ROOT, log, started, stop_process, wait_until
 
 BUSYBOX = "cnm-test/busybox:latest"
+
+
+def build(path):
+    """Compiles scripts/conn-workload.c to path."""
+    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", path, os.path.join(ROOT, "scripts", "conn-workload.c")],
+                   check=True)
 
 
 class Workload:
@@ -134,3 +142,47 @@ def wl_containers(w, collector, secs, requests=3):
     d["containers"] = len(ids)
     d["wall_s"] = time.monotonic() - t0
     return d
+
+
+def hold_connections(n, log_dir, per_holder=5000, timeout=60):
+    """n loopback TCP connections held open by scripts/hold-connections.py, per_holder in each process (two
+    fds per connection: its limit on open files is raised to fit, within what it may set). Returns the
+    processes once every one has said ready; stop_holders() ends them."""
+    holders = []
+    for left in range(n, 0, -per_holder):
+        k = min(left, per_holder)
+        hlog = os.path.join(log_dir, f"holder-{left}.log")
+        limit = k * 2 + 256
+
+        def set_limit(limit=limit):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        with open(hlog, "w") as out:
+            try:
+                p = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "hold-connections.py"), str(k)],
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=set_limit)
+            except subprocess.SubprocessError as e:
+                stop_holders(holders)
+                raise RuntimeError(f"hold-connections.py did not start (open files limit {limit}?): {e}") from e
+        started.append(p)
+        holders.append(p)
+
+        def ready(p=p, hlog=hlog):
+            if p.poll() is not None:
+                raise RuntimeError(f"hold-connections.py failed: {open(hlog).read().strip()}")
+            return "ready" in open(hlog).read()
+
+        try:
+            wait_until(ready, timeout, "hold-connections.py ready", 0.2)
+        except (RuntimeError, TimeoutError):
+            stop_holders(holders)
+            raise
+    log(f"holding {n} loopback connections ({n * 2} sockets)")
+    return holders
+
+
+def stop_holders(holders):
+    for p in holders:
+        stop_process(p, timeout=10)
+    holders.clear()
