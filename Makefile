@@ -10,7 +10,7 @@ TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nf
 # test that decodes an intake message with it.
 PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 
-.PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench bench-quick bench-deps bench-collection bench-unit clean
+.PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-unit clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
 # object, and embedded in the agent as bytes (Sources/CBPF/embedded_object.h, generated, not committed).
@@ -107,6 +107,13 @@ bench: release bench-deps
 
 bench-quick: release bench-deps
 	/usr/bin/python3 scripts/bench/bench.py --quick
+
+# What each collection mode costs: the agent's CPU per 1,000 short connections and per GiB, the run
+# time of its eBPF programs and its RSS with 10,000 held connections (scripts/bench/bench.py --modes;
+# knobs as flags, or MODES, CONNECTIONS, INTERVAL, SAMPLE, IDLE_SECONDS, SHORT, BULK_BYTES).
+bench-modes: release
+	@scripts/apt-ensure.sh python3 gcc iproute2
+	/usr/bin/python3 scripts/bench/bench.py --modes
 
 # CPU per collection and RSS with 10,000 open loopback TCP connections (the former `make bench`).
 bench-collection: release

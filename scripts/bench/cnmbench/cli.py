@@ -1,44 +1,107 @@
-"""Benchmarks cnm-agent against peers: overhead, accuracy and scale, side by side in one run.
+"""cnm-agent's benchmarks, one harness:
 
-Collectors: none (baseline), cnm-agent in each eBPF strategy (sock_length, kernel_counters) and in
-eBPF-less mode (packet capture on), pmacctd (pmacct 1.7.7, libpcap flow accounting, print plugin
-aggregated per 4-tuple) and bpftrace (a minimal program on the agent's tracepoints, scripts/bench/acct.bt).
+  bench.py [--quick] [--publish] [--only-collectors a,b] [--only-workloads a,b] [--out DIR]
+      against peers: make bench (--publish: BENCHMARKS.md, docs/bench.png), make bench-quick (--quick)
+  bench.py --modes [MODE,...] [--connections N] [--interval S] [--sample S] [--idle-seconds S]
+           [--short "N RATE BYTES"] [--bulk-bytes N] [--out DIR]
+      what each collection mode costs: make bench-modes
 
-Workloads (scripts/conn-workload.c, which writes the ground truth per connection: 4-tuple and payload
-bytes each way): churn (short TCP connections at fixed rates), bulk (a few connections at full
-loopback throughput), many (N concurrent long-lived connections, light traffic), udp (request/reply
-datagrams at a fixed rate), containers (busybox containers started every second, each making three
-TCP requests to a server on docker0, then exiting).
-
-Each (workload, collector) run starts a fresh collector, waits until it is ready (the agent: /status
-healthy; bpftrace: its BEGIN probe; pmacctd: its log), runs the workload, waits until the collector has
-reported everything (the agent: two reports that began after the workload ended; bpftrace and
-pmacctd: stopped with SIGINT, their output written at exit), then compares with the ground truth.
-
-Collector CPU: user + system of its own cpuacct cgroup (every process and thread, also ones that exited),
-from the workload's start until the collector reported (the agent) or exited (bpftrace, pmacctd: their
-final dump included). RSS: VmRSS (steady, at the end) and VmHWM (peak), summed over the collector's
-processes. Judges nothing: the exit status says whether the harness worked (every collector started,
-every workload ran and accuracy could be computed), not whether the numbers are good.
-
-usage: bench.py [--quick] [--publish] [--out DIR] [--only-collectors a,b] [--only-workloads a,b]
+The agent is .build/release/cnm-agent (make release). The knobs of --modes default to the environment
+variables named below, so `MODES=ebpfless make bench-modes` works.
 """
 import argparse
+import os
 
-from . import peers
+from . import modes, peers
+
+
+# the knobs of --modes: (flag's dest, environment variable, default); the environment is read only for
+# the benchmark that was asked for
+KNOBS = {
+    "modes": [("connections", "CONNECTIONS", "10000"), ("interval", "INTERVAL", "10"), ("sample", "SAMPLE", "1"),
+              ("idle_seconds", "IDLE_SECONDS", "6"), ("short", "SHORT", "10000 5000 100"),
+              ("bulk_bytes", "BULK_BYTES", "1073741824")],
+}
+
+
+def mode_list(text):
+    return [m for m in text.replace(",", " ").split() if m]
+
+
+def short_spec(text):
+    parts = text.split()
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"want N RATE BYTES, got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def sample_spec(text):
+    float(text)  # a number of seconds, passed to the agent as given
+    return text
 
 
 def parser():
-    ap = argparse.ArgumentParser(prog="bench.py", description=__doc__,
+    sections = "\n".join(m.__doc__.rstrip() + "\n" for m in (peers, modes))
+    ap = argparse.ArgumentParser(prog="bench.py", description=__doc__ + "\n" + sections,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a small subset with short durations (CI)")
-    ap.add_argument("--publish", action="store_true", help="copy the results to BENCHMARKS.md and docs/bench.png")
-    ap.add_argument("--out", help="results directory (default .build/bench, with --quick .build/bench-quick)")
-    ap.add_argument("--only-collectors", default="")
-    ap.add_argument("--only-workloads", default="")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--modes", nargs="?", const="", metavar="MODE,...", type=str,
+                       help="run the collection modes benchmark, for these modes (default: $MODES, or "
+                            f"{','.join(mode_list(modes.DEFAULT_MODES))})")
+    g = ap.add_argument_group("against peers (the default)")
+    g.add_argument("--quick", action="store_true", help="a small subset with short durations (CI)")
+    g.add_argument("--publish", action="store_true", help="copy the results to BENCHMARKS.md and docs/bench.png")
+    g.add_argument("--only-collectors", default="")
+    g.add_argument("--only-workloads", default="")
+    ap.add_argument("--out", help="results directory (default .build/bench, with --quick .build/bench-quick; "
+                                  "--modes: a new /tmp/cnm-bench-modes.*)")
+    g = ap.add_argument_group("--modes")
+    g.add_argument("--connections", type=int,
+                   help="loopback connections held open (CONNECTIONS, default 10000; 0 skips the memory phase)")
+    g.add_argument("--interval", type=int, help="report interval, s (INTERVAL, default 10)")
+    g.add_argument("--sample", type=sample_spec, help="sample period, s (SAMPLE, default 1)")
+    g.add_argument("--idle-seconds", type=float, help="each idle measurement, s (IDLE_SECONDS, default 6)")
+    g.add_argument("--short", type=short_spec, metavar='"N RATE BYTES"',
+                   help='the short-connection workload (SHORT, default "10000 5000 100")')
+    g.add_argument("--bulk-bytes", type=int, help="bytes over one connection (BULK_BYTES, default 1073741824)")
     return ap
 
 
+def knobs(ap, opts, which):
+    """Fills the knobs of benchmark which that no flag set from the environment, or their defaults; the
+    knobs of the other benchmarks must not be set."""
+    mine = {dest for dest, _, _ in KNOBS.get(which, [])}
+    for other in KNOBS.values():
+        for dest, _, _ in other:
+            if dest not in mine and getattr(opts, dest) is not None:
+                what = f"--{which}" if which in KNOBS else "the benchmark against peers"
+                ap.error(f"--{dest.replace('_', '-')}: not a knob of {what}")
+    for dest, var, default in KNOBS.get(which, []):
+        if getattr(opts, dest) is not None:
+            continue
+        action = next(a for a in ap._actions if a.dest == dest)
+        text = os.environ.get(var) or default
+        try:
+            setattr(opts, dest, action.type(text))
+        except (ValueError, argparse.ArgumentTypeError) as e:
+            ap.error(f"{var}={text!r}: {e}")
+
+
 def main(argv=None):
-    opts = parser().parse_args(argv)
-    peers.run(opts)
+    ap = parser()
+    opts = ap.parse_args(argv)
+    if opts.modes is not None:
+        peers_only = [f for f, v in (("--quick", opts.quick), ("--publish", opts.publish),
+                                     ("--only-collectors", opts.only_collectors),
+                                     ("--only-workloads", opts.only_workloads)) if v]
+        if peers_only:
+            ap.error(f"{', '.join(peers_only)}: for the benchmark against peers only")
+    which = "modes" if opts.modes is not None else "peers"
+    knobs(ap, opts, which)
+    if which == "modes":
+        opts.modes = mode_list(opts.modes or os.environ.get("MODES") or modes.DEFAULT_MODES)
+        if not opts.modes:
+            ap.error("--modes: no mode")
+        modes.run(opts)
+    else:
+        peers.run(opts)

@@ -1,4 +1,5 @@
-"""The results as a Markdown table (BENCHMARKS.md) and a chart (docs/bench.png)."""
+"""The results: against peers as a Markdown table (BENCHMARKS.md) and a chart (docs/bench.png); the
+collection modes (--modes) as a table on stdout."""
 import os
 import time
 
@@ -128,3 +129,38 @@ def chart(results, path):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return True
+
+
+def modes_report(h, modes, results):
+    """The --modes report: a header, a row per mode, then a line per mode. h: kernel, cores, interval,
+    sample, short (n, rate, bytes), bulk_bytes, connections, cgroup (its path or None). results[mode]:
+    the figures as strings (missing: not measured) and notes (see modes.Run)."""
+    n, rate, size = h["short"]
+    lines = [
+        "",
+        f"cnm-agent collection modes — {h['kernel']}, {h['cores']} cores, interval {h['interval']} s, sample {h['sample']} s;"
+        f" short: {n} connections at {rate}/s, {size} B each way; bulk: {h['bulk_bytes']} B; held: {h['connections']} connections",
+        "Agent CPU (ms) is net of its idle rate; short: from the workload's start until its TIME_WAIT sockets expired",
+        "(a report included); bulk: until two samples after it. CPU read from the agent's own cgroup (ns):"
+        f" {h['cgroup'] or 'none, 10 ms clock ticks'}.",
+        "BPF (ms) = run time of the agent's cnm_* hook programs, spent inside the workload's system calls (already part of",
+        "the workload's CPU); measured with kernel.bpf_stats_enabled=1, which adds its own small cost per run.",
+        "",
+        "| mode asked → ran | CPU per 1k conns | % of workload | CPU per GiB | % of workload | BPF per 1k conns | BPF per GiB | RSS steady | RSS peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(r, key, unit):
+        return f"{r[key]}{unit}" if r.get(key) else "–"
+
+    for m in modes:
+        r = results[m]
+        lines.append(f"| {m} → {r.get('ran') or '?'} ({r.get('chosen') or '?'}) | {cell(r, 'cpu_k', ' ms')} | {cell(r, 'pct_k', '%')} |"
+                     f" {cell(r, 'cpu_g', ' ms')} | {cell(r, 'pct_g', '%')} |"
+                     f" {cell(r, 'bpf_k', ' ms')} | {cell(r, 'bpf_g', ' ms')} | {cell(r, 'rss', ' MiB')} | {cell(r, 'hwm', ' MiB')} |")
+    lines.append("")
+    for m in modes:
+        r = results[m]
+        notes = f" Notes: {r['notes']}" if r.get("notes") else ""
+        lines.append(f"- {m}: {r.get('reason') or 'mode unknown'}. Idle agent CPU {r.get('idle') or '?'} ms/s. {r.get('details', '')}{notes}")
+    return lines
