@@ -115,9 +115,11 @@ bench-modes: release
 	@scripts/apt-ensure.sh python3 gcc iproute2
 	/usr/bin/python3 scripts/bench/bench.py --modes
 
-# CPU per collection and RSS with 10,000 open loopback TCP connections (the former `make bench`).
+# CPU per collection and RSS with 10,000 open loopback TCP connections (the former `make bench`;
+# scripts/bench/bench.py --collection; CONNECTIONS, WINDOW_SECONDS).
 bench-collection: release
-	scripts/bench-collection.sh
+	@scripts/apt-ensure.sh python3
+	/usr/bin/python3 scripts/bench/bench.py --collection
 
 # The benchmark harness's own unit tests (accuracy, parsing of the collectors' output, the report table):
 # the standard library's unittest, no root, no agent.

@@ -1,6 +1,7 @@
-"""The pure parts of --modes: rounding, reading /status, the printed report."""
+"""The pure parts of --modes and --collection: rounding, reading /status, the printed reports."""
 import unittest
 
+from cnmbench.collection import collection_report
 from cnmbench.modes import calc, describe, jget
 from cnmbench.report import modes_report
 
@@ -73,6 +74,21 @@ class ModesReport(unittest.TestCase):
     def test_no_cgroup(self):
         lines = modes_report(dict(HEADER, cgroup=None), [], {})
         self.assertTrue(lines[3].endswith("CPU read from the agent's own cgroup (ns): none, 10 ms clock ticks."))
+
+
+class CollectionReport(unittest.TestCase):
+    def test_report(self):
+        # 30 s window: 157 ticks at 100 Hz over 29 collections
+        self.assertEqual(collection_report(10000, 20004, 1000, 1157, 10, 39, 100, 60314, 89088), [
+            "connections open: 10000 (20004 sockets tracked)",
+            "collections measured: 29",
+            "CPU per collection: 54.1 ms (user+system, includes the HTTP server idling)",
+            "RSS: 58.9 MiB now, 87.0 MiB peak",
+        ])
+
+    def test_no_collection_in_the_window(self):
+        self.assertIn("CPU per collection: 50.0 ms (user+system, includes the HTTP server idling)",
+                      collection_report(1, 2, 0, 5, 3, 3, 100, 1024, 1024))
 
 
 if __name__ == "__main__":
