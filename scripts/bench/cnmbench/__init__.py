@@ -2,6 +2,7 @@
 
 Modules by concern: system (paths, processes, cgroups, memory), workloads (conn-workload and the
 workloads built on it), collectors (the agent and its peers as processes under test), accuracy (what a
-collector reported against the ground truth), report (BENCHMARKS.md's table and the chart), peers (the
-benchmark against peers), cli (the command line).
+collector reported against the ground truth), report (BENCHMARKS.md's table, the chart and the modes
+table), and one module per benchmark: peers (against peers), modes (what each collection mode costs),
+collection (CPU per collection and RSS with open connections); cli (the command line).
 """
