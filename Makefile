@@ -10,7 +10,7 @@ TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nf
 # test that decodes an intake message with it.
 PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 
-.PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench bench-quick bench-deps bench-collection clean
+.PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-unit clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
 # object, and embedded in the agent as bytes (Sources/CBPF/embedded_object.h, generated, not committed).
@@ -84,6 +84,7 @@ test: test-deps
 	$(MAKE) --no-print-directory bpf
 	swift build
 	swift test --no-parallel
+	$(MAKE) --no-print-directory bench-unit
 
 fmt:
 	swift format -i -r Package.swift Sources Tests
@@ -107,9 +108,24 @@ bench: release bench-deps
 bench-quick: release bench-deps
 	/usr/bin/python3 scripts/bench/bench.py --quick
 
-# CPU per collection and RSS with 10,000 open loopback TCP connections (the former `make bench`).
+# What each collection mode costs: the agent's CPU per 1,000 short connections and per GiB, the run
+# time of its eBPF programs and its RSS with 10,000 held connections (scripts/bench/bench.py --modes;
+# knobs as flags, or MODES, CONNECTIONS, INTERVAL, SAMPLE, IDLE_SECONDS, SHORT, BULK_BYTES).
+bench-modes: release
+	@scripts/apt-ensure.sh python3 gcc iproute2
+	/usr/bin/python3 scripts/bench/bench.py --modes
+
+# CPU per collection and RSS with 10,000 open loopback TCP connections (the former `make bench`;
+# scripts/bench/bench.py --collection; CONNECTIONS, WINDOW_SECONDS).
 bench-collection: release
-	scripts/bench-collection.sh
+	@scripts/apt-ensure.sh python3
+	/usr/bin/python3 scripts/bench/bench.py --collection
+
+# The benchmark harness's own unit tests (accuracy, parsing of the collectors' output, the report table):
+# the standard library's unittest, no root, no agent.
+bench-unit:
+	@scripts/apt-ensure.sh python3
+	python3 -m unittest discover -s scripts/bench/tests -t scripts/bench
 
 clean:
 	rm -rf .build

@@ -1,5 +1,5 @@
 /*
- * Loopback TCP and UDP workloads for scripts/bench-modes.sh and scripts/bench/bench.py. Both ends run
+ * Loopback TCP and UDP workloads for scripts/bench/bench.py (every benchmark it runs). Both ends run
  * in this process, on 127.0.0.1 (except serve, whose clients are elsewhere).
  *
  *   conn-workload short N RATE BYTES   N connections opened at RATE per second; each: connect, send

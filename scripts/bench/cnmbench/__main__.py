@@ -1,0 +1,7 @@
+from .cli import main
+from .system import cleanup
+
+try:
+    main()
+finally:
+    cleanup()

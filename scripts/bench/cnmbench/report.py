@@ -1,0 +1,166 @@
+"""The results: against peers as a Markdown table (BENCHMARKS.md) and a chart (docs/bench.png); the
+collection modes (--modes) as a table on stdout."""
+import os
+import time
+
+from .system import ROOT, failures, log
+
+
+def throughput(r):
+    wj = r.get("workload_result") or {}
+    if "gbit_s" in wj:
+        return wj["gbit_s"], "Gbit/s"
+    return wj.get("rate"), "/s"
+
+
+def fmt(v, spec=".1f", unit=""):
+    return "–" if v is None else f"{v:{spec}}{unit}"
+
+
+def report(cfg, results, mach, elapsed):
+    base = {r["workload"]: r for r in results if r["collector"] == "none" and r["ok"]}
+    lines = [
+        "# Benchmarks: cnm-agent against peers",
+        "",
+        f"Written by `{cfg.command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed:.0f} s.",
+        f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB, Linux {mach['kernel']}, {mach['os']};"
+        f" {mach['bpftrace']}; {mach['pmacctd'].split(',')[0]}. Load average before: {' '.join(mach['load_before'])}.",
+        "",
+        "Collector CPU: user + system of the collector's own cgroup (all processes and threads) from the workload's"
+        " start until it had reported everything, net of the collector's idle rate (measured over"
+        f" {cfg.idle_s:.0f} s just before the workload, after {cfg.settle_s:.0f} s of settling; per-run idle rates in"
+        " results.json) (the agent: two reports after the workload; bpftrace, pmacctd: exit,"
+        f" final dump included); agent report interval {cfg.interval} s (10 s with more than 20,000 held connections,"
+        " so that a report is read before the next replaces it). `% wl` is that CPU as a share of the"
+        " workload's own CPU (getrusage). Slowdown: the workload's throughput against the run with no collector (churn"
+        " and UDP run at a fixed rate, so their slowdown shows as the workload's CPU growing: `wl CPU +`)."
+        " Collector CPU includes the agent answering the harness's reads of its intervals (every 0.5 s)."
+        " RSS: steady (VmRSS at the end, for `many` while the connections were held) / peak (VmHWM), all processes."
+        " Accuracy: ground truth from the workload (4-tuple and payload bytes each way per connection); `seen` = share of"
+        " connections the collector reported, `exact` = share whose bytes both ways are exactly right in every view"
+        " reported (the agent and bpftrace report both ends of a loopback connection; both must be right)."
+        " pmacctd counts L3 bytes per direction: converted to payload by subtracting 52 B per TCP packet (IP 20 +"
+        " TCP 20 + timestamps 12) and 8 B per direction for the SYN options, 28 B per UDP datagram. The bpftrace"
+        " program accounts TCP only. Lost: what the collector itself reports (agent /status problems and tracker"
+        " counters; pmacctd's libpcap drops; bpftrace's lost events). Byte error: the sum over connections of the"
+        " worst view's |reported - true| bytes, as a share of the true bytes (a missed connection counts whole).",
+        "",
+        "| workload | collector | collector CPU | % wl | throughput | slowdown | wl CPU + | RSS steady / peak | seen | exact | byte error | lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if not r["ok"]:
+            lines.append(f"| {r['workload']} | {r['collector']} | failed: {r.get('error', '?')} |||||||||| |")
+            continue
+        b = base.get(r["workload"])
+        tp, unit = throughput(r)
+        slow = wlp = None
+        if b and r["collector"] != "none":
+            btp, _ = throughput(b)
+            if btp and tp:
+                slow = 100.0 * (btp - tp) / btp
+            if b.get("workload_cpu_s") and r.get("workload_cpu_s"):
+                wlp = 100.0 * (r["workload_cpu_s"] - b["workload_cpu_s"]) / b["workload_cpu_s"]
+        cpu = r.get("collector_cpu_s")
+        share = 100.0 * cpu / r["workload_cpu_s"] if cpu is not None and r.get("workload_cpu_s") else None
+        a = r.get("accuracy") or {}
+        rss = f"{fmt(r['rss_kib'] / 1024 if r.get('rss_kib') else None)} / {fmt(r['hwm_kib'] / 1024 if r.get('hwm_kib') else None)} MiB"
+        lost = r.get("lost")
+        lost_s = "–" if lost is None else (", ".join(f"{k} {v}" for k, v in lost.items()) or "0")
+        if r["collector"] == "none":
+            cpu_s = share_s = rss = "–"
+            seen = exact = err = "–"
+        else:
+            cpu_s = fmt(cpu * 1000 if cpu is not None else None, ".0f", " ms")
+            share_s = fmt(share, ".1f", "%")
+            seen = f"{fmt(a.get('seen_pct'), '.1f', '%')} ({a.get('seen')}/{a.get('connections')})"
+            exact = f"{fmt(a.get('exact_pct'), '.1f', '%')} ({a.get('exact')})"
+            err = fmt(a.get("bytes_abs_error_pct"), ".2f", "%")
+        lines.append(f"| {r['workload']} | {r['collector']} | {cpu_s} | {share_s} | {fmt(tp, '.1f')} {unit} | "
+                     f"{fmt(slow, '+.1f', '%')} | {fmt(wlp, '+.1f', '%')} | {rss} | {seen} | {exact} | {err} | {lost_s} |")
+    notes = [f"- {r['workload']} / {r['collector']}: {'; '.join(r['notes'])}" for r in results if r.get("notes")]
+    ran = sorted({f"- {r['collector']}: {r['ran']}" for r in results if r.get("ran")})
+    lines += ["", "Agent modes as /status reported them:", *ran]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    if failures:
+        lines += ["", "Failures:", *[f"- {f}" for f in failures]]
+    lines += ["", f"Workload parameters and raw results: `{os.path.relpath(cfg.out, ROOT)}/results.json`; "
+              "per run: collector logs and ground truth under `runs/`.", ""]
+    return "\n".join(lines)
+
+
+def chart(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no chart")
+        return False
+    workloads = list(dict.fromkeys(r["workload"] for r in results))
+    collectors = [c for c in dict.fromkeys(r["collector"] for r in results) if c != "none"]
+    by = {(r["workload"], r["collector"]): r for r in results if r["ok"]}
+    fig, axes = plt.subplots(3, 1, figsize=(12, 11))
+    width = 0.8 / max(1, len(collectors))
+    metrics = [
+        ("collector CPU, % of the workload's CPU (log)", lambda r: 100 * r["collector_cpu_s"] / r["workload_cpu_s"]
+         if r.get("collector_cpu_s") is not None and r.get("workload_cpu_s") else None, True),
+        ("connections with exact bytes, %", lambda r: (r.get("accuracy") or {}).get("exact_pct"), False),
+        ("peak RSS, MiB", lambda r: r["hwm_kib"] / 1024 if r.get("hwm_kib") else None, False),
+    ]
+    for ax, (title, get, logy) in zip(axes, metrics):
+        for i, c in enumerate(collectors):
+            xs, ys = [], []
+            for j, w in enumerate(workloads):
+                r = by.get((w, c))
+                v = get(r) if r else None
+                if v is not None:
+                    xs.append(j + i * width)
+                    ys.append(max(v, 1e-3) if logy else v)
+            ax.bar(xs, ys, width, label=c)
+        ax.set_title(title)
+        ax.set_xticks([j + width * (len(collectors) - 1) / 2 for j in range(len(workloads))])
+        ax.set_xticklabels(workloads)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return True
+
+
+def modes_report(h, modes, results):
+    """The --modes report: a header, a row per mode, then a line per mode. h: kernel, cores, interval,
+    sample, short (n, rate, bytes), bulk_bytes, connections, cgroup (its path or None). results[mode]:
+    the figures as strings (missing: not measured) and notes (see modes.Run)."""
+    n, rate, size = h["short"]
+    lines = [
+        "",
+        f"cnm-agent collection modes — {h['kernel']}, {h['cores']} cores, interval {h['interval']} s, sample {h['sample']} s;"
+        f" short: {n} connections at {rate}/s, {size} B each way; bulk: {h['bulk_bytes']} B; held: {h['connections']} connections",
+        "Agent CPU (ms) is net of its idle rate; short: from the workload's start until its TIME_WAIT sockets expired",
+        "(a report included); bulk: until two samples after it. CPU read from the agent's own cgroup (ns):"
+        f" {h['cgroup'] or 'none, 10 ms clock ticks'}.",
+        "BPF (ms) = run time of the agent's cnm_* hook programs, spent inside the workload's system calls (already part of",
+        "the workload's CPU); measured with kernel.bpf_stats_enabled=1, which adds its own small cost per run.",
+        "",
+        "| mode asked → ran | CPU per 1k conns | % of workload | CPU per GiB | % of workload | BPF per 1k conns | BPF per GiB | RSS steady | RSS peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(r, key, unit):
+        return f"{r[key]}{unit}" if r.get(key) else "–"
+
+    for m in modes:
+        r = results[m]
+        lines.append(f"| {m} → {r.get('ran') or '?'} ({r.get('chosen') or '?'}) | {cell(r, 'cpu_k', ' ms')} | {cell(r, 'pct_k', '%')} |"
+                     f" {cell(r, 'cpu_g', ' ms')} | {cell(r, 'pct_g', '%')} |"
+                     f" {cell(r, 'bpf_k', ' ms')} | {cell(r, 'bpf_g', ' ms')} | {cell(r, 'rss', ' MiB')} | {cell(r, 'hwm', ' MiB')} |")
+    lines.append("")
+    for m in modes:
+        r = results[m]
+        notes = f" Notes: {r['notes']}" if r.get("notes") else ""
+        lines.append(f"- {m}: {r.get('reason') or 'mode unknown'}. Idle agent CPU {r.get('idle') or '?'} ms/s. {r.get('details', '')}{notes}")
+    return lines
