@@ -51,7 +51,8 @@ fi
 # No iptables: the kernel's netfilter set-up belongs to the tests, and no published ports are needed.
 # setsid: the daemon outlives this script and is not killed with its caller's process group.
 echo "=== start-dockerd.sh $(date -Is)" >>"$LOG"
-setsid dockerd --iptables=false >>"$LOG" 2>&1 </dev/null &
+# DOCKERD_DATA_ROOT: a data root of its own (no images, networks or containers), as on a new machine.
+setsid dockerd --iptables=false ${DOCKERD_DATA_ROOT:+--data-root "$DOCKERD_DATA_ROOT"} >>"$LOG" 2>&1 </dev/null &
 pid=$!
 
 deadline=$((SECONDS + DEADLINE_SECONDS))
