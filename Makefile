@@ -91,6 +91,7 @@ fmt:
 
 lint:
 	swift format lint --strict -r Package.swift Sources Tests
+	swift package describe --type json | python3 scripts/check-targets.py
 
 # Overhead, accuracy and scale against pmacctd and bpftrace, every workload and collector side by side
 # (scripts/bench/bench.py; about 11 minutes on 2 cores): results in .build/bench, published to

@@ -26,6 +26,8 @@ let package = Package(
         .target(name: "CNMModel", swiftSettings: strict),
         // Packet headers and the flows they make up, from bytes handed in. Pure Swift too.
         .target(name: "CNMPacket", dependencies: ["CNMModel"], swiftSettings: strict),
+        // The report stream every output subscribes to, the store the API reads, and `/status`.
+        .target(name: "CNMReport", dependencies: ["CNMModel"], swiftSettings: strict),
 
         // C interop, one small target per C library, every symbol prefixed.
         .target(name: "CLinux", cSettings: [.unsafeFlags(["-Wall", "-Werror"])]),
@@ -45,17 +47,19 @@ let package = Package(
             linkerSettings: [.linkedLibrary("zstd")]
         ),
 
+        // What every adapter needs of the system: one error type with errno, the EINTR retry,
+        // network namespaces (setns), clocks.
+        .target(name: "CNMSystem", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
+        // HTTP over libcurl (unix sockets, TLS, proxies), one backoff, decoding-error descriptions.
+        .target(name: "CNMHTTP", dependencies: ["CCurl"], swiftSettings: strict),
+
         // Adapters to the system.
-        .target(name: "CNMNetlink", dependencies: ["CNMModel", "CLinux"], swiftSettings: strict),
+        .target(name: "CNMNetlink", dependencies: ["CNMModel", "CNMSystem", "CLinux"], swiftSettings: strict),
         .target(name: "CNMProcfs", dependencies: ["CNMModel"], swiftSettings: strict),
-        .target(name: "CNMBPF", dependencies: ["CNMModel", "CBPF", "CNMNetlink"], swiftSettings: strict),
+        .target(name: "CNMBPF", dependencies: ["CNMModel", "CNMSystem", "CBPF"], swiftSettings: strict),
         .target(name: "CNMCapture", dependencies: ["CNMModel", "CNMPacket", "CLinux"], swiftSettings: strict),
-        .target(
-            name: "CNMDocker",
-            dependencies: ["CNMModel", "CCurl"],
-            swiftSettings: strict
-        ),
-        .target(name: "CNMECS", dependencies: ["CNMModel", "CNMDocker"], swiftSettings: strict),
+        .target(name: "CNMDocker", dependencies: ["CNMModel", "CNMHTTP"], swiftSettings: strict),
+        .target(name: "CNMECS", dependencies: ["CNMModel", "CNMHTTP"], swiftSettings: strict),
 
         // Datadog's process intake: the generated payload types (from proto/, `make proto`), and the
         // encoding, framing, queue and sender around them.
@@ -67,7 +71,7 @@ let package = Package(
         .target(
             name: "CNMIntake",
             dependencies: [
-                "CNMModel", "CNMIntakeProto", "CNMDocker", "CZstd",
+                "CNMModel", "CNMReport", "CNMIntakeProto", "CNMHTTP", "CZstd",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -79,18 +83,19 @@ let package = Package(
         .target(
             name: "CNMCollector",
             dependencies: [
-                "CNMModel", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMECS", "CNMBPF", "CNMCapture", "CLinux",
+                "CNMModel", "CNMReport", "CNMSystem", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMECS", "CNMBPF",
+                "CNMCapture", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
 
-        // Local HTTP API and terminal view.
+        // Local HTTP API and terminal view: outputs, so no collector, libbpf or libcurl here.
         .target(
             name: "CNMServer",
             dependencies: [
-                "CNMModel", "CNMCollector",
+                "CNMModel", "CNMReport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -101,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "cnm-agent",
             dependencies: [
-                "CNMModel", "CNMCollector", "CNMServer", "CNMDocker", "CNMIntake", "CLinux",
+                "CNMModel", "CNMReport", "CNMCollector", "CNMServer", "CNMHTTP", "CNMIntake", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -112,13 +117,17 @@ let package = Package(
         .testTarget(name: "CNMPacketTests", dependencies: ["CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel"], swiftSettings: strict),
-        .testTarget(name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMModel"], swiftSettings: strict),
+        .testTarget(
+            name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMSystem", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel"], swiftSettings: strict),
-        .testTarget(name: "CNMServerTests", dependencies: ["CNMServer", "CNMModel"], swiftSettings: strict),
-        .testTarget(name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMModel"], swiftSettings: strict),
+        .testTarget(
+            name: "CNMServerTests", dependencies: ["CNMServer", "CNMReport", "CNMModel"], swiftSettings: strict),
+        .testTarget(
+            name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMHTTP", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMECSTests", dependencies: ["CNMECS", "CNMModel"], swiftSettings: strict),
         .testTarget(
-            name: "CNMIntakeTests", dependencies: ["CNMIntake", "CNMIntakeProto", "CNMModel"], swiftSettings: strict),
+            name: "CNMIntakeTests", dependencies: ["CNMIntake", "CNMIntakeProto", "CNMHTTP", "CNMModel"],
+            swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["CNMModel", "CCurl", "CLinux", "CNMIntake", "CNMIntakeProto"],

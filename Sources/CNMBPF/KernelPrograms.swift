@@ -1,6 +1,6 @@
 internal import CBPF
 import CNMModel
-import CNMNetlink
+import CNMSystem
 import Glibc
 import Synchronization
 
@@ -155,11 +155,9 @@ public final class KernelPrograms: @unchecked Sendable {
         let fd: Int32
         if let namespacePath {
             // The iterator walks the namespace of the thread that creates it.
-            do {
-                fd = try NetworkNamespace.run(in: namespacePath) { open() }
-            } catch {
-                throw EBPFError(description: "entering \(namespacePath): \(error)")
-            }
+            fd = try NetworkNamespace.run(
+                in: namespacePath, entering: { EBPFError(description: "entering \(namespacePath): \($0)") }
+            ) { () throws(EBPFError) in open() }
         } else {
             fd = open()
         }

@@ -5,19 +5,22 @@ import CNMDocker
 import CNMECS
 import CNMModel
 import CNMProcfs
+import CNMReport
+import CNMSystem
 import Dispatch
 import Glibc
 import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// The collection loop: reads sockets every sample period, reports every interval, tags connections
-/// with container metadata, and keeps `/status` current.
+/// The collection loop: reads sockets every sample period, publishes a report every interval to the
+/// report stream, tags connections with container metadata, and keeps `/status` current.
 public final class CollectionService: Service, Sendable {
     private let configuration: Configuration
+    /// Where `/status` is kept.
     private let store: ReportStore
+    private let reports: ReportStream
     private let logger: Logger
-    private let onReport: @Sendable (IntervalReport) -> Void
     /// Blocking kernel and /proc reads run here, never on the async pool.
     private let queue = DispatchQueue(label: "cnm.collector")
     /// Container id → tags, and how many refreshes have completed.
@@ -38,16 +41,11 @@ public final class CollectionService: Service, Sendable {
         var refreshes: UInt64 = 0
     }
 
-    public init(
-        configuration: Configuration,
-        store: ReportStore,
-        logger: Logger,
-        onReport: @escaping @Sendable (IntervalReport) -> Void
-    ) {
+    public init(configuration: Configuration, status store: ReportStore, reports: ReportStream, logger: Logger) {
         self.configuration = configuration
         self.store = store
+        self.reports = reports
         self.logger = logger
-        self.onReport = onReport
     }
 
     public func run() async throws {
@@ -245,9 +243,8 @@ public final class CollectionService: Service, Sendable {
                 sequence: sequence, start: intervalStart, end: end, connections: connections,
                 ecsTaskARN: view.fargateTaskARN)
             intervalStart = end
-            store.publish(report)
             store.updateStatus { $0.reports = sequence }
-            onReport(report)
+            reports.publish(report)
         }
     }
 

@@ -2,6 +2,7 @@ import CNMDocker
 import CNMECS
 import CNMModel
 import CNMProcfs
+import CNMSystem
 import Logging
 import Synchronization
 

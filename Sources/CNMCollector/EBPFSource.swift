@@ -2,6 +2,7 @@ import CLinux
 import CNMBPF
 import CNMModel
 import CNMProcfs
+import CNMSystem
 import Glibc
 import Synchronization
 

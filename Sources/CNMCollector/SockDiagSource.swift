@@ -1,6 +1,7 @@
 import CNMModel
 import CNMNetlink
 import CNMProcfs
+import CNMSystem
 
 /// The eBPF-less source: the kernel's own socket table and counters through NETLINK_SOCK_DIAG, in
 /// every network namespace on the host, with owners found through `/proc`.

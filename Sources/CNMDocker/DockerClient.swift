@@ -1,3 +1,4 @@
+import CNMHTTP
 import FoundationEssentials
 import Glibc
 import Synchronization

@@ -1,3 +1,4 @@
+import CNMHTTP
 import FoundationEssentials
 import Glibc
 import Synchronization
@@ -313,24 +314,6 @@ public final class DockerEventWatcher: Sendable {
         case event(DockerEvent)
     }
 
-    public struct Backoff: Sendable, Equatable {
-        /// The wait before the first retry.
-        public var initial: Duration
-        /// Each failed retry doubles the wait, up to this.
-        public var maximum: Duration
-        /// A stream that stayed up this long sets the wait back to `initial`.
-        public var healthyAfter: Duration
-
-        public init(
-            initial: Duration = .milliseconds(500), maximum: Duration = .seconds(30),
-            healthyAfter: Duration = .seconds(10)
-        ) {
-            self.initial = initial
-            self.maximum = maximum
-            self.healthyAfter = healthyAfter
-        }
-    }
-
     private struct State {
         var health = DockerEventHealth()
         /// Where the next connection starts: the last event's time, or when the first stream opened.
@@ -341,14 +324,20 @@ public final class DockerEventWatcher: Sendable {
 
     private let client: DockerClient
     private let backoff: Backoff
+    /// A stream that stayed up this long starts the backoff over.
+    private let healthyAfter: Duration
     private let counters = DockerEventCounters()
     private let state: Mutex<State>
 
     /// `since` replays the events from that time on at the first connection; without it the watch
     /// starts with the events after it connects.
-    public init(client: DockerClient, since: DockerEventTime? = nil, backoff: Backoff = Backoff()) {
+    public init(
+        client: DockerClient, since: DockerEventTime? = nil, backoff: Backoff = Backoff(base: 0.5, max: 30),
+        healthyAfter: Duration = .seconds(10)
+    ) {
         self.client = client
         self.backoff = backoff
+        self.healthyAfter = healthyAfter
         self.state = Mutex(State(resumeFrom: since))
     }
 
@@ -362,7 +351,7 @@ public final class DockerEventWatcher: Sendable {
     /// a time per watcher.
     public func run(isolation: isolated (any Actor)? = #isolation, _ handle: (Update) async -> Void) async {
         defer { state.withLock { $0.health.connected = false } }
-        var delay = backoff.initial
+        var attempt = 0
         var reportedFailure: DockerError.Kind?
         while !Task.isCancelled {
             var connectedAt: ContinuousClock.Instant?
@@ -395,11 +384,11 @@ public final class DockerEventWatcher: Sendable {
                 reportedFailure = failure.kind
                 await handle(.disconnected(failure))
             }
-            if let connectedAt, ContinuousClock.now - connectedAt >= backoff.healthyAfter {
-                delay = backoff.initial
+            if let connectedAt, ContinuousClock.now - connectedAt >= healthyAfter {
+                attempt = 0
             }
-            try? await Task.sleep(for: delay)
-            delay = min(delay * 2, backoff.maximum)
+            try? await Task.sleep(for: backoff.duration(attempt: attempt))
+            attempt += 1
         }
     }
 

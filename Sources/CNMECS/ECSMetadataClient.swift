@@ -1,4 +1,4 @@
-import CNMDocker
+import CNMHTTP
 import FoundationEssentials
 import Synchronization
 

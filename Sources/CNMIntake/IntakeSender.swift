@@ -1,6 +1,7 @@
-import CNMDocker
+import CNMHTTP
 import CNMIntakeProto
 import CNMModel
+import CNMReport
 import FoundationEssentials
 import Logging
 import ServiceLifecycle
@@ -276,4 +277,9 @@ public final class IntakeSender: Service, Sendable {
         publish(status)
         return result
     }
+}
+
+extension IntakeSender: ReportSubscriber {
+    /// Queues the report for the sender's own task: delivery never delays collection.
+    public func receive(_ report: IntervalReport) { submit(report) }
 }

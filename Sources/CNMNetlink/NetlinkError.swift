@@ -1,3 +1,4 @@
+import CNMSystem
 import Glibc
 
 /// Every failure of this module: bad bytes from the kernel, an error the kernel answered, or a failed system call.
@@ -27,8 +28,12 @@ public struct NetlinkError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// The error of a failed system call named `call`, from `errno`.
     static func system(_ call: String, errno number: Int32 = errno) -> NetlinkError {
-        let code: Code = number == EPERM || number == EACCES ? .permissionDenied : .system(errno: number)
-        return NetlinkError(code, "\(call): \(String(cString: strerror(number)))")
+        NetlinkError(SystemError(call, errno: number))
+    }
+
+    /// A failed system call, as this module reports it.
+    public init(_ error: SystemError) {
+        self.init(error.isPermissionDenied ? .permissionDenied : .system(errno: error.errno), error.description)
     }
 
     public var description: String {
@@ -41,12 +46,12 @@ public struct NetlinkError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// Runs a system call that returns -1 and sets errno on failure, again while it is interrupted by a signal.
+/// A system call retried while interrupted (`retryingEINTR`), its failure as a `NetlinkError`.
 @discardableResult
-func retryingEINTR<T: FixedWidthInteger>(_ call: String, _ body: () -> T) throws(NetlinkError) -> T {
-    while true {
-        let result = body()
-        if result != -1 { return result }
-        if errno != EINTR { throw NetlinkError.system(call) }
+func systemCall<T: FixedWidthInteger>(_ call: String, _ body: () -> T) throws(NetlinkError) -> T {
+    do {
+        return try retryingEINTR(call, body)
+    } catch {
+        throw NetlinkError(error)
     }
 }

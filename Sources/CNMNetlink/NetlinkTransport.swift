@@ -1,4 +1,5 @@
 internal import CLinux
+import CNMSystem
 import Glibc
 
 /// What `SockDiagSocket` and `DestroyListener` need from a netlink socket. Tests conform to it to replay
@@ -33,22 +34,22 @@ final class NetlinkSocket: NetlinkTransport {
     init(namespacePath: String?, groups: UInt32 = 0, nonBlocking: Bool = false) throws(NetlinkError) {
         let type = Int32(SOCK_RAW.rawValue | SOCK_CLOEXEC.rawValue | (nonBlocking ? SOCK_NONBLOCK.rawValue : 0))
         let open = { () throws(NetlinkError) -> Int32 in
-            try retryingEINTR("socket(NETLINK_SOCK_DIAG)") {
+            try systemCall("socket(NETLINK_SOCK_DIAG)") {
                 socket(AF_NETLINK, type, cnm_linux_netlink_sock_diag)
             }
         }
         let fd: Int32
         if let namespacePath {
-            fd = try NetworkNamespace.run(in: namespacePath, open)
+            fd = try NetworkNamespace.run(in: namespacePath, entering: NetlinkError.init, open)
         } else {
             fd = try open()
         }
         var port: UInt32 = 0
         do {
-            try retryingEINTR("bind(NETLINK_SOCK_DIAG, groups \(groups))") {
+            try systemCall("bind(NETLINK_SOCK_DIAG, groups \(groups))") {
                 cnm_linux_netlink_bind(fd, groups)
             }
-            try retryingEINTR("getsockname(NETLINK_SOCK_DIAG)") { cnm_linux_netlink_port_id(fd, &port) }
+            try systemCall("getsockname(NETLINK_SOCK_DIAG)") { cnm_linux_netlink_port_id(fd, &port) }
         } catch {
             close(fd)
             throw error
@@ -62,7 +63,7 @@ final class NetlinkSocket: NetlinkTransport {
     }
 
     func send(_ request: UnsafeRawBufferPointer) throws(NetlinkError) {
-        let sent = try retryingEINTR("send(NETLINK_SOCK_DIAG)") {
+        let sent = try systemCall("send(NETLINK_SOCK_DIAG)") {
             Glibc.send(fd, request.baseAddress, request.count, 0)
         }
         guard sent == request.count else {
@@ -92,7 +93,7 @@ final class NetlinkSocket: NetlinkTransport {
     /// Sets an integer socket option at SOL_SOCKET.
     func setOption(_ name: Int32, _ value: Int32, _ label: String) throws(NetlinkError) {
         var value = value
-        try retryingEINTR("setsockopt(\(label))") {
+        try systemCall("setsockopt(\(label))") {
             setsockopt(fd, SOL_SOCKET, name, &value, socklen_t(MemoryLayout<Int32>.size))
         }
     }
@@ -100,7 +101,7 @@ final class NetlinkSocket: NetlinkTransport {
     /// How long a waiting receive blocks before it gives up.
     func setReceiveTimeout(seconds: Int) throws(NetlinkError) {
         var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        try retryingEINTR("setsockopt(SO_RCVTIMEO)") {
+        try systemCall("setsockopt(SO_RCVTIMEO)") {
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         }
     }

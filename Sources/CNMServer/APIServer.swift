@@ -1,5 +1,5 @@
-import CNMCollector
 import CNMModel
+import CNMReport
 import FoundationEssentials
 import Glibc
 import Hummingbird

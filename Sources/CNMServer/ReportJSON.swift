@@ -1,5 +1,5 @@
-import CNMCollector
 import CNMModel
+import CNMReport
 import FoundationEssentials
 
 /// The JSON contract of `/api/v1/connections`. Fields may be added; these stay.

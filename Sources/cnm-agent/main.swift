@@ -1,8 +1,9 @@
 import CLinux
 import CNMCollector
-import CNMDocker
+import CNMHTTP
 import CNMIntake
 import CNMModel
+import CNMReport
 import CNMServer
 import FoundationEssentials
 import Glibc
@@ -13,19 +14,8 @@ import ServiceLifecycle
 let exitConfigurationError: Int32 = 78
 let version = "0.1.0"
 
-/// Writes all of `text` to a file descriptor (the terminal table can exceed one pipe write).
-func write(to fd: Int32, _ text: String) {
-    var bytes = Array(text.utf8)[...]
-    while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { return }
-        bytes = bytes.dropFirst(n)
-    }
-}
-
 func fail(_ line: String) -> Never {
-    write(to: STDERR_FILENO, "cnm-agent: \(line)\n")
+    writeAll(to: STDERR_FILENO, "cnm-agent: \(line)\n")
     exit(exitConfigurationError)
 }
 
@@ -96,14 +86,14 @@ let intake = configuration.intake.map { settings in
 }
 if intake == nil { logger.info("DD_API_KEY is not set: connections are served locally only") }
 
-let collector = CollectionService(configuration: configuration, store: store, logger: logger) {
-    report in
-    intake?.submit(report)
-    guard terminal else { return }
-    let table = TerminalTable.render(
-        report, rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds)
-    write(to: STDOUT_FILENO, table)
+// The outputs: each takes every interval's report from the one stream.
+var outputs: [any ReportSubscriber] = [store]
+if terminal {
+    outputs.append(TerminalOutput(rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds))
 }
+if let intake { outputs.append(intake) }
+let collector = CollectionService(
+    configuration: configuration, status: store, reports: ReportStream(outputs), logger: logger)
 let api = APIServer.application(store: store, address: configuration.httpAddress, logger: logger) { .now }
 let group = ServiceGroup(
     configuration: .init(
@@ -137,12 +127,12 @@ func healthCheck(_ address: Configuration.ListenAddress) -> Int32 {
     do {
         let response = try HTTPClient(label: "cnm.health").perform(HTTPRequest(url: url, timeout: .seconds(4)))
         guard response.status == 200 else {
-            write(to: STDERR_FILENO, "cnm-agent health: \(url) answered \(response.status)\n")
+            writeAll(to: STDERR_FILENO, "cnm-agent health: \(url) answered \(response.status)\n")
             return 1
         }
         return 0
     } catch {
-        write(to: STDERR_FILENO, "cnm-agent health: \(url): \(error)\n")
+        writeAll(to: STDERR_FILENO, "cnm-agent health: \(url): \(error)\n")
         return 1
     }
 }

@@ -1,4 +1,5 @@
 import CNMDocker
+import CNMHTTP
 import Foundation
 import Glibc
 import Synchronization
@@ -170,7 +171,7 @@ import Testing
             },
         ])
         let client = try DockerClient(host: "unix://\(server.socketPath)")
-        let backoff = DockerEventWatcher.Backoff(initial: .milliseconds(10), maximum: .milliseconds(40))
+        let backoff = Backoff(base: 0.01, max: 0.04)
         let watcher = DockerEventWatcher(client: client, backoff: backoff)
         let inbox = Inbox<DockerEventWatcher.Update>()
         let task = Task { await watcher.run { inbox.append($0) } }
@@ -212,7 +213,7 @@ import Testing
         let fd = try unixSocket(boundTo: directory + "/docker.sock")
         defer { close(fd) }
         let client = try DockerClient(host: "unix://\(directory)/docker.sock")
-        let backoff = DockerEventWatcher.Backoff(initial: .milliseconds(1), maximum: .milliseconds(20))
+        let backoff = Backoff(base: 0.001, max: 0.02)
         let watcher = DockerEventWatcher(client: client, backoff: backoff)
         let inbox = Inbox<DockerEventWatcher.Update>()
         let task = Task { await watcher.run { inbox.append($0) } }

@@ -1,4 +1,5 @@
 import CNMDocker
+import CNMHTTP
 import Foundation
 import Testing
 

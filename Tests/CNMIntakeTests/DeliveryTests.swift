@@ -1,3 +1,4 @@
+import CNMHTTP
 import CNMModel
 import FoundationEssentials
 import Testing

@@ -1,5 +1,6 @@
 import CNMModel
 import CNMNetlink
+import CNMSystem
 import Glibc
 import Testing
 

@@ -1,5 +1,6 @@
 import CNMModel
 import CNMNetlink
+import CNMSystem
 import Glibc
 import Testing
 
@@ -173,7 +174,7 @@ import Testing
         let ownNamespace = try NetworkNamespace.inode(atPath: "/proc/thread-self/ns/net")
 
         // A listener opened inside the namespace (its loopback is down, so on the wildcard address).
-        let created = try NetworkNamespace.run(in: path) {
+        let created = try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
             Result { () throws -> Int32 in
                 let fd = try Net.socket(.v4, SOCK_STREAM)
                 try Net.bind(fd, .v4, wildcard: true)
@@ -205,7 +206,7 @@ import Testing
         let ownNamespace = try NetworkNamespace.inode(atPath: "/proc/thread-self/ns/net")
         #expect(throws: NetlinkError.self) { try SockDiagSocket(namespacePath: "/nonexistent/ns/net") }
         #expect(throws: NetlinkError.self) {
-            try NetworkNamespace.run(in: "/proc/1/ns/net") { () throws(NetlinkError) in
+            try NetworkNamespace.run(in: "/proc/1/ns/net", entering: NetlinkError.init) { () throws(NetlinkError) in
                 throw NetlinkError(.malformed, "thrown inside")
             }
         }

@@ -10,7 +10,8 @@ extension Timestamp {
     }
 }
 
-func monotonicMicros() -> UInt64 {
+/// Microseconds on the monotonic clock (CLOCK_MONOTONIC): for intervals, never for dates.
+public func monotonicMicros() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec) / 1000
