@@ -25,18 +25,7 @@ public struct ContainerMetadata: Sendable, Equatable {
     public var isECSPause: Bool { labels["com.amazonaws.ecs.container-name"] == "~internal~ecs~pause" }
 
     /// A host port that leads to the container.
-    public struct PublishedPort: Sendable, Hashable {
-        public var transport: TransportProtocol
-        public var hostPort: UInt16
-        /// nil: every host address.
-        public var hostAddress: IPAddress?
-
-        public init(transport: TransportProtocol, hostPort: UInt16, hostAddress: IPAddress? = nil) {
-            self.transport = transport
-            self.hostPort = hostPort
-            self.hostAddress = hostAddress
-        }
-    }
+    public typealias PublishedPort = CNMModel.PublishedPort
 
     public init(
         id: String,
