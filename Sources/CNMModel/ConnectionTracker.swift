@@ -125,10 +125,28 @@ public struct ConnectionTracker: Sendable {
         var outcomeApplied = false
     }
 
+    /// What the tracker keeps only while packet capture runs: nil without capture.
+    struct CaptureState {
+        /// The namespace capture watches.
+        let netns: UInt64
+        /// Connection ends only capture saw in this interval.
+        var ended: [CapturedEnd] = []
+        /// Capture's counts for sides sock_diag saw, by their ends.
+        var wireTotals = Generations<Tuple, [WireTotal]>()
+        /// Failures and handshakes capture saw for sockets whose destroy notification has not come yet.
+        var pendingOutcomes: [Tuple: PendingOutcome] = [:]
+        /// Who opened each connection capture followed from its SYN, by the ends of each local side.
+        var directions = Generations<Tuple, ConnectionDirection>()
+    }
+
     public let maxTracked: Int
+    var capture: CaptureState?
     /// The namespace packet capture watches, if it runs: there UDP counts come from the wire, and
     /// connections sock_diag never listed are reported from what capture saw.
-    public var capturedNamespace: UInt64?
+    public var capturedNamespace: UInt64? {
+        get { capture?.netns }
+        set { capture = newValue.map { CaptureState(netns: $0) } }
+    }
     public internal(set) var health = Health()
     var sockets: [SocketID: Tracked] = [:]
     /// Followed sockets whose process is not known yet, by inode: what the process scan looks for.
@@ -139,17 +157,6 @@ public struct ConnectionTracker: Sendable {
     /// Owners of listening sockets, by inode, once found: the process of a connection that arrived on
     /// one and whose own socket was gone from `/proc` before it was looked for.
     var listenerOwners: [UInt64: SocketOwner] = [:]
-    /// Connection ends only capture saw in this interval.
-    var captured: [CapturedEnd] = []
-    /// Capture's counts for sides sock_diag saw, by their ends: this pass's, and the one before's.
-    var wireTotals: [Tuple: [WireTotal]] = [:]
-    var earlierWireTotals: [Tuple: [WireTotal]] = [:]
-    /// Failures and handshakes capture saw for sockets whose destroy notification has not come yet.
-    var pendingOutcomes: [Tuple: PendingOutcome] = [:]
-    /// Who opened each connection capture followed from its SYN, by the ends of each local side: this
-    /// pass's, and the one before's.
-    var capturedDirections: [Tuple: ConnectionDirection] = [:]
-    var earlierCapturedDirections: [Tuple: ConnectionDirection] = [:]
     private(set) var pass: UInt64 = 0
     /// Passes a closed listener is remembered for.
     private let listenerMemoryPasses: UInt64 = 300
@@ -164,7 +171,7 @@ public struct ConnectionTracker: Sendable {
     /// connection is attributed to.
     public var inodesWithoutOwner: Set<UInt64> {
         var inodes = Set(unowned.keys)
-        for c in captured where c.end.owner == nil {
+        for c in capture?.ended ?? [] where c.end.owner == nil {
             if let inode = c.ownerInode, listenerOwners[inode] == nil { inodes.insert(inode) }
         }
         // The listeners of incoming sockets without a process are looked for in the same walk.
@@ -185,12 +192,12 @@ public struct ConnectionTracker: Sendable {
                 if let owner = owners[listener.inode] { listenerOwners[listener.inode] = owner }
             }
         }
-        for i in captured.indices where captured[i].end.owner == nil {
-            guard let inode = captured[i].ownerInode, let owner = listenerOwners[inode] ?? owners[inode] else {
+        for i in capture?.ended.indices ?? 0..<0 where capture?.ended[i].end.owner == nil {
+            guard let inode = capture?.ended[i].ownerInode, let owner = listenerOwners[inode] ?? owners[inode] else {
                 continue
             }
             listenerOwners[inode] = owner
-            captured[i].end.owner = owner
+            capture?.ended[i].end.owner = owner
         }
     }
 
@@ -254,9 +261,7 @@ public struct ConnectionTracker: Sendable {
         if let traffic = traffic, traffic.netns == capturedNamespace, !traffic.datagrams.isEmpty {
             takeDatagrams(traffic.datagrams, netns: traffic.netns)
         }
-        // Swapped, not filtered: no copy of what is kept.
-        earlierWireTotals = wireTotals
-        wireTotals = [:]
+        capture?.wireTotals.advance()
         health.tracked = sockets.count
     }
 
@@ -376,7 +381,7 @@ public struct ConnectionTracker: Sendable {
         // No listener seen (it closed before any read): the SYN, when capture saw it, says who opened.
         if netns == capturedNamespace {
             let tuple = Tuple(transport, local, remote)
-            if let seen = capturedDirections[tuple] ?? earlierCapturedDirections[tuple] { return seen }
+            if let seen = capture?.directions[tuple] { return seen }
         }
         // No listener seen (it closed before the first read): a client's own port is ephemeral, a
         // server's is not.
@@ -422,8 +427,8 @@ public struct ConnectionTracker: Sendable {
                     || (id.netns == capturedNamespace && s.observation.transport == .udp)
             )
         }
-        ends += captured.map(\.end)
-        captured = []
+        ends += capture?.ended.map(\.end) ?? []
+        capture?.ended = []
         sockets = sockets.filter { !$0.value.closed }
         for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { sockets[$0.value] != nil }

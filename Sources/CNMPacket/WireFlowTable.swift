@@ -247,9 +247,9 @@ public struct WireFlowTable: Sendable {
         if h.flags.contains(.rst) && state.closedAt == nil {
             // What the kernel sets on the socket that receives it (tcp_reset).
             if !state.established {
-                if r.initiated { r.failure = 111 }
+                if r.initiated { r.failure = TCPFailure.refused }
             } else {
-                r.failure = s.finSequence != nil && r.finSequence == nil ? 32 : 104
+                r.failure = s.finSequence != nil && r.finSequence == nil ? TCPFailure.brokenPipe : TCPFailure.reset
             }
             state.closedAt = time
         }
