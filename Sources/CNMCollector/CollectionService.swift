@@ -104,7 +104,7 @@ public final class CollectionService: Service, Sendable {
             $0.modeReason = reason
             $0.sampleSeconds = configuration.sampleSeconds
             $0.strategies = strategies
-            if programs != nil { $0.capture = "off: eBPF mode, whose programs see every connection" }
+            if programs != nil { $0.capture = .init("off", "eBPF mode, whose programs see every connection") }
         }
         logger.info(
             "collecting",

@@ -1,4 +1,5 @@
 import CNMModel
+import CNMReport
 
 /// One collection pass's outcome, for `/status`.
 struct SampleResult: Sendable {
@@ -6,11 +7,11 @@ struct SampleResult: Sendable {
     var namespaces: Int
     var tracker: ConnectionTracker.Health
     var problems: ProblemCounts
-    var closedConnections: String
+    var closedConnections: AgentStatus.Component
     /// Containers of the sockets whose owners this sample found.
     var containerIDs: Set<String>
     /// Packet capture's state, in eBPF-less mode.
-    var capture: String? = nil
+    var capture: AgentStatus.Component? = nil
 }
 
 /// A source of connections, read on the collection queue only.

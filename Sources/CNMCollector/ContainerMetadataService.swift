@@ -129,10 +129,15 @@ final class ContainerMetadataService: Service, Sendable {
             defer {
                 let h = events.health
                 let c = h.counts
-                let summary =
-                    "\(h.connected ? "connected" : "disconnected (\(h.lastError ?? "?"))"), \(c.events) events, "
-                    + "\(c.invalidLines) unreadable lines and \(c.otherTypes) non-container events skipped"
-                store.updateStatus { $0.dockerEvents = summary }
+                let status = AgentStatus.Component(
+                    h.connected ? "connected" : "disconnected",
+                    h.connected ? "following the daemon's container events" : h.lastError ?? "not connected yet",
+                    counters: [
+                        "events": c.events, "invalid_lines": c.invalidLines, "other_types": c.otherTypes,
+                        "other_actions": c.otherActions, "connections": h.connections,
+                        "failures": h.failures.values.reduce(0, +), "replayed": h.replayed,
+                    ])
+                store.updateStatus { $0.dockerEvents = status }
             }
             switch update {
             case .connected:
@@ -177,20 +182,20 @@ final class ContainerMetadataService: Service, Sendable {
             log.resolved("docker", "Docker API at \(configuration.dockerHost) answers")
         } else {
             log.report(
-                "docker", "no container tags from Docker, flows are still reported: Docker API \(result.summary)")
+                "docker", "no container tags from Docker, flows are still reported: Docker API \(result.status.reason)")
         }
         if let ecsResult {
             if ecsResult.tags != nil {
                 log.resolved("ecs", "ECS task metadata endpoint answers")
             } else {
-                log.report("ecs", "no task tags, flows are still reported: ECS metadata \(ecsResult.summary)")
+                log.report("ecs", "no task tags, flows are still reported: ECS metadata \(ecsResult.status.reason)")
             }
         }
         store.updateStatus {
-            $0.docker = result.summary
+            $0.docker = result.status
             if let problem = result.problem { $0.count(problem.kind, detail: problem.detail) }
             if let ecsResult {
-                $0.ecs = ecsResult.summary
+                $0.ecs = ecsResult.status
                 if let problem = ecsResult.problem { $0.count(problem.kind, detail: problem.detail) }
             }
         }

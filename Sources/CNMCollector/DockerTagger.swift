@@ -2,6 +2,7 @@ import CNMDocker
 import CNMECS
 import CNMModel
 import CNMProcfs
+import CNMReport
 import CNMSystem
 import Logging
 import Synchronization
@@ -18,7 +19,7 @@ final class DockerTagger: Sendable {
         var containerByAddress: [IPAddress: String] = [:]
         /// Running containers by the host ports published to them.
         var published: [ContainerMetadata.PublishedPort: String] = [:]
-        var summary: String
+        var status: AgentStatus.Component
         var problem: (kind: String, detail: String)?
     }
 
@@ -67,12 +68,15 @@ final class DockerTagger: Sendable {
     private func update(_ change: (DockerMetadataCache) async throws(DockerError) -> Void) async -> Result {
         guard let cache else {
             let detail = invalidHost.map { "\($0)" } ?? "unknown"
-            return Result(summary: "unusable DOCKER_HOST: \(detail)", problem: ("docker_invalid_host", detail))
+            return Result(
+                status: .init("invalid_host", "unusable DOCKER_HOST: \(detail)"),
+                problem: ("docker_invalid_host", detail))
         }
         do {
             try await change(cache)
         } catch {
-            return Result(summary: "unavailable: \(error)", problem: ("docker_\(error.kind.rawValue)", "\(error)"))
+            return Result(
+                status: .init("unavailable", "\(error)"), problem: ("docker_\(error.kind.rawValue)", "\(error)"))
         }
         return snapshot(cache.containers)
     }
@@ -111,7 +115,8 @@ final class DockerTagger: Sendable {
         return Result(
             tags: tags, excluded: excluded, containerByAddress: containerByAddress,
             published: published.compactMapValues { $0 },
-            summary: "\(listed.count) containers from \(host)")
+            status: .init(
+                "ok", "\(listed.count) containers from \(host)", counters: ["containers": UInt64(listed.count)]))
     }
 
     /// Addresses Docker does not report, read from the containers' own network namespaces: an awsvpc

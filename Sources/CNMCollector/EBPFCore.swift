@@ -2,6 +2,7 @@ import CLinux
 import CNMBPF
 import CNMModel
 import CNMProcfs
+import CNMReport
 import CNMSystem
 import Glibc
 import Synchronization
@@ -166,7 +167,8 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
             namespaces: namespaceCount,
             tracker: health,
             problems: problems,
-            closedConnections: "final counters from the eBPF ring buffer (\(programs.strategy.rawValue))",
+            closedConnections: .init(
+                "ring_buffer", "final counters from the eBPF ring buffer (\(programs.strategy.rawValue))"),
             containerIDs: Set(containers)
         )
     }

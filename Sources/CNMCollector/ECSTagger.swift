@@ -1,6 +1,7 @@
 import CNMDocker
 import CNMECS
 import CNMModel
+import CNMReport
 
 /// Container tags from the ECS task metadata endpoint, when the agent runs inside a task. Like the
 /// Docker tagger, a failing endpoint costs tags, never flows: the last tags stay and the failure is
@@ -14,7 +15,7 @@ final class ECSTagger: Sendable {
         var taskWideTags: [String]?
         /// On Fargate, the task's ARN.
         var fargateTaskARN: String?
-        var summary: String
+        var status: AgentStatus.Component
         var problem: (kind: String, detail: String)?
     }
 
@@ -35,7 +36,8 @@ final class ECSTagger: Sendable {
         guard let client else {
             let detail = invalid.map { "\($0.message)" } ?? "unknown"
             return Result(
-                summary: "unusable ECS metadata endpoint: \(detail)", problem: ("ecs_invalid_endpoint", detail))
+                status: .init("invalid_endpoint", "unusable ECS metadata endpoint: \(detail)"),
+                problem: ("ecs_invalid_endpoint", detail))
         }
         do {
             let fetched = try await client.fetchTask()
@@ -49,10 +51,12 @@ final class ECSTagger: Sendable {
             return Result(
                 tags: tags, taskWideTags: task.launchType == .fargate ? task.tags : nil,
                 fargateTaskARN: task.launchType == .fargate ? task.taskARN : nil,
-                summary: "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
+                status: .init(
+                    "ok", "task \(family) with \(tags.count) containers (\(fetched.path.rawValue))",
+                    counters: ["containers": UInt64(tags.count)]),
                 problem: fetched.taskWithTagsFailure.map { ($0.kind, "taskWithTags: \($0.message)") })
         } catch {
-            return Result(summary: "unavailable: \(error.message)", problem: (error.kind, error.message))
+            return Result(status: .init("unavailable", error.message), problem: (error.kind, error.message))
         }
     }
 

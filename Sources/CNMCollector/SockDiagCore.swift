@@ -2,6 +2,7 @@ import CLinux
 import CNMCapture
 import CNMModel
 import CNMProcfs
+import CNMReport
 import CNMSystem
 import Logging
 
@@ -15,7 +16,7 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
     private var lastScanHealth = ScanHealth()
     /// Packet headers of the agent's own namespace, when capture runs.
     private let capture: PacketCapture?
-    private var captureState: String
+    private var captureState: AgentStatus.Component
     private var lastCaptureStatistics = CaptureStatistics()
     private var interfaces: [String] = []
 
@@ -26,16 +27,16 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
         self.problemLog = ProblemLog(logger: logger)
         var capture: PacketCapture?
         if !configuration.packetCapture {
-            captureState = "off: DD_CNM_PACKET_CAPTURE=false"
+            captureState = .init("off", "DD_CNM_PACKET_CAPTURE=false")
         } else if source.ownNamespace == nil {
-            captureState = "unavailable: the agent's own network namespace is unknown (/proc/self/ns/net)"
+            captureState = .init("unavailable", "the agent's own network namespace is unknown (/proc/self/ns/net)")
         } else {
             do {
                 capture = try PacketCapture(maxFlows: configuration.maxTrackedConnections)
-                captureState = "on"
+                captureState = .init("on", "every interface of the agent's network namespace")
             } catch {
-                captureState =
-                    error.code == .permissionDenied ? "unavailable: no CAP_NET_RAW (\(error))" : "unavailable: \(error)"
+                captureState = .init(
+                    "unavailable", error.code == .permissionDenied ? "no CAP_NET_RAW (\(error))" : "\(error)")
                 logger.warning("packet capture unavailable", metadata: ["reason": "\(error)"])
             }
         }
@@ -68,19 +69,22 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
         problems.addScanProblems(source.scanHealth, since: lastScanHealth)
         lastScanHealth = source.scanHealth
         for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
-        var closed: String =
+        var closed: AgentStatus.Component =
             switch source.destroyNotificationsAvailable {
             case true?:
-                "final counters from the kernel's socket-destroy notifications"
+                .init("destroy_notifications", "final counters from the kernel's socket-destroy notifications")
             default:
-                "sampled every \(configuration.sampleSeconds) s: destroy notifications unavailable"
-                    + " (\(source.destroyUnavailableReason ?? "unknown")); a socket closing between two samples"
-                    + (capture == nil
-                        ? " loses what it carried after the last one"
-                        : " has its last bytes counted by packet capture when capture saw it from its SYN")
+                .init(
+                    "sampled",
+                    "sampled every \(configuration.sampleSeconds) s: destroy notifications unavailable"
+                        + " (\(source.destroyUnavailableReason ?? "unknown")); a socket closing between two samples"
+                        + (capture == nil
+                            ? " loses what it carried after the last one"
+                            : " has its last bytes counted by packet capture when capture saw it from its SYN"))
             }
         if capture != nil {
-            closed += "; connections in the agent's network namespace that no read listed are counted by packet capture"
+            closed.reason +=
+                "; connections in the agent's network namespace that no read listed are counted by packet capture"
         }
         return SampleResult(
             micros: monotonicMicros() - started,
@@ -150,10 +154,13 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
             "capture_table_full", by: now.tableFull - before.tableFull,
             "more flows than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections)"
                 + " in packet capture: packets of new ones were not counted")
-        captureState =
-            "on (interfaces \(interfaces.joined(separator: ", "))): \(now.packets) packets taken, \(now.ringDropped)"
-            + " dropped by a full ring, \(now.flows) flows followed, \(now.notLocal) forwarded for other namespaces"
-            + " and \(now.unparsed) not TCP or UDP headers left out"
+        captureState = .init(
+            "on", "interfaces \(interfaces.joined(separator: ", "))",
+            counters: [
+                "packets": now.packets, "ring_dropped": now.ringDropped, "ring_full": now.ringFreezes,
+                "flows": UInt64(max(now.flows, 0)), "not_local": now.notLocal, "unparsed": now.unparsed,
+                "table_full": now.tableFull,
+            ])
     }
 
     func flush() -> [Connection] {

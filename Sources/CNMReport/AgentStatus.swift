@@ -33,6 +33,21 @@ public struct AgentStatus: Sendable {
         }
     }
 
+    /// One part of the agent as `/status` shows it: a state from a small fixed set per component
+    /// (documented in docs/api.md, for scripts to compare), the reason in words (for people), and
+    /// its counters under stable names.
+    public struct Component: Sendable, Equatable {
+        public var state: String
+        public var reason: String
+        public var counters: [String: UInt64]
+
+        public init(_ state: String, _ reason: String, counters: [String: UInt64] = [:]) {
+            self.state = state
+            self.reason = reason
+            self.counters = counters
+        }
+    }
+
     public var version: String
     public var hostname: String
     public var startedAt: Timestamp
@@ -40,10 +55,11 @@ public struct AgentStatus: Sendable {
     public var mode: Mode
     public var modeReason: String
     public var strategies: [Strategy] = []
-    /// How sockets that close between two reads keep their last bytes.
-    public var closedConnections: String = ""
-    /// Packet capture: on (and on which interfaces), unavailable and why, or off and why.
-    public var capture: String = "not started"
+    /// How sockets that close between two reads keep their last bytes: `ring_buffer` (eBPF),
+    /// `destroy_notifications` or `sampled` (eBPF-less).
+    public var closedConnections = Component("starting", "the collector has not picked a mode yet")
+    /// Packet capture: `on`, `unavailable` (and why) or `off` (and why).
+    public var capture = Component("starting", "the collector has not picked a mode yet")
     public var sampleSeconds: Double = 0
     public var polls: UInt64 = 0
     public var reports: UInt64 = 0
@@ -53,11 +69,12 @@ public struct AgentStatus: Sendable {
     /// Keyed by a short stable name (`netlink_dump`, `proc_vanished`, `docker_unreachable`, ...).
     public var problems: [String: Problem] = [:]
     public var firstCollectionDone = false
-    public var docker: String = "not contacted yet"
-    /// The Docker events stream: connected or not, events taken, lines skipped.
-    public var dockerEvents = "not connected yet"
-    /// The ECS task metadata endpoint's last answer; nil outside ECS.
-    public var ecs: String?
+    /// The Docker API's last answer: `ok`, `unavailable` or `invalid_host`.
+    public var docker = Component("starting", "not contacted yet")
+    /// The Docker events stream: `connected` or `disconnected`, with events taken and lines skipped.
+    public var dockerEvents = Component("starting", "not connected yet")
+    /// The ECS task metadata endpoint's last answer (`ok`, `unavailable`, `invalid_endpoint`); nil outside ECS.
+    public var ecs: Component?
     /// Shipping to Datadog's process intake; nil without `DD_API_KEY`.
     public var intake: IntakeStatus?
 

@@ -151,6 +151,19 @@ struct StatusJSON: Encodable {
         var reason: String
     }
 
+    /// `{state, reason, counters}`, the shape of every component.
+    struct ComponentJSON: Encodable {
+        var state: String
+        var reason: String
+        var counters: [String: UInt64]
+
+        init(_ c: AgentStatus.Component) {
+            state = c.state
+            reason = c.reason
+            counters = c.counters
+        }
+    }
+
     struct ProblemJSON: Encodable {
         var count: UInt64
         var last: String?
@@ -184,8 +197,8 @@ struct StatusJSON: Encodable {
             s.strategies.map { StrategyJSON(name: $0.name, chosen: $0.chosen, reason: $0.reason) }, forKey: .strategies)
         try e.encode(s.intervalSeconds, forKey: .intervalSeconds)
         try e.encode(s.sampleSeconds, forKey: .sampleSeconds)
-        try e.encode(s.closedConnections, forKey: .closedConnections)
-        try e.encode(s.capture, forKey: .capture)
+        try e.encode(ComponentJSON(s.closedConnections), forKey: .closedConnections)
+        try e.encode(ComponentJSON(s.capture), forKey: .capture)
         try e.encode(formatTimestamp(s.startedAt), forKey: .startedAt)
         try e.encode(Double(now.nanoseconds - s.startedAt.nanoseconds) / 1e9, forKey: .uptimeSeconds)
         try e.encode(s.tracker.tracked, forKey: .connectionsTracked)
@@ -194,9 +207,9 @@ struct StatusJSON: Encodable {
         try e.encode(s.reports, forKey: .reports)
         try e.encode(s.lastPollMicros, forKey: .lastPollMicros)
         try e.encode(s.namespaces, forKey: .namespaces)
-        try e.encode(s.docker, forKey: .docker)
-        try e.encode(s.dockerEvents, forKey: .dockerEvents)
-        try e.encodeIfPresent(s.ecs, forKey: .ecs)
+        try e.encode(ComponentJSON(s.docker), forKey: .docker)
+        try e.encode(ComponentJSON(s.dockerEvents), forKey: .dockerEvents)
+        try e.encodeIfPresent(s.ecs.map(ComponentJSON.init), forKey: .ecs)
         try e.encodeIfPresent(s.intake, forKey: .intake)
         try e.encode(s.firstCollectionDone, forKey: .healthy)
         try e.encode(

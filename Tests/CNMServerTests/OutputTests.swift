@@ -1,5 +1,6 @@
 import CNMModel
-import FoundationEssentials
+import CNMReport
+import Foundation
 import Testing
 
 @testable import CNMServer
@@ -50,6 +51,31 @@ import Testing
         ] {
             #expect(text.contains(key), "missing \(key) in \(text)")
         }
+    }
+
+    /// Every component of `/status` has the same shape, with stable keys scripts can compare.
+    @Test func statusComponentsAreStateReasonAndCounters() throws {
+        var status = AgentStatus(
+            version: "0", hostname: "h", startedAt: Timestamp(nanoseconds: 0), intervalSeconds: 30, mode: .ebpfless,
+            modeReason: "forced")
+        status.capture = .init("on", "interfaces lo", counters: ["packets": 12, "ring_dropped": 0])
+        status.closedConnections = .init("destroy_notifications", "final counters")
+        status.docker = .init("unavailable", "no socket")
+        status.ecs = .init("ok", "task t", counters: ["containers": 2])
+        let data = try JSONEncoder().encode(
+            StatusJSON(s: status, connectionsInLastReport: 0, now: Timestamp(nanoseconds: 1_000_000_000)))
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        for (key, state) in [
+            ("capture", "on"), ("closed_connections", "destroy_notifications"), ("docker", "unavailable"),
+            ("docker_events", "starting"), ("ecs", "ok"),
+        ] {
+            let component = try #require(object[key] as? [String: Any], "\(key) is an object")
+            #expect(Set(component.keys) == ["state", "reason", "counters"], "\(key): \(component.keys)")
+            #expect(component["state"] as? String == state, "\(key)")
+        }
+        let counters = (object["capture"] as? [String: Any])?["counters"] as? [String: Any]
+        #expect((counters?["packets"] as? NSNumber)?.intValue == 12)
+        #expect((((object["ecs"] as? [String: Any])?["counters"] as? [String: Any])?["containers"] as? NSNumber) == 2)
     }
 
     @Test func tableShowsTheBusiestFirstWithNames() {

@@ -16,8 +16,8 @@ struct CaptureAccountingTests {
         let agent = try await CollectionMode.ebpfless.startAgent([
             "DD_CNM_DESTROY_NOTIFICATIONS": destroyNotifications ? "true" : "false"
         ])
-        let capture = try await agent.json("/status")["capture"] as? String ?? ""
-        guard capture.hasPrefix("on") else {
+        let capture = try await agent.json("/status").component("capture")
+        guard capture.state == "on" else {
             agent.stop()
             throw TestFailure("capture is not on: \(capture)")
         }
@@ -139,7 +139,8 @@ struct CaptureAccountingTests {
         ])
         defer { agent.stop() }
         let status = try await agent.json("/status")
-        #expect(status["capture"] as? String == "off: DD_CNM_PACKET_CAPTURE=false")
+        let capture = status.component("capture")
+        #expect(capture.state == "off" && capture.reason == "DD_CNM_PACKET_CAPTURE=false", "\(capture)")
         try await expectAHeldConnectionIsCounted(agent)
     }
 
@@ -152,8 +153,8 @@ struct CaptureAccountingTests {
             launcher: ["/usr/bin/setpriv", "--bounding-set", "-net_raw"])
         defer { agent.stop() }
         try await agent.waitUntilHealthy()
-        let capture = try await agent.json("/status")["capture"] as? String ?? ""
-        #expect(capture.hasPrefix("unavailable: no CAP_NET_RAW"), "\(capture)")
+        let capture = try await agent.json("/status").component("capture")
+        #expect(capture.state == "unavailable" && capture.reason.hasPrefix("no CAP_NET_RAW"), "\(capture)")
         try await expectAHeldConnectionIsCounted(agent)
     }
 
@@ -161,8 +162,8 @@ struct CaptureAccountingTests {
     @Test func offInEBPFMode() async throws {
         let agent = try await CollectionMode.sockLength.startAgent()
         defer { agent.stop() }
-        let capture = try await agent.json("/status")["capture"] as? String ?? ""
-        #expect(capture.hasPrefix("off: eBPF mode"), "\(capture)")
+        let capture = try await agent.json("/status").component("capture")
+        #expect(capture.state == "off", "\(capture)")
     }
 
     private func expectAHeldConnectionIsCounted(_ agent: AgentProcess) async throws {

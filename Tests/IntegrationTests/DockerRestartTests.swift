@@ -104,18 +104,20 @@ struct DockerRestartTests {
 
         let agent = try await CollectionMode.sockLength.startAgent(["DOCKER_HOST": "unix://\(daemon.socket)"])
         defer { agent.stop() }
-        func eventsStatus() async throws -> String { try await agent.json("/status")["docker_events"] as? String ?? "" }
-        _ = try await waitFor("the events stream to connect") { try await eventsStatus().hasPrefix("connected") }
+        func eventsStatus() async throws -> StatusComponent {
+            try await agent.json("/status").component("docker_events")
+        }
+        _ = try await waitFor("the events stream to connect") { try await eventsStatus().state == "connected" }
 
         try await daemon.stop()
         let lost = try await waitFor("the agent to notice the daemon is gone") { () async throws -> String? in
             let s = try await eventsStatus()
-            return s.hasPrefix("disconnected") ? s : nil
+            return s.state == "disconnected" ? s.reason : nil
         }
         #expect(lost.contains("unavailable") || lost.contains("onnect"), "\(lost)")
         try await daemon.start()
         _ = try await waitFor("the events stream to reconnect", timeout: .seconds(40)) {
-            try await eventsStatus().hasPrefix("connected") ? true : nil
+            try await eventsStatus().state == "connected" ? true : nil
         }
         let problems = try await agent.json("/status")["problems"] as? [String: Any] ?? [:]
         #expect(problems.keys.contains { $0.hasPrefix("docker_events_") }, "the loss is counted: \(problems)")

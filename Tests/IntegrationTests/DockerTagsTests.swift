@@ -133,8 +133,8 @@ struct DockerTagsTests {
         _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
         let all = try await agent.connections(after: before)
         #expect(!all.contains { $0.address("laddr")["container_id"] as? String == excludedID })
-        let events = try await agent.json("/status")["docker_events"] as? String ?? ""
-        #expect(events.hasPrefix("connected, ") && !events.hasPrefix("connected, 0 events"), "\(events)")
+        let events = try await agent.json("/status").component("docker_events")
+        #expect(events.state == "connected" && events.counters["events", default: 0] > 0, "\(events)")
     }
 
     /// An awsvpc task on an ECS container instance: the task's address is an ENI a CNI plugin moved

@@ -117,6 +117,6 @@ struct ECSTagsTests {
             expectTagged(later, "after \(problem)")
         }
         let status = try await agent.json("/status")
-        #expect((status["ecs"] as? String)?.hasPrefix("unavailable") == true, "\(status["ecs"] ?? "")")
+        #expect(status.component("ecs").state == "unavailable", "\(status.component("ecs"))")
     }
 }

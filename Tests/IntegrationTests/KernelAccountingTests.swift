@@ -251,8 +251,8 @@ struct KernelAccountingTests {
         let agent = try await mode.startAgent(["DD_CNM_DESTROY_NOTIFICATIONS": "\(destroyNotifications)"])
         defer { agent.stop() }
         if !mode.isEBPF {
-            let capture = try await agent.json("/status")["capture"] as? String ?? ""
-            try #require(capture.hasPrefix("on"), "capture: \(capture)")
+            let capture = try await agent.json("/status").component("capture")
+            try #require(capture.state == "on", "capture: \(capture)")
         }
         let before = try await agent.latestSequence()
         let closedPort = try freePort()

@@ -205,6 +205,21 @@ extension Dictionary where Key == String, Value == Any {
     func address(_ key: String) -> [String: Any] { self[key] as? [String: Any] ?? [:] }
     func port(_ key: String) -> Int { address(key).int("port") }
     var tags: [String] { self["tags"] as? [String] ?? [] }
+
+    /// A `/status` component: `{state, reason, counters}`.
+    func component(_ key: String) -> StatusComponent {
+        let c = self[key] as? [String: Any] ?? [:]
+        return StatusComponent(
+            state: c["state"] as? String ?? "", reason: c["reason"] as? String ?? "",
+            counters: (c["counters"] as? [String: Any] ?? [:]).compactMapValues { ($0 as? NSNumber)?.intValue })
+    }
+}
+
+struct StatusComponent: CustomStringConvertible {
+    var state: String
+    var reason: String
+    var counters: [String: Int]
+    var description: String { "\(state): \(reason) \(counters)" }
 }
 
 /// Two busybox containers on a network of their own: a client that sends `size` bytes to a server on port
