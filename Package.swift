@@ -113,18 +113,23 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // What tests share: one scripted HTTP server (unix socket or loopback), socket helpers.
+        .target(name: "CNMTestSupport", path: "Tests/CNMTestSupport", swiftSettings: strict),
         .testTarget(name: "CNMModelTests", dependencies: ["CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMPacketTests", dependencies: ["CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(
-            name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMSystem", "CNMModel"], swiftSettings: strict),
+            name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMSystem", "CNMModel", "CNMTestSupport"],
+            swiftSettings: strict),
         .testTarget(name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "CNMServerTests", dependencies: ["CNMServer", "CNMReport", "CNMModel"], swiftSettings: strict),
         .testTarget(
-            name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMHTTP", "CNMModel"], swiftSettings: strict),
-        .testTarget(name: "CNMECSTests", dependencies: ["CNMECS", "CNMModel"], swiftSettings: strict),
+            name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMHTTP", "CNMModel", "CNMTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "CNMECSTests", dependencies: ["CNMECS", "CNMModel", "CNMTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "CNMIntakeTests", dependencies: ["CNMIntake", "CNMIntakeProto", "CNMHTTP", "CNMModel"],
             swiftSettings: strict),

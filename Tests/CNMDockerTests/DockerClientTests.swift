@@ -1,4 +1,5 @@
 import CNMDocker
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -14,7 +15,7 @@ import Testing
          {"IPAddress": "172.17.0.9", "GlobalIPv6Address": "fd00::9"}}}, "Unknown": [1, 2]}
         """#
 
-    private func client(_ daemon: FakeDockerDaemon, timeout: Duration = .seconds(5)) throws -> DockerClient {
+    private func client(_ daemon: ScriptedHTTPServer, timeout: Duration = .seconds(5)) throws -> DockerClient {
         try DockerClient(host: "unix://\(daemon.socketPath)", timeout: timeout)
     }
 
@@ -29,7 +30,7 @@ import Testing
 
     @Test func refreshKeepsLastGoodMapThroughFailures() async throws {
         let truncated = String(Self.list.dropLast(10))
-        let daemon = try FakeDockerDaemon(replies: [
+        let daemon = try ScriptedHTTPServer(replies: [
             .http(status: 200, body: Self.list),
             .http(status: 200, body: Self.inspect),
             .http(status: 500, body: #"{"message": "daemon is sad"}"#),
@@ -72,7 +73,7 @@ import Testing
     }
 
     @Test func statusAndDaemonMessage() async throws {
-        let daemon = try FakeDockerDaemon(replies: [.http(status: 500, body: #"{"message": "daemon is sad"}"#)])
+        let daemon = try ScriptedHTTPServer(replies: [.http(status: 500, body: #"{"message": "daemon is sad"}"#)])
         let client = try client(daemon)
         let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
         #expect(error?.kind == .httpStatus)
@@ -84,7 +85,7 @@ import Testing
     /// A body cut short of its Content-Length is a closed connection, not a decoding problem.
     @Test func bodyShorterThanAnnounced() async throws {
         let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
-        let daemon = try FakeDockerDaemon(replies: [.raw(head + String(Self.list.prefix(20)))])
+        let daemon = try ScriptedHTTPServer(replies: [.raw(head + String(Self.list.prefix(20)))])
         let client = try client(daemon)
         let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
         #expect(error?.kind == .connectionClosed)
@@ -92,7 +93,7 @@ import Testing
     }
 
     @Test func silentDaemonTimesOut() async throws {
-        let daemon = try FakeDockerDaemon(replies: [.stall(milliseconds: 1500)])
+        let daemon = try ScriptedHTTPServer(replies: [.stall(milliseconds: 1500)])
         let client = try client(daemon, timeout: .milliseconds(200))
         let start = ContinuousClock.now
         let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
@@ -102,7 +103,7 @@ import Testing
     }
 
     @Test func responseOverTheLimit() async throws {
-        let daemon = try FakeDockerDaemon(replies: [.http(status: 200, body: Self.list)])
+        let daemon = try ScriptedHTTPServer(replies: [.http(status: 200, body: Self.list)])
         let client = try DockerClient(host: "unix://\(daemon.socketPath)", maxResponseBytes: 16)
         let error = await failure { () async throws(DockerError) in _ = try await client.listContainers() }
         #expect(error?.kind == .responseTooLarge)
@@ -113,7 +114,7 @@ import Testing
     @Test func containerGoneBeforeInspect() async throws {
         let gone = String(repeating: "d", count: 64)
         let list = #"[{"Id": "\#(gone)"}, {"Id": "\#(Self.id)"}]"#
-        let daemon = try FakeDockerDaemon(replies: [
+        let daemon = try ScriptedHTTPServer(replies: [
             .http(status: 200, body: list),
             .http(status: 404, body: #"{"message": "No such container"}"#),
             .http(status: 200, body: Self.inspect),

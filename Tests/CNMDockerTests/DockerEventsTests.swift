@@ -1,5 +1,6 @@
 import CNMDocker
 import CNMHTTP
+import CNMTestSupport
 import Foundation
 import Glibc
 import Synchronization
@@ -104,7 +105,7 @@ import Testing
         let firstSent = DispatchSemaphore(value: 0)
         let start = Self.line("start", nano: 1_700_000_000_000_000_001)
         let splitAt = start.utf8.count / 2
-        let server = try ScriptedServer([
+        let server = try ScriptedHTTPServer(scripts: [
             { connection in
                 connection.head()
                 connection.chunk(Self.line("create", nano: 1_700_000_000_000_000_000) + String(start.prefix(splitAt)))
@@ -145,7 +146,7 @@ import Testing
         counts.otherTypes = 1
         counts.invalidLines = 2
         #expect(counters.counts == counts)
-        let requests = server.finish()
+        let requests = server.finish().map(\.requestLine)
         #expect(requests == ["GET /events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D HTTP/1.1"])
     }
 
@@ -155,7 +156,7 @@ import Testing
     func watcherReconnectsFromTheLastEvent() async throws {
         let t1: Int64 = 1_700_000_000_000_000_123
         let t2: Int64 = 1_700_000_005_000_000_000
-        let server = try ScriptedServer([
+        let server = try ScriptedHTTPServer(scripts: [
             { connection in
                 connection.head()
                 connection.chunk(Self.line("start", nano: t1) + #"{"Type":"contai"#)
@@ -198,7 +199,7 @@ import Testing
         #expect(health.counts.events == 3)
         #expect(health.counts.invalidLines == 0)
 
-        let requests = server.finish()
+        let requests = server.finish().map(\.requestLine)
         try #require(requests.count == 3)
         #expect(!requests[0].contains("since="))
         #expect(requests[1].contains("&since=1700000000.000000123 HTTP/1.1"))
@@ -235,7 +236,7 @@ import Testing
     @Test(.timeLimit(.minutes(1)))
     func cancellingStopsTheTransferPromptly() async throws {
         let closedByClient = Mutex<Bool?>(nil)
-        let server = try ScriptedServer([
+        let server = try ScriptedHTTPServer(scripts: [
             { connection in
                 connection.head()
                 connection.chunk(Self.line("start", nano: 1))
@@ -264,12 +265,12 @@ import Testing
             #expect(part == .head(status: 200))
             break
         }
-        _ = server.finish()
+        _ = server.finish().map(\.requestLine)
         #expect(closedByClient.withLock { $0 } == true)
     }
 
     @Test func errorStatusIsThrownWithTheDaemonsMessage() async throws {
-        let daemon = try FakeDockerDaemon(replies: [.http(status: 400, body: #"{"message": "bad filter"}"#)])
+        let daemon = try ScriptedHTTPServer(replies: [.http(status: 400, body: #"{"message": "bad filter"}"#)])
         let client = try DockerClient(host: "unix://\(daemon.socketPath)")
         let error = await #expect(throws: DockerError.self) {
             try await client.events(since: .init(secondsSince1970: 7)) { _ in }
@@ -282,7 +283,7 @@ import Testing
 
     @Test(arguments: [("1.41", "/v1.41"), ("1.99", "/v1.45"), ("2.0", "/v1.45"), ("1.9", "/v1.9")])
     func negotiatesTheLowerVersion(daemonVersion: String, prefix: String) async throws {
-        let daemon = try FakeDockerDaemon(replies: [
+        let daemon = try ScriptedHTTPServer(replies: [
             .http(status: 200, body: #"{"Version": "x", "ApiVersion": "\#(daemonVersion)", "MinAPIVersion": "1.12"}"#),
             .http(status: 200, body: "[]"),
             .http(status: 200, body: "OK"),
@@ -306,7 +307,7 @@ import Testing
     /// No `/version` (404) or no `ApiVersion` in it: unversioned paths, as before negotiation.
     /// A daemon failing otherwise is asked again next time.
     @Test func fallsBackToUnversionedPaths() async throws {
-        let daemon = try FakeDockerDaemon(replies: [
+        let daemon = try ScriptedHTTPServer(replies: [
             .http(status: 404, body: #"{"message": "page not found"}"#),
             .http(status: 200, body: "OK"),
             .http(status: 200, body: "OK"),
@@ -413,106 +414,5 @@ final class Inbox<Element: Sendable>: Sendable {
             try #require(ContinuousClock.now < deadline, "timed out; received \(items)")
             try await Task.sleep(for: .milliseconds(5))
         }
-    }
-}
-
-/// An HTTP server on a unix socket that hands each connection it accepts, with the request read,
-/// to the next script, on its own thread. It ends after the last script or 10 s without a client.
-final class ScriptedServer: Sendable {
-    final class Connection {
-        let fd: Int32
-
-        init(fd: Int32) {
-            self.fd = fd
-        }
-
-        /// A chunked 200 head, as dockerd streams events.
-        func head() {
-            send("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        }
-
-        func chunk(_ text: String) {
-            send(String(text.utf8.count, radix: 16) + "\r\n" + text + "\r\n")
-        }
-
-        /// The last chunk: the response is complete.
-        func end() {
-            send("0\r\n\r\n")
-        }
-
-        func send(_ text: String) {
-            let bytes = Array(text.utf8)
-            var sent = 0
-            while sent < bytes.count {
-                let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                guard n > 0 else { return }
-                sent += n
-            }
-        }
-
-        /// Whether the client closed its end within `timeout`.
-        func waitForClientToClose(timeout: Duration) -> Bool {
-            let deadline = ContinuousClock.now + timeout
-            var buffer = [UInt8](repeating: 0, count: 512)
-            while ContinuousClock.now < deadline {
-                var waiting = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-                guard poll(&waiting, 1, 100) >= 0 else { return false }
-                if waiting.revents != 0 && recv(fd, &buffer, buffer.count, 0) <= 0 { return true }
-            }
-            return false
-        }
-    }
-
-    let socketPath: String
-    private let directory: String
-    private let listener: Int32
-    private let requests = Mutex<[String]>([])
-    private let finished = DispatchSemaphore(value: 0)
-
-    init(_ scripts: [@Sendable (Connection) -> Void]) throws {
-        directory = try makeTemporaryDirectory()
-        socketPath = directory + "/docker.sock"
-        listener = try unixSocket(boundTo: socketPath)
-        guard listen(listener, 8) == 0 else { throw SystemCallError("listen") }
-        Thread { [self] in serve(scripts) }.start()
-    }
-
-    /// Waits for the server to end; the request lines it read, in order.
-    func finish() -> [String] {
-        _ = finished.wait(timeout: .now() + 15)
-        try? FileManager.default.removeItem(atPath: directory)
-        return requests.withLock { $0 }
-    }
-
-    private func serve(_ scripts: [@Sendable (Connection) -> Void]) {
-        defer {
-            close(listener)
-            finished.signal()
-        }
-        for script in scripts {
-            var waiting = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
-            guard poll(&waiting, 1, 10_000) == 1 else { return }
-            let fd = accept(listener, nil, nil)
-            guard fd >= 0 else { return }
-            if let line = Self.readRequestLine(fd) {
-                requests.withLock { $0.append(line) }
-                script(Connection(fd: fd))
-            }
-            close(fd)
-        }
-    }
-
-    /// Reads up to the end of the head (these are all GETs) and returns its first line.
-    private static func readRequestLine(_ fd: Int32) -> String? {
-        var readTimeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &readTimeout, socklen_t(MemoryLayout<timeval>.size))
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while bytes.firstRange(of: Array("\r\n\r\n".utf8)) == nil {
-            let n = recv(fd, &buffer, buffer.count, 0)
-            guard n > 0 else { return nil }
-            bytes += buffer[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self).components(separatedBy: "\r\n").first
     }
 }

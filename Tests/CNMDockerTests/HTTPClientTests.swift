@@ -1,5 +1,6 @@
 import CNMDocker
 import CNMHTTP
+import CNMTestSupport
 import Foundation
 import Testing
 
@@ -10,7 +11,7 @@ import Testing
     }
 
     @Test func postSendsHeadersAndBody() async throws {
-        let daemon = try FakeDockerDaemon(replies: [
+        let daemon = try ScriptedHTTPServer(replies: [
             .http(status: 201, body: "created"),
             .http(status: 200, body: "second"),
         ])

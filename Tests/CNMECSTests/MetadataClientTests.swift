@@ -1,4 +1,5 @@
 import CNMECS
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -23,9 +24,11 @@ import Testing
     }
 
     @Test func taskWithTags() async throws {
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(200, try fixture("awsdocs/examples/ec2-v4-taskWithTags.json"))
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, try fixture("awsdocs/examples/ec2-v4-taskWithTags.json"))
+            ])
         // A trailing slash on the base URI is dropped.
         let client = try ECSMetadataClient(baseURI: server.baseURL + "/v4/abc/")
         #expect(client.baseURI == server.baseURL + "/v4/abc")
@@ -35,28 +38,32 @@ import Testing
         #expect(fetched.task.taskARN == Self.taskARN)
         #expect(fetched.task.taskTags == ["tag-use": "task-metadata-endpoint-test"])
         #expect(fetched.task.containers?.count == 2)
-        #expect(server.finish() == ["GET /v4/abc/taskWithTags HTTP/1.1"])
+        #expect(server.finish().map(\.requestLine) == ["GET /v4/abc/taskWithTags HTTP/1.1"])
     }
 
     /// A body that reports failed tag lookups but holds the task is the answer: `/task` would give
     /// the same task without the tags.
     @Test func taskWithTagsReportingErrors() async throws {
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(200, try fixture("awsdocs/examples/ec2-v4-taskWithTags-error.json"))
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, try fixture("awsdocs/examples/ec2-v4-taskWithTags-error.json"))
+            ])
         let fetched = try await ECSMetadataClient(baseURI: server.baseURL + "/v4/abc").fetchTask()
         #expect(fetched.path == .taskWithTags)
         #expect(fetched.task.errors?.map(\.errorField) == ["ContainerInstanceTags", "TaskTags"])
         #expect(fetched.task.tags.contains("task_family:curltest"))
-        #expect(server.finish() == ["GET /v4/abc/taskWithTags HTTP/1.1"])
+        #expect(server.finish().map(\.requestLine) == ["GET /v4/abc/taskWithTags HTTP/1.1"])
     }
 
     @Test func fallsBackToTaskOnHTTPError() async throws {
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(404, "404 page not found"),
-            FakeMetadataEndpoint.http(200, try fixture("v4/otel-go/metadatav4-response-task-fargate.json")),
-            FakeMetadataEndpoint.http(200, try fixture("v4/otel-go/metadatav4-response-task-fargate.json")),
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(404, "404 page not found"),
+                .http(200, try fixture("v4/otel-go/metadatav4-response-task-fargate.json")),
+                .http(200, try fixture("v4/otel-go/metadatav4-response-task-fargate.json")),
+            ])
         let client = try ECSMetadataClient(baseURI: server.baseURL + "/v4/abc")
         let fetched = try await client.fetchTask()
         #expect(fetched.path == .task)
@@ -69,7 +76,7 @@ import Testing
         let again = try await client.fetchTask()
         #expect(again.path == .task && again.taskWithTagsFailure == nil)
         #expect(
-            server.finish() == [
+            server.finish().map(\.requestLine) == [
                 "GET /v4/abc/taskWithTags HTTP/1.1", "GET /v4/abc/task HTTP/1.1", "GET /v4/abc/task HTTP/1.1",
             ])
     }
@@ -77,74 +84,84 @@ import Testing
     /// A body of errors alone, with nothing of the task.
     @Test func fallsBackToTaskOnAnErrorOnlyBody() async throws {
         let errorsOnly = #"{"Errors": [{"ErrorField": "TaskTags", "ErrorCode": "AccessDeniedException"}]}"#
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(200, errorsOnly),
-            FakeMetadataEndpoint.http(200, try fixture("awsdocs/examples/ec2-v4-task.json")),
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, errorsOnly),
+                .http(200, try fixture("awsdocs/examples/ec2-v4-task.json")),
+            ])
         let fetched = try await ECSMetadataClient(baseURI: server.baseURL).fetchTask()
         #expect(fetched.path == .task)
         #expect(fetched.taskWithTagsFailure?.kind == "ecs_invalid_json")
         #expect(fetched.task.taskARN == Self.taskARN)
-        #expect(server.finish() == ["GET /taskWithTags HTTP/1.1", "GET /task HTTP/1.1"])
+        #expect(server.finish().map(\.requestLine) == ["GET /taskWithTags HTTP/1.1", "GET /task HTTP/1.1"])
     }
 
     @Test func bothFailingGivesTheTaskError() async throws {
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(500, "internal error"),
-            FakeMetadataEndpoint.http(503, ""),
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(500, "internal error"),
+                .http(503, ""),
+            ])
         let error = await fetchTaskError(try ECSMetadataClient(baseURI: server.baseURL))
         #expect(error?.kind == "ecs_http_503")
         #expect(error?.message.contains("(empty body)") == true)
-        #expect(server.finish().count == 2)
+        #expect(server.finish().map(\.requestLine).count == 2)
     }
 
     @Test func truncatedJSON() async throws {
         let body = try fixture("awsdocs/examples/ec2-v4-task.json")
         let half = String(body.prefix(body.count / 2))
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(200, half), FakeMetadataEndpoint.http(200, half),
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, half), .http(200, half),
+            ])
         let error = await fetchTaskError(try ECSMetadataClient(baseURI: server.baseURL))
         #expect(error?.reason == .invalidJSON)
         #expect(error?.kind == "ecs_invalid_json")
-        #expect(server.finish().count == 2)
+        #expect(server.finish().map(\.requestLine).count == 2)
     }
 
     @Test func notJSON() async throws {
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(200, "<html>hello</html>"), FakeMetadataEndpoint.http(200, "[1, 2]"),
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, "<html>hello</html>"), .http(200, "[1, 2]"),
+            ])
         let error = await fetchTaskError(try ECSMetadataClient(baseURI: server.baseURL))
         #expect(error?.kind == "ecs_invalid_json")
-        _ = server.finish()
+        _ = server.finish().map(\.requestLine)
     }
 
     /// The connection closes before the announced body has all arrived.
     @Test func bodyCutShort() async throws {
         let cut = "HTTP/1.1 200 OK\r\nContent-Length: 4000\r\n\r\n{\"Cluster\": \"default\""
-        let server = try FakeMetadataEndpoint(replies: [.raw(cut), .raw(cut)])
+        let server = try ScriptedHTTPServer(.loopback, replies: [.raw(cut), .raw(cut)])
         let error = await fetchTaskError(try ECSMetadataClient(baseURI: server.baseURL))
         #expect(error?.kind == "ecs_connection_closed")
-        _ = server.finish()
+        _ = server.finish().map(\.requestLine)
     }
 
     @Test func notHTTP() async throws {
-        let server = try FakeMetadataEndpoint(replies: [.raw("garbage\r\n\r\n"), .raw("garbage\r\n\r\n")])
+        let server = try ScriptedHTTPServer(.loopback, replies: [.raw("garbage\r\n\r\n"), .raw("garbage\r\n\r\n")])
         let error = await fetchTaskError(try ECSMetadataClient(baseURI: server.baseURL))
         #expect(error?.kind == "ecs_bad_response")
-        _ = server.finish()
+        _ = server.finish().map(\.requestLine)
     }
 
     @Test func responseTooLarge() async throws {
         let body = try fixture("awsdocs/examples/ec2-v4-task.json")
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(200, body), FakeMetadataEndpoint.http(200, body),
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, body), .http(200, body),
+            ])
         let client = try ECSMetadataClient(baseURI: server.baseURL, maxResponseBytes: 1000)
         let error = await fetchTaskError(client)
         #expect(error?.kind == "ecs_response_too_large")
-        _ = server.finish()
+        _ = server.finish().map(\.requestLine)
     }
 
     /// A server that accepts connections (the kernel does, from the backlog) but never answers:
@@ -183,13 +200,15 @@ import Testing
     }
 
     @Test func container() async throws {
-        let server = try FakeMetadataEndpoint(replies: [
-            FakeMetadataEndpoint.http(200, try fixture("v4/otel-go/metadatav4-response-container-fargate.json"))
-        ])
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, try fixture("v4/otel-go/metadatav4-response-container-fargate.json"))
+            ])
         let client = try ECSMetadataClient(baseURI: server.baseURL + "/v4/cd189a933e5849daa93386466019ab50-2495160603")
         let container = try await client.fetchContainer()
         #expect(container.dockerID == "cd189a933e5849daa93386466019ab50-2495160603")
         #expect(container.name == "curl")
-        #expect(server.finish() == ["GET /v4/cd189a933e5849daa93386466019ab50-2495160603 HTTP/1.1"])
+        #expect(server.finish().map(\.requestLine) == ["GET /v4/cd189a933e5849daa93386466019ab50-2495160603 HTTP/1.1"])
     }
 }

@@ -1,19 +1,13 @@
 import CNMModel
 import CNMNetlink
 import CNMSystem
+import CNMTestSupport
 import Glibc
 import Testing
 
-/// A failed system call in a test helper.
-struct SystemCallError: Error, CustomStringConvertible {
-    var call: String
-    var number: Int32
-    var description: String { "\(call): \(String(cString: strerror(number)))" }
-}
-
 @discardableResult
 func check<T: FixedWidthInteger>(_ call: String, _ result: T) throws -> T {
-    if result == -1 { throw SystemCallError(call: call, number: errno) }
+    if result == -1 { throw SystemCallError(call, errno: errno) }
     return result
 }
 
@@ -264,7 +258,7 @@ enum Net {
         var received = 0
         while received < count {
             let n = try check("recv", recv(fd, &buffer, min(buffer.count, count - received), 0))
-            guard n > 0 else { throw SystemCallError(call: "recv: early EOF", number: 0) }
+            guard n > 0 else { throw SystemCallError("recv: early EOF", errno: 0) }
             received += n
         }
     }
