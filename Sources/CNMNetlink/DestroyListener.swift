@@ -6,7 +6,8 @@ import Glibc
 /// each with the socket's final `tcp_info`: the counters of a socket that closed between two dumps.
 public final class DestroyListener {
     private let socket: any NetlinkTransport
-    private let buffer: UnsafeMutableRawBufferPointer
+    private let receiveBuffer = ReceiveBuffer()
+    private var buffer: UnsafeMutableRawBufferPointer { receiveBuffer.bytes }
 
     /// Receive queue asked for, so a burst of closes between two drains fits.
     public static let receiveBufferBytes: Int32 = 8 << 20
@@ -36,11 +37,6 @@ public final class DestroyListener {
     /// Listens through `socket`: the kernel's, or a test's replaying recorded bytes.
     public init(_ socket: any NetlinkTransport) {
         self.socket = socket
-        buffer = .allocate(byteCount: receiveBufferSize, alignment: MemoryLayout<UInt64>.alignment)
-    }
-
-    deinit {
-        buffer.deallocate()
     }
 
     /// Everything queued, without blocking. `lost` counts the times the kernel reported (`ENOBUFS`) that it dropped

@@ -21,6 +21,14 @@ public protocol NetlinkTransport: AnyObject {
 /// Bytes per receive. The kernel fills a dump datagram up to about 32 KiB when the reader's buffer allows it.
 let receiveBufferSize = 64 * 1024
 
+/// The memory one netlink reader receives datagrams into, freed with its owner.
+final class ReceiveBuffer {
+    let bytes = UnsafeMutableRawBufferPointer.allocate(
+        byteCount: receiveBufferSize, alignment: MemoryLayout<UInt64>.alignment)
+
+    deinit { bytes.deallocate() }
+}
+
 /// A `NETLINK_SOCK_DIAG` socket, created in the calling thread's network namespace or in another one; a socket
 /// stays bound to the namespace it was created in.
 final class NetlinkSocket: NetlinkTransport {

@@ -9,7 +9,8 @@ import Glibc
 public final class SockDiagSocket {
     private let socket: any NetlinkTransport
     /// Receives replies and holds requests; allocated once for the socket's life.
-    private let buffer: UnsafeMutableRawBufferPointer
+    private let receiveBuffer = ReceiveBuffer()
+    private var buffer: UnsafeMutableRawBufferPointer { receiveBuffer.bytes }
     private var sequence: UInt32 = 0
 
     /// How long a dump waits for the kernel's next datagram before it fails instead of hanging the caller.
@@ -31,11 +32,6 @@ public final class SockDiagSocket {
     /// Dumps through `socket`: the kernel's, or a test's replaying recorded bytes.
     public init(_ socket: any NetlinkTransport) {
         self.socket = socket
-        buffer = .allocate(byteCount: receiveBufferSize, alignment: MemoryLayout<UInt64>.alignment)
-    }
-
-    deinit {
-        buffer.deallocate()
     }
 
     /// Every socket of `transport` and `family` in the socket's namespace, in every state (listening TCP sockets and
