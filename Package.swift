@@ -57,7 +57,8 @@ let package = Package(
         .target(name: "CNMNetlink", dependencies: ["CNMModel", "CNMSystem", "CLinux"], swiftSettings: strict),
         .target(name: "CNMProcfs", dependencies: ["CNMModel"], swiftSettings: strict),
         .target(name: "CNMBPF", dependencies: ["CNMModel", "CNMSystem", "CBPF"], swiftSettings: strict),
-        .target(name: "CNMCapture", dependencies: ["CNMModel", "CNMPacket", "CLinux"], swiftSettings: strict),
+        .target(
+            name: "CNMCapture", dependencies: ["CNMModel", "CNMPacket", "CNMSystem", "CLinux"], swiftSettings: strict),
         .target(name: "CNMDocker", dependencies: ["CNMModel", "CNMHTTP"], swiftSettings: strict),
         .target(name: "CNMECS", dependencies: ["CNMModel", "CNMHTTP"], swiftSettings: strict),
 
@@ -116,6 +117,7 @@ let package = Package(
         // What tests share: one scripted HTTP server (unix socket or loopback), socket helpers.
         .target(name: "CNMTestSupport", path: "Tests/CNMTestSupport", swiftSettings: strict),
         .testTarget(name: "CNMModelTests", dependencies: ["CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMSystemTests", dependencies: ["CNMSystem"], swiftSettings: strict),
         .testTarget(name: "CNMPacketTests", dependencies: ["CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel"], swiftSettings: strict),

@@ -94,6 +94,9 @@ public final class KernelPrograms: @unchecked Sendable {
         return thread.drain(timeoutMicros: timeoutMicros)
     }
 
+    /// Why the closed-flow reader ended by itself, if it did.
+    public var closedReaderFailure: String? { consumer.withLock { $0 }?.failureReason }
+
     /// Every open TCP flow of the network namespace at `namespacePath` (the agent's own when nil),
     /// read by iter/tcp.
     public func tcpFlows(namespacePath: String?) throws(EBPFError) -> [FlowRecord] {
@@ -212,78 +215,62 @@ public final class KernelPrograms: @unchecked Sendable {
 private final class ConsumerThread: @unchecked Sendable {
     private let handle: OpaquePointer
     private let deliver: @Sendable ([FlowRecord]) -> Void
-    private let stopping = Atomic<Bool>(false)
-    /// Drain requests made, and the last one whose records have all been delivered.
-    private let progress = Mutex<(requested: UInt64, delivered: UInt64)>((0, 0))
-    private var thread = pthread_t()
-    private var started = false
-    /// Filled by the C callback during one cnm_bpf_consume call.
+    /// Drain requests made; the reader's mark is the last one whose records are all delivered.
+    private let requested = Atomic<Int64>(0)
+    private var reader: ReaderThread!
+    /// Filled by the C callback during one cnm_bpf_consume call, on the reader's thread only.
     fileprivate var batch: [FlowRecord] = []
 
     init(handle: OpaquePointer, deliver: @escaping @Sendable ([FlowRecord]) -> Void) {
         self.handle = handle
         self.deliver = deliver
-    }
-
-    func start() {
-        let context = Unmanaged.passRetained(self).toOpaque()
-        started =
-            pthread_create(
-                &thread, nil,
-                { raw in
-                    let me = Unmanaged<ConsumerThread>.fromOpaque(raw!).takeRetainedValue()
-                    me.run()
-                    return nil
-                }, context) == 0
-        if !started {
-            Unmanaged<ConsumerThread>.fromOpaque(context).release()
-            finish()
+        let wake: @Sendable () -> Void = { [handle = UInt(bitPattern: handle)] in
+            cnm_bpf_wake(OpaquePointer(bitPattern: handle))
         }
+        reader = ReaderThread(wake: wake) { [unowned self] reader in self.run(reader) }
+        reader.advance(to: 0)
     }
 
-    private func run() {
+    func start() { reader.start() }
+
+    /// Why the reader ended by itself, if it did.
+    var failureReason: String? { reader.failureReason }
+
+    private func run(_ reader: ReaderThread) {
         let context = Unmanaged.passUnretained(self).toOpaque()
-        while !stopping.load(ordering: .acquiring) {
-            if cnm_bpf_wait(handle, -1) < 0 { break }
+        while !reader.isStopping {
+            let waited = cnm_bpf_wait(handle, -1)
+            if waited < 0 {
+                reader.fail("waiting on the ring buffer: \(String(cString: strerror(-waited)))")
+                return
+            }
             // Read after the wake: every record a drain request waits for is in the ring by now.
-            let target = progress.withLock { $0.requested }
+            let target = requested.load(ordering: .acquiring)
             let rc = cnm_bpf_consume(
                 handle,
                 { context, record in
                     let me = Unmanaged<ConsumerThread>.fromOpaque(context!).takeUnretainedValue()
                     me.batch.append(FlowRecord(record!.pointee))
                 }, context)
-            if rc < 0 { break }
+            if rc < 0 {
+                reader.fail("reading the ring buffer: \(String(cString: strerror(-rc)))")
+                return
+            }
             if !batch.isEmpty {
                 deliver(batch)
                 batch = []
             }
-            progress.withLock { $0.delivered = max($0.delivered, target) }
+            reader.advance(to: target)
         }
-        finish()
     }
 
-    /// Nothing more will be delivered: no drain waits for it.
-    private func finish() { progress.withLock { $0.delivered = .max } }
-
+    /// Waits until every record in the ring when called has been delivered; false after `timeoutMicros`
+    /// or when the reader is gone.
     func drain(timeoutMicros: UInt64) -> Bool {
-        let request = progress.withLock { p in
-            p.requested += 1
-            return p.requested
-        }
+        let request = requested.add(1, ordering: .acquiringAndReleasing).newValue
         cnm_bpf_wake(handle)
-        var waited: UInt64 = 0
-        while progress.withLock({ $0.delivered }) < request {
-            guard waited < timeoutMicros else { return false }
-            usleep(200)
-            waited += 200
-        }
-        return !stopping.load(ordering: .acquiring)
+        return reader.wait(until: request, timeout: .microseconds(timeoutMicros))
     }
 
-    func stop() {
-        stopping.store(true, ordering: .releasing)
-        cnm_bpf_wake(handle)
-        if started { pthread_join(thread, nil) }
-    }
+    func stop() { reader.stop() }
 }

@@ -1,6 +1,7 @@
 internal import CLinux
 import CNMModel
 import CNMPacket
+import CNMSystem
 import Glibc
 import Synchronization
 
@@ -65,12 +66,10 @@ public final class PacketCapture: @unchecked Sendable {
     /// Where packets with a non-loopback local end must have it: the namespace's addresses.
     private let localAddresses = Mutex<Set<IPAddress>>([])
     private let counters = Mutex(CaptureStatistics())
-    /// Wall-clock start of the last scan of the ring that took every block handed over by then.
-    private let scannedFrom = Atomic<Int64>(0)
-    private let stopping = Atomic<Bool>(false)
+    /// The reading thread; its mark is the wall-clock start of the last scan of the ring that took
+    /// every block handed over by then.
+    private var reader: ReaderThread!
     private let closed = Mutex(false)
-    private var thread = pthread_t()
-    private var started = false
     /// Counted by the thread alone, added to `counters` after each scan.
     private var unparsed: UInt64 = 0
     private var notLocal: UInt64 = 0
@@ -89,24 +88,20 @@ public final class PacketCapture: @unchecked Sendable {
         }
         self.ring = ring
         self.table = Mutex(WireFlowTable(maxFlows: maxFlows))
+        let wake: @Sendable () -> Void = { [ring = UInt(bitPattern: ring)] in
+            cnm_linux_packet_ring_wake(OpaquePointer(bitPattern: ring))
+        }
+        reader = ReaderThread(wake: wake) { [unowned self] reader in self.run(reader) }
         setLocalAddresses(Self.namespaceAddresses())
     }
 
     deinit { stop() }
 
     /// Starts the reading thread. Call once; `stop` ends it.
-    public func start() {
-        let context = Unmanaged.passRetained(self).toOpaque()
-        started =
-            pthread_create(
-                &thread, nil,
-                { raw in
-                    let me = Unmanaged<PacketCapture>.fromOpaque(raw!).takeRetainedValue()
-                    me.run()
-                    return nil
-                }, context) == 0
-        if !started { Unmanaged<PacketCapture>.fromOpaque(context).release() }
-    }
+    public func start() { reader.start() }
+
+    /// Why the reading thread ended by itself, if it did.
+    public var readerFailure: String? { reader.failureReason }
 
     /// Stops the thread and closes the socket.
     public func stop() {
@@ -115,9 +110,7 @@ public final class PacketCapture: @unchecked Sendable {
             return c
         }
         guard !wasClosed else { return }
-        stopping.store(true, ordering: .releasing)
-        cnm_linux_packet_ring_wake(ring)
-        if started { pthread_join(thread, nil) }
+        reader.stop()
         cnm_linux_packet_ring_close(ring)
     }
 
@@ -137,23 +130,12 @@ public final class PacketCapture: @unchecked Sendable {
     /// has certainly handed over the block holding such a packet.
     public func drain(through time: Int64, timeoutNanos: Int64 = 2_000_000_000) -> Bool {
         let needed = time + Self.handOverBoundNanos
-        let deadline = wallClockNanos() + Self.handOverBoundNanos + timeoutNanos
-        var woken: Int64 = 0
-        while scannedFrom.load(ordering: .acquiring) < needed {
-            let now = wallClockNanos()
-            guard now < deadline, !stopping.load(ordering: .acquiring) else { return false }
-            if now < needed {
-                usleep(useconds_t(max(100, (needed - now) / 1000)))
-                continue
-            }
-            // A scan that starts from now takes every block handed over by `needed`.
-            if now - woken > 1_000_000 {
-                cnm_linux_packet_ring_wake(ring)
-                woken = now
-            }
-            usleep(200)
-        }
-        return true
+        guard reader.mark < needed else { return true }
+        // Until `needed` the kernel may still hold the block: no scan before then can take it.
+        let now = wallClockNanos()
+        if now < needed { usleep(useconds_t(min((needed - now) / 1000, 1_000_000))) }
+        // A scan that starts from now takes every block handed over by `needed`.
+        return reader.wait(until: needed, wakeEvery: .milliseconds(1), timeout: .nanoseconds(timeoutNanos))
     }
 
     /// Counts since the capture opened; reads the kernel's counters (which reading resets).
@@ -173,13 +155,17 @@ public final class PacketCapture: @unchecked Sendable {
         }
     }
 
-    private func run() {
-        while !stopping.load(ordering: .acquiring) {
+    private func run(_ reader: ReaderThread) {
+        while !reader.isStopping {
             let from = wallClockNanos()
             scan()
-            scannedFrom.store(from, ordering: .releasing)
+            reader.advance(to: from)
             // Bounded, so a stop or drain never waits on traffic.
-            if cnm_linux_packet_ring_wait(ring, 1000) < 0 { break }
+            let waited = cnm_linux_packet_ring_wait(ring, 1000)
+            if waited < 0 {
+                reader.fail("waiting on the packet ring: \(String(cString: strerror(errno)))")
+                return
+            }
         }
     }
 

@@ -68,7 +68,10 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         let started = monotonicMicros()
         var problems = ProblemCounts()
         if !programs.drainClosed() {
-            problems.add("ring_buffer_reader", "the ring buffer's reader did not answer within 2 s")
+            problems.add(
+                "ring_buffer_reader",
+                programs.closedReaderFailure.map { "the ring buffer's reader stopped: \($0)" }
+                    ?? "the ring buffer's reader did not answer within 2 s")
         }
         guard baseline || beforeReport else {
             let telemetry = programs.telemetry()

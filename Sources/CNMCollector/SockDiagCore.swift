@@ -113,7 +113,9 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
         if !drained {
             problems.add(
                 "capture_reader",
-                "the packet capture's reader did not take the ring within 2 s: its connections wait for a later sample")
+                capture.readerFailure.map { "the packet capture's reader stopped: \($0)" }
+                    ?? "the packet capture's reader did not take the ring within 2 s: its connections wait for a later sample"
+            )
         }
         if beforeReport {
             capture.setLocalAddresses(PacketCapture.namespaceAddresses())
