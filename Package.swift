@@ -137,7 +137,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["CNMModel", "CCurl", "CLinux", "CNMIntake", "CNMIntakeProto"],
+            dependencies: ["CNMModel", "CCurl", "CLinux", "CNMIntake", "CNMIntakeProto", "CNMTestSupport"],
             swiftSettings: strict
         ),
     ],

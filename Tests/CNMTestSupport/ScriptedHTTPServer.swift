@@ -2,10 +2,15 @@ import Foundation
 import Glibc
 import Synchronization
 
-/// A scripted HTTP/1.1 server, on a unix socket in a temporary directory (as dockerd listens) or on
-/// 127.0.0.1. It takes one connection per reply, reads one request from it (the head, and a body
-/// of the announced Content-Length), answers as scripted and closes it; after the last reply, or
-/// 10 s without a connection, its thread ends. It records every request it read.
+/// A scripted HTTP/1.1 server, standing in for an endpoint that cannot run here (a Docker daemon,
+/// the ECS task metadata endpoint). It reads one request per connection (the head, and a body of
+/// the announced Content-Length), answers and closes it, and records every request it read. Two
+/// ways to run:
+/// - scripted (`init(_:replies:)`), on a unix socket in a temporary directory (as dockerd listens)
+///   or on 127.0.0.1: one connection per reply, in order; after the last reply, or 10 s without a
+///   connection, its thread ends (`finish`).
+/// - answering (`init(answering:on:)`), on any local IPv4 address: every connection gets the
+///   current reply (`answer(with:)`) until the server is released.
 public final class ScriptedHTTPServer: Sendable {
     public enum Listen: Sendable {
         case unixSocket
@@ -34,6 +39,8 @@ public final class ScriptedHTTPServer: Sendable {
         public var head: String
         public var body: String
         public var requestLine: String { String(head.prefix { !$0.isNewline }) }
+        /// The request target, such as `/v4/abc/task`.
+        public var path: String { requestLine.split(separator: " ").dropFirst().first.map(String.init) ?? "" }
     }
 
     /// A connection handed to a `.script` reply.
@@ -71,10 +78,20 @@ public final class ScriptedHTTPServer: Sendable {
     public let socketPath: String
     /// `http://127.0.0.1:<port>` (`.loopback`), else `http://localhost`.
     public let baseURL: String
+    /// The TCP port, 0 on a unix socket.
+    public let port: UInt16
     private let directory: String?
     private let listener: Int32
-    private let received = Mutex<[Request]>([])
     private let finished = DispatchSemaphore(value: 0)
+    private let shared = Shared()
+    private let answering: Bool
+
+    /// What the server's thread and its users share.
+    private final class Shared: Sendable {
+        let received = Mutex<[Request]>([])
+        /// What an answering server replies now; nil for a scripted one.
+        let current = Mutex<Reply?>(nil)
+    }
 
     public init(_ listen: Listen = .unixSocket, replies: [Reply]) throws {
         switch listen {
@@ -83,20 +100,55 @@ public final class ScriptedHTTPServer: Sendable {
             self.directory = directory
             socketPath = directory + "/docker.sock"
             baseURL = "http://localhost"
+            port = 0
             listener = try unixSocket(boundTo: socketPath)
         case .loopback:
-            let (fd, port) = try tcpSocketBoundToLoopback()
+            let (fd, port) = try tcpSocket(boundTo: "127.0.0.1")
             directory = nil
             socketPath = ""
             baseURL = "http://127.0.0.1:\(port)"
+            self.port = port
             listener = fd
         }
+        answering = false
         guard Glibc.listen(listener, 8) == 0 else {
             close(listener)
             throw SystemCallError("listen")
         }
         Thread { [self] in serve(replies) }.start()
     }
+
+    /// Answers every connection with `reply` (until `answer(with:)` changes it) on `address`: a
+    /// container reaches the host on its default gateway's address.
+    public init(answering reply: Reply, on address: String = "127.0.0.1") throws {
+        let (fd, port) = try tcpSocket(boundTo: address)
+        guard Glibc.listen(fd, 16) == 0 else {
+            close(fd)
+            throw SystemCallError("listen")
+        }
+        listener = fd
+        self.port = port
+        directory = nil
+        socketPath = ""
+        baseURL = "http://\(address):\(port)"
+        answering = true
+        shared.current.withLock { $0 = reply }
+        Self.answerAll(fd, shared)
+    }
+
+    deinit {
+        // An answering server's thread ends when accept fails on the shut-down listener.
+        if answering {
+            _ = shutdown(listener, Int32(SHUT_RDWR))
+            close(listener)
+        }
+    }
+
+    /// What an answering server replies from now on.
+    public func answer(with reply: Reply) { shared.current.withLock { $0 = reply } }
+
+    /// The requests read so far, in order.
+    public var requests: [Request] { shared.received.withLock { $0 } }
 
     /// One `.script` reply per connection, on a unix socket.
     public convenience init(scripts: [@Sendable (Connection) -> Void]) throws {
@@ -107,7 +159,23 @@ public final class ScriptedHTTPServer: Sendable {
     public func finish() -> [Request] {
         _ = finished.wait(timeout: .now() + 15)
         if let directory { try? FileManager.default.removeItem(atPath: directory) }
-        return received.withLock { $0 }
+        return shared.received.withLock { $0 }
+    }
+
+    /// The answering thread holds only what it needs, not the server: releasing the server shuts
+    /// the listener down, and that ends the thread.
+    private static func answerAll(_ listener: Int32, _ shared: Shared) {
+        Thread.detachNewThread {
+            while case let connection = accept(listener, nil, nil), connection >= 0 {
+                var readTimeout = timeval(tv_sec: 5, tv_usec: 0)
+                setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &readTimeout, socklen_t(MemoryLayout<timeval>.size))
+                let request = Self.readRequest(connection)
+                // Recorded before answering: once the client has its answer, the test may look.
+                if let request { shared.received.withLock { $0.append(request) } }
+                if let reply = shared.current.withLock({ $0 }) { Self.send(reply, request: request, connection) }
+                close(connection)
+            }
+        }
     }
 
     private func serve(_ replies: [Reply]) {
@@ -124,20 +192,24 @@ public final class ScriptedHTTPServer: Sendable {
             var readTimeout = timeval(tv_sec: 5, tv_usec: 0)
             setsockopt(connection, SOL_SOCKET, SO_RCVTIMEO, &readTimeout, socklen_t(MemoryLayout<timeval>.size))
             let request = Self.readRequest(connection)
-            if let request { received.withLock { $0.append(request) } }
-            switch reply {
-            case .http(let status, let body):
-                let head = "HTTP/1.1 \(status) Scripted\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                sendAll((head + "Content-Length: \(body.utf8.count)\r\n\r\n" + body).utf8, to: connection)
-            case .raw(let bytes):
-                sendAll(bytes.utf8, to: connection)
-            case .closeWithoutAnswer:
-                break
-            case .stall(let milliseconds):
-                usleep(milliseconds * 1000)
-            case .script(let script):
-                if request != nil { script(Connection(fd: connection)) }
-            }
+            if let request { shared.received.withLock { $0.append(request) } }
+            Self.send(reply, request: request, connection)
+        }
+    }
+
+    private static func send(_ reply: Reply, request: Request?, _ connection: Int32) {
+        switch reply {
+        case .http(let status, let body):
+            let head = "HTTP/1.1 \(status) Scripted\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            sendAll((head + "Content-Length: \(body.utf8.count)\r\n\r\n" + body).utf8, to: connection)
+        case .raw(let bytes):
+            sendAll(bytes.utf8, to: connection)
+        case .closeWithoutAnswer:
+            break
+        case .stall(let milliseconds):
+            usleep(milliseconds * 1000)
+        case .script(let script):
+            if request != nil { script(Connection(fd: connection)) }
         }
     }
 

@@ -25,15 +25,20 @@ public func unixSocket(boundTo path: String) throws -> Int32 {
     return fd
 }
 
-/// A TCP socket bound to 127.0.0.1 on a free port, not listening, and that port.
-public func tcpSocketBoundToLoopback() throws -> (fd: Int32, port: UInt16) {
+/// A TCP socket bound to a local IPv4 `address` on a free port, not listening, and that port.
+public func tcpSocket(boundTo address: String) throws -> (fd: Int32, port: UInt16) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw SystemCallError("socket") }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    guard inet_pton(AF_INET, address, &sa.sin_addr) == 1 else {
+        close(fd)
+        throw SystemCallError("not an IPv4 address: '\(address)'", errno: EINVAL)
+    }
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
+    let bound = withUnsafeMutablePointer(to: &sa) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
             bind(fd, $0, length) == 0 ? getsockname(fd, $0, &length) : -1
         }
@@ -41,10 +46,13 @@ public func tcpSocketBoundToLoopback() throws -> (fd: Int32, port: UInt16) {
     guard bound == 0 else {
         let code = errno
         close(fd)
-        throw SystemCallError("bind 127.0.0.1:0", errno: code)
+        throw SystemCallError("bind \(address):0", errno: code)
     }
-    return (fd, UInt16(bigEndian: address.sin_port))
+    return (fd, UInt16(bigEndian: sa.sin_port))
 }
+
+/// A TCP socket bound to 127.0.0.1 on a free port, not listening, and that port.
+public func tcpSocketBoundToLoopback() throws -> (fd: Int32, port: UInt16) { try tcpSocket(boundTo: "127.0.0.1") }
 
 /// A new private directory under /tmp, short enough for socket paths (108 bytes at most).
 public func makeTemporaryDirectory() throws -> String {

@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -14,7 +15,7 @@ struct DegradationTests {
         (500, "{\"message\":\"boom\"}"), (200, "this is not json"), (200, "[{\"Id\": \"abc\", \"Names\""),
     ])
     func dockerAnsweringGarbageCostsOnlyTheTags(status: Int, body: String) async throws {
-        let docker = try FakeHTTPEndpoint(.init(status: status, body: body))
+        let docker = try ScriptedHTTPServer(answering: .http(status: status, body: body))
         // The mode the agent picks by itself.
         let agent = try AgentProcess(environment: ["DOCKER_HOST": "tcp://127.0.0.1:\(docker.port)"])
         defer { agent.stop() }

@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Testing
 
@@ -51,8 +52,8 @@ struct ECSTagsTests {
             "run", "-d", "--name", client, "--network", network, "cnm-test/busybox:latest", "sh", "-c",
             "while true; do sleep 1 | nc \(server) 8080; sleep 1; done")
 
-        let endpoint = try FakeHTTPEndpoint(
-            .init(status: 200, body: try Self.task(containers: [(serverID, "inventory"), (clientID, "checkout")])))
+        let endpoint = try ScriptedHTTPServer(
+            answering: .http(200, try Self.task(containers: [(serverID, "inventory"), (clientID, "checkout")])))
         let agent = try AgentProcess(environment: [
             "ECS_CONTAINER_METADATA_URI_V4": "http://127.0.0.1:\(endpoint.port)/v4/\(suffix)",
             "DD_ECS_METADATA_TIMEOUT": "1000",
@@ -87,21 +88,18 @@ struct ECSTagsTests {
             let flows = try await clientFlows(after: start)
             return flows.contains { $0.tags.contains("ecs_container_name:checkout") } ? flows : nil
         }
-        #expect(endpoint.paths.first == "/v4/\(suffix)/taskWithTags", "\(endpoint.paths)")
+        #expect(endpoint.requests.first?.path == "/v4/\(suffix)/taskWithTags", "\(endpoint.requests.map(\.path))")
         expectTagged(first.filter { $0.tags.contains("ecs_container_name:checkout") }, "answering")
 
         // The endpoint fails, then answers garbage: each is asked at least once more.
         for (answer, problem) in [
-            (FakeHTTPEndpoint.Answer(status: 500, body: "{\"message\":\"boom\"}"), "ecs_http_500"),
-            (
-                FakeHTTPEndpoint.Answer(status: 200, body: "{\"Cluster\": \"arn:aws:ecs:us-west-2:1111"),
-                "ecs_invalid_json"
-            ),
+            (ScriptedHTTPServer.Reply.http(500, "{\"message\":\"boom\"}"), "ecs_http_500"),
+            (.http(200, "{\"Cluster\": \"arn:aws:ecs:us-west-2:1111"), "ecs_invalid_json"),
         ] {
-            endpoint.answer(answer)
-            let asked = endpoint.paths.count
+            endpoint.answer(with: answer)
+            let asked = endpoint.requests.count
             _ = try await waitFor("the agent to ask the failing endpoint", timeout: .seconds(30)) {
-                endpoint.paths.count >= asked + 2 ? true : nil
+                endpoint.requests.count >= asked + 2 ? true : nil
             }
             let problems = try await waitFor("\(problem) counted in /status") { () async throws -> [String: Any]? in
                 let p = try await agent.json("/status")["problems"] as? [String: Any] ?? [:]

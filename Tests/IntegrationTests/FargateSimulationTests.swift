@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -58,9 +59,9 @@ struct FargateSimulationTests {
 
         // The metadata endpoint, where the task's containers reach the host: their default gateway.
         let gateway = try defaultGateway(of: app)
-        let endpoint = try FakeHTTPEndpoint(
-            .init(status: 200, body: try ECSTagsTests.task(containers: [(appID, "app"), (workerID, "worker")])),
-            address: gateway)
+        let endpoint = try ScriptedHTTPServer(
+            answering: .http(200, try ECSTagsTests.task(containers: [(appID, "app"), (workerID, "worker")])),
+            on: gateway)
         let env = [
             "DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true", "DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=1",
             "ECS_CONTAINER_METADATA_URI_V4=http://\(gateway):\(endpoint.port)/v4/\(suffix)",
