@@ -33,21 +33,8 @@ struct CaptureAccountingTests {
         let before = try await agent.latestSequence()
         let (listener, serverPort) = try TestSocket.listener(v6: false)
         defer { listener.close() }
-        var expected: ExpectedByClientPort = [:]
-        for i in 0..<500 {
-            let (up, down) = (1 + 37 * i, 5_003 - 9 * i)
-            let client = try TestSocket.connect(v6: false, port: serverPort)
-            let server = try listener.accept()
-            try client.send(up)
-            try server.receive(up)
-            try server.send(down)
-            try client.receive(down)
-            usleep(2_000)
-            let port = Int(try client.localPort())
-            client.close()
-            server.close()
-            let e = expected[port] ?? (0, 0, 0)
-            expected[port] = (e.sent + up, e.received + down, e.count + 1)
+        let expected = try makeShortConnections(500, to: listener, port: serverPort, linger: 2_000) { i in
+            (1 + 37 * i, 5_003 - 9 * i)
         }
         let (outgoing, incoming) = try await waitFor("all 1,000 ends reported closed", timeout: .seconds(60)) {
             () async throws -> ([[String: Any]], [[String: Any]])? in

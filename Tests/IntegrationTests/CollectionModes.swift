@@ -109,6 +109,32 @@ struct TestDatagramSocket {
 /// connections used that port.
 typealias ExpectedByClientPort = [Int: (sent: Int, received: Int, count: Int)]
 
+/// Makes `count` short loopback connections to `listener`, one after another: connect, the i-th
+/// sends `sizes(i).up` and is answered `sizes(i).down`, then both ends close (after `linger`
+/// microseconds). Returns what each client port carried.
+func makeShortConnections(
+    _ count: Int, to listener: TestSocket, port serverPort: UInt16, linger: useconds_t = 0,
+    sizes: (Int) -> (up: Int, down: Int)
+) throws -> ExpectedByClientPort {
+    var expected: ExpectedByClientPort = [:]
+    for i in 0..<count {
+        let (up, down) = sizes(i)
+        let client = try TestSocket.connect(v6: false, port: serverPort)
+        let server = try listener.accept()
+        try client.send(up)
+        try server.receive(up)
+        try server.send(down)
+        try client.receive(down)
+        if linger > 0 { usleep(linger) }
+        let port = Int(try client.localPort())
+        client.close()
+        server.close()
+        let e = expected[port] ?? (0, 0, 0)
+        expected[port] = (e.sent + up, e.received + down, e.count + 1)
+    }
+    return expected
+}
+
 /// One line per connection end whose reported bytes or handshake counts differ from what the test
 /// made: outgoing ends matched by their local port, incoming ones by their remote port.
 func mismatches(_ expected: ExpectedByClientPort, outgoing: [[String: Any]], incoming: [[String: Any]]) -> [String] {

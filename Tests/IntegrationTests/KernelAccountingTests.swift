@@ -21,21 +21,7 @@ struct KernelAccountingTests {
         let before = try await agent.latestSequence()
         let (listener, serverPort) = try TestSocket.listener(v6: false)
         defer { listener.close() }
-        var expected: ExpectedByClientPort = [:]
-        for i in 0..<2000 {
-            let (up, down) = (1 + i, 3 * i + 7)
-            let client = try TestSocket.connect(v6: false, port: serverPort)
-            let server = try listener.accept()
-            try client.send(up)
-            try server.receive(up)
-            try server.send(down)
-            try client.receive(down)
-            let port = Int(try client.localPort())
-            client.close()
-            server.close()
-            let e = expected[port] ?? (0, 0, 0)
-            expected[port] = (e.sent + up, e.received + down, e.count + 1)
-        }
+        let expected = try makeShortConnections(2000, to: listener, port: serverPort) { i in (1 + i, 3 * i + 7) }
         let (outgoing, incoming) = try await waitFor("all 4,000 ends reported closed", timeout: .seconds(60)) {
             () async throws -> ([[String: Any]], [[String: Any]])? in
             let all = try await agent.connections(after: before)
