@@ -50,13 +50,13 @@ extension ConnectionTracker {
                     if followed == nil { followed = followedTCP(netns: netns) }
                     // A listed socket disconnected will vanish without final counters: the wire has them.
                     if disconnected && side.seenBySockDiag {
-                        capture?.wireTotals.append(
+                        capture.wireTotals.append(
                             WireTotal(flow: flow, sideIsA: sideIsA, outcomeApplied: followed?[tuple] != nil), to: tuple)
                     }
                     if let id = followed?[tuple]?.last, let index = sockets.index(forKey: id) {
                         Self.applyOutcome(&sockets.values[index], side, flow)
                     } else if side.initiated || flow.established {
-                        capture?.pendingOutcomes[tuple] = PendingOutcome(
+                        capture.pendingOutcomes[tuple] = PendingOutcome(
                             side: side, peer: peer, flow: flow, pass: pass,
                             reportIfUnmet: disconnected && !side.seenBySockDiag)
                     }
@@ -74,7 +74,7 @@ extension ConnectionTracker {
                         Self.applyOutcome(&sockets.values[index], side, flow)
                         total.outcomeApplied = true
                     }
-                    capture?.wireTotals.append(total, to: tuple)
+                    capture.wireTotals.append(total, to: tuple)
                     continue
                 }
                 reportFromWire(flow, side, peer, netns: netns)
@@ -121,7 +121,8 @@ extension ConnectionTracker {
     mutating func takeWireTotal(netns: UInt64, _ s: Tracked) -> WireTotal? {
         guard netns == capturedNamespace, s.observation.transport == .tcp else { return nil }
         let tuple = Tuple(.tcp, s.observation.local, s.observation.remote)
-        return capture?.wireTotals.removeFirst(under: tuple) { $0.side.lastListedAt == s.lastReadAt }
+        let readAt = s.lastReadAt
+        return capture.wireTotals.removeFirst(under: tuple) { $0.side.lastListedAt == readAt }
     }
 
     /// Fills in what a TCP socket that vanished between two reads carried after the last one, from
@@ -181,25 +182,24 @@ extension ConnectionTracker {
     /// knew of their connection's end. A side whose socket was disconnected and met no notification
     /// in time is reported from the wire; what waited too long otherwise is forgotten.
     mutating func applyPendingOutcomes(_ destroyed: [SocketObservation]) {
-        guard let netns = capture?.netns, capture?.pendingOutcomes.isEmpty == false else { return }
+        guard let netns = capture.netns, !capture.pendingOutcomes.isEmpty else { return }
         for o in destroyed where o.id.netns == netns && o.transport == .tcp {
-            guard let pending = capture?.pendingOutcomes.removeValue(forKey: Tuple(.tcp, o.local, o.remote)),
+            guard let pending = capture.pendingOutcomes.removeValue(forKey: Tuple(.tcp, o.local, o.remote)),
                 let index = sockets.index(forKey: o.id)
             else { continue }
             Self.applyOutcome(&sockets.values[index], pending.side, pending.flow)
         }
-        let unmet = (capture?.pendingOutcomes ?? [:]).filter {
+        let unmet = capture.pendingOutcomes.filter {
             $0.value.reportIfUnmet && pass - $0.value.pass >= Self.disconnectedWaitPasses
         }
         for (tuple, pending) in unmet {
-            capture?.pendingOutcomes[tuple] = nil
+            capture.pendingOutcomes[tuple] = nil
             reportFromWire(pending.flow, pending.side, pending.peer, netns: netns)
         }
-        if let pending = capture?.pendingOutcomes,
-            pending.count > maxTracked || pending.values.contains(where: { expired($0) })
-        {
+        let pending = capture.pendingOutcomes
+        if pending.count > maxTracked || pending.values.contains(where: { expired($0) }) {
             let kept = pending.filter { !expired($0.value) }
-            capture?.pendingOutcomes = kept
+            capture.pendingOutcomes = kept
         }
     }
 
@@ -211,10 +211,10 @@ extension ConnectionTracker {
     /// range, so the port says nothing either) leaves only this to tell its accepted sockets from
     /// clients.
     mutating func learnDirections(_ flows: [CapturedFlow]) {
-        capture?.directions.advance()
+        capture.directions.advance()
         for flow in flows where flow.transport == .tcp && flow.fromStart && flow.a.initiated != flow.b.initiated {
             for (side, peer) in [(flow.a, flow.b), (flow.b, flow.a)] where side.isLocal {
-                capture?.directions.set(
+                capture.directions.set(
                     side.initiated ? .outgoing : .incoming, for: Tuple(.tcp, side.endpoint, peer.endpoint))
             }
         }
@@ -269,6 +269,6 @@ extension ConnectionTracker {
             stats: stats,
             countersKnown: true
         )
-        capture?.ended.append(CapturedEnd(end: end, ownerInode: ownerInode))
+        capture.ended.append(CapturedEnd(end: end, ownerInode: ownerInode))
     }
 }

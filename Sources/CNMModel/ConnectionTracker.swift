@@ -125,10 +125,10 @@ public struct ConnectionTracker: Sendable {
         var outcomeApplied = false
     }
 
-    /// What the tracker keeps only while packet capture runs: nil without capture.
+    /// What the tracker keeps only while packet capture runs: empty, and `netns` nil, without it.
     struct CaptureState {
         /// The namespace capture watches.
-        let netns: UInt64
+        var netns: UInt64? = nil
         /// Connection ends only capture saw in this interval.
         var ended: [CapturedEnd] = []
         /// Capture's counts for sides sock_diag saw, by their ends.
@@ -140,12 +140,13 @@ public struct ConnectionTracker: Sendable {
     }
 
     public let maxTracked: Int
-    var capture: CaptureState?
+    // Not optional: Swift 6.3's optimizer crashes (ownership verifier) on optional-chained mutation here.
+    var capture = CaptureState()
     /// The namespace packet capture watches, if it runs: there UDP counts come from the wire, and
     /// connections sock_diag never listed are reported from what capture saw.
     public var capturedNamespace: UInt64? {
-        get { capture?.netns }
-        set { capture = newValue.map { CaptureState(netns: $0) } }
+        get { capture.netns }
+        set { capture = CaptureState(netns: newValue) }
     }
     public internal(set) var health = Health()
     var sockets: [SocketID: Tracked] = [:]
@@ -171,7 +172,7 @@ public struct ConnectionTracker: Sendable {
     /// connection is attributed to.
     public var inodesWithoutOwner: Set<UInt64> {
         var inodes = Set(unowned.keys)
-        for c in capture?.ended ?? [] where c.end.owner == nil {
+        for c in capture.ended where c.end.owner == nil {
             if let inode = c.ownerInode, listenerOwners[inode] == nil { inodes.insert(inode) }
         }
         // The listeners of incoming sockets without a process are looked for in the same walk.
@@ -192,12 +193,12 @@ public struct ConnectionTracker: Sendable {
                 if let owner = owners[listener.inode] { listenerOwners[listener.inode] = owner }
             }
         }
-        for i in capture?.ended.indices ?? 0..<0 where capture?.ended[i].end.owner == nil {
-            guard let inode = capture?.ended[i].ownerInode, let owner = listenerOwners[inode] ?? owners[inode] else {
+        for i in capture.ended.indices where capture.ended[i].end.owner == nil {
+            guard let inode = capture.ended[i].ownerInode, let owner = listenerOwners[inode] ?? owners[inode] else {
                 continue
             }
             listenerOwners[inode] = owner
-            capture?.ended[i].end.owner = owner
+            capture.ended[i].end.owner = owner
         }
     }
 
@@ -261,7 +262,7 @@ public struct ConnectionTracker: Sendable {
         if let traffic = traffic, traffic.netns == capturedNamespace, !traffic.datagrams.isEmpty {
             takeDatagrams(traffic.datagrams, netns: traffic.netns)
         }
-        capture?.wireTotals.advance()
+        capture.wireTotals.advance()
         health.tracked = sockets.count
     }
 
@@ -381,7 +382,7 @@ public struct ConnectionTracker: Sendable {
         // No listener seen (it closed before any read): the SYN, when capture saw it, says who opened.
         if netns == capturedNamespace {
             let tuple = Tuple(transport, local, remote)
-            if let seen = capture?.directions[tuple] { return seen }
+            if let seen = capture.directions[tuple] { return seen }
         }
         // No listener seen (it closed before the first read): a client's own port is ephemeral, a
         // server's is not.
@@ -427,8 +428,8 @@ public struct ConnectionTracker: Sendable {
                     || (id.netns == capturedNamespace && s.observation.transport == .udp)
             )
         }
-        ends += capture?.ended.map(\.end) ?? []
-        capture?.ended = []
+        ends += capture.ended.map(\.end)
+        capture.ended = []
         sockets = sockets.filter { !$0.value.closed }
         for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { sockets[$0.value] != nil }
