@@ -46,13 +46,13 @@ public final class ReaderThread: @unchecked Sendable {
             { raw in
                 let me = Unmanaged<ReaderThread>.fromOpaque(raw!).takeRetainedValue()
                 me.body(me)
-                me.locked { me.ended = true }
+                me.changing { me.ended = true }
                 return nil
             }, context)
         started = rc == 0
         if !started {
             Unmanaged<ReaderThread>.fromOpaque(context).release()
-            locked {
+            changing {
                 ended = true
                 failure = "pthread_create: \(String(cString: strerror(rc)))"
             }
@@ -62,7 +62,7 @@ public final class ReaderThread: @unchecked Sendable {
 
     /// Asks the thread to end, wakes it and waits for it.
     public func stop() {
-        let first = locked {
+        let first = changing {
             defer { stopping = true }
             return !stopping
         }
@@ -80,11 +80,11 @@ public final class ReaderThread: @unchecked Sendable {
     public var hasEnded: Bool { locked { ended } }
 
     /// Called by the reader: it ends because of `reason` (it returns from `body` next).
-    public func fail(_ reason: String) { locked { failure = reason } }
+    public func fail(_ reason: String) { changing { failure = reason } }
 
     /// Called by the reader: its work is done up to `mark` (a count, or a time). Marks only grow.
     public func advance(to mark: Int64) {
-        locked { progress = max(progress, mark) }
+        changing { progress = max(progress, mark) }
     }
 
     /// The reader's mark now.
@@ -118,7 +118,15 @@ public final class ReaderThread: @unchecked Sendable {
         return true
     }
 
+    /// Reads under the lock: the reader checks `isStopping` every turn, so reads wake nobody.
     private func locked<T>(_ body: () -> T) -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return body()
+    }
+
+    /// Changes under the lock, and wakes every waiter to look again.
+    private func changing<T>(_ body: () -> T) -> T {
         pthread_mutex_lock(&mutex)
         defer {
             pthread_cond_broadcast(&changed)
