@@ -120,11 +120,13 @@ let package = Package(
         .testTarget(name: "CNMSystemTests", dependencies: ["CNMSystem"], swiftSettings: strict),
         .testTarget(name: "CNMPacketTests", dependencies: ["CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(
-            name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel"], swiftSettings: strict),
+            name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel", "CNMTestSupport"],
+            swiftSettings: strict),
         .testTarget(
             name: "CNMNetlinkTests", dependencies: ["CNMNetlink", "CNMSystem", "CNMModel", "CNMTestSupport"],
             swiftSettings: strict),
-        .testTarget(name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel"], swiftSettings: strict),
+        .testTarget(
+            name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel", "CNMTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "CNMServerTests", dependencies: ["CNMServer", "CNMReport", "CNMModel"], swiftSettings: strict),
         .testTarget(

@@ -146,7 +146,7 @@ import Testing
 
     /// `tcp://` goes to plain HTTP on that port: a bound port nobody listens on refuses.
     @Test func tcpHost() async throws {
-        let (fd, port) = try tcpSocketBoundToLoopback()
+        let (fd, port) = try TestSocket.bound()
         defer { close(fd) }
         let client = try DockerClient(host: "tcp://127.0.0.1:\(port)")
         let error = await failure { () async throws(DockerError) in try await client.ping() }

@@ -218,10 +218,8 @@ import Testing
         let watcher = DockerEventWatcher(client: client, backoff: backoff)
         let inbox = Inbox<DockerEventWatcher.Update>()
         let task = Task { await watcher.run { inbox.append($0) } }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while watcher.health.failures[.connectionRefused, default: 0] < 5 {
-            try #require(ContinuousClock.now < deadline, "watcher did not retry: \(watcher.health)")
-            try await Task.sleep(for: .milliseconds(5))
+        try await waitFor("five refused connections", timeout: .seconds(10), every: .milliseconds(5)) {
+            watcher.health.failures[.connectionRefused, default: 0] >= 5 ? () : nil
         }
         task.cancel()
         await task.value
@@ -407,12 +405,13 @@ final class Inbox<Element: Sendable>: Sendable {
 
     /// Everything received once `condition` holds; fails after `timeout`.
     func wait(timeout: Duration = .seconds(10), until condition: ([Element]) -> Bool) async throws -> [Element] {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let items = self.items
-            if condition(items) { return items }
-            try #require(ContinuousClock.now < deadline, "timed out; received \(items)")
-            try await Task.sleep(for: .milliseconds(5))
+        do {
+            return try await waitFor("the updates awaited", timeout: timeout, every: .milliseconds(5)) {
+                let items = self.items
+                return condition(items) ? items : nil
+            }
+        } catch {
+            throw TestFailure("\(error); received \(items)")
         }
     }
 }

@@ -167,7 +167,7 @@ import Testing
     /// A server that accepts connections (the kernel does, from the backlog) but never answers:
     /// each of the two requests ends at the timeout.
     @Test func silentServerTimesOut() async throws {
-        let (fd, port) = try tcpSocketBoundToLoopback()
+        let (fd, port) = try TestSocket.bound()
         defer { close(fd) }
         try #require(listen(fd, 8) == 0)
         let client = try ECSMetadataClient(baseURI: "http://127.0.0.1:\(port)/v4/abc", timeoutMilliseconds: 200)
@@ -183,7 +183,7 @@ import Testing
 
     /// Nothing listens: `/task` is not tried, as it would be refused alike.
     @Test func connectionRefused() async throws {
-        let (fd, port) = try tcpSocketBoundToLoopback()
+        let (fd, port) = try TestSocket.bound()
         defer { close(fd) }
         let client = try ECSMetadataClient(baseURI: "http://127.0.0.1:\(port)")
         let error = await fetchTaskError(client)

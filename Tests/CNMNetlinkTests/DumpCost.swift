@@ -1,6 +1,7 @@
 import CNMModel
 import CNMNetlink
 import CNMSystem
+import CNMTestSupport
 import Glibc
 import Testing
 
@@ -26,16 +27,16 @@ import Testing
             try check("setrlimit(RLIMIT_NOFILE)", setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit))
         }
 
-        let listener = try Net.socket(.v4, SOCK_STREAM)
-        try Net.bind(listener, .v4)
+        let listener = try TestSocket.make(for: "127.0.0.1", SOCK_STREAM)
+        try TestSocket.bind(listener, to: "127.0.0.1")
         try check("listen", listen(listener, 128))
-        let port = try Net.port(listener)
+        let port = try TestSocket.localPort(listener)
         var fds: [Int32] = [listener]
         defer { closeAll(fds) }
         for _ in 0..<Self.connections {
-            let client = try Net.socket(.v4, SOCK_STREAM)
+            let client = try TestSocket.make(for: "127.0.0.1", SOCK_STREAM)
             fds.append(client)
-            try Net.connect(client, .v4, port: port)
+            try TestSocket.connect(client, to: "127.0.0.1", port: port)
             fds.append(try check("accept", accept(listener, nil, nil)))
         }
 

@@ -1,6 +1,7 @@
 import CNMModel
 import CNMNetlink
 import CNMSystem
+import CNMTestSupport
 import Glibc
 import Testing
 
@@ -37,9 +38,9 @@ import Testing
 
         let cookies = Set([client.id.cookie, server.id.cookie, listener.id.cookie])
         #expect(cookies.count == 3 && !cookies.contains(0))
-        #expect(client.inode == (try Net.inode(connection.client)))
-        #expect(server.inode == (try Net.inode(connection.server)))
-        #expect(listener.inode == (try Net.inode(connection.listener)))
+        #expect(client.inode == (try TestSocket.inode(connection.client)))
+        #expect(server.inode == (try TestSocket.inode(connection.server)))
+        #expect(listener.inode == (try TestSocket.inode(connection.listener)))
     }
 
     /// Graceful close: the client shuts down first, the server reads to EOF and closes, the client reads to EOF and
@@ -58,9 +59,9 @@ import Testing
         close(connection.listener)
 
         try check("shutdown", shutdown(connection.client, Int32(SHUT_WR)))
-        #expect(try Net.readToEOF(connection.server) == 0)
+        #expect(try TestSocket.receiveToEOF(connection.server) == 0)
         close(connection.server)
-        #expect(try Net.readToEOF(connection.client) == 0)
+        #expect(try TestSocket.receiveToEOF(connection.client) == 0)
         close(connection.client)
 
         let (destroyed, lost) = try drainUntil(listener, netns: netns) { all in
@@ -116,28 +117,28 @@ import Testing
     }
 
     @Test func udpSocketsHaveNoCounters() throws {
-        let a = try Net.socket(.v4, SOCK_DGRAM)
-        let b = try Net.socket(.v4, SOCK_DGRAM)
-        let unconnected = try Net.socket(.v4, SOCK_DGRAM)
+        let a = try TestSocket.make(for: "127.0.0.1", SOCK_DGRAM)
+        let b = try TestSocket.make(for: "127.0.0.1", SOCK_DGRAM)
+        let unconnected = try TestSocket.make(for: "127.0.0.1", SOCK_DGRAM)
         defer { closeAll([a, b, unconnected]) }
-        try Net.bind(a, .v4)
-        try Net.bind(b, .v4)
-        try Net.bind(unconnected, .v4)
-        let (portA, portB) = (try Net.port(a), try Net.port(b))
-        try Net.connect(a, .v4, port: portB)
-        try Net.connect(b, .v4, port: portA)
-        try Net.sendAll(a, count: 100)
-        try Net.receive(b, count: 100)
+        try TestSocket.bind(a, to: "127.0.0.1")
+        try TestSocket.bind(b, to: "127.0.0.1")
+        try TestSocket.bind(unconnected, to: "127.0.0.1")
+        let (portA, portB) = (try TestSocket.localPort(a), try TestSocket.localPort(b))
+        try TestSocket.connect(a, to: "127.0.0.1", port: portB)
+        try TestSocket.connect(b, to: "127.0.0.1", port: portA)
+        try TestSocket.send(a, count: 100)
+        try TestSocket.receive(b, count: 100)
 
         let observations = try SockDiagSocket().dump(.udp, .v4, netns: try NetworkNamespace.currentInode())
         let first = try #require(observations.first { $0.local.port == portA })
         let second = try #require(observations.first { $0.local.port == portB })
-        let bound = try #require(observations.first { $0.local.port == (try? Net.port(unconnected)) })
+        let bound = try #require(observations.first { $0.local.port == (try? TestSocket.localPort(unconnected)) })
         #expect(first.transport == .udp && first.state == .established && first.remote.port == portB)
         #expect(second.remote.port == portA)
         #expect(first.counters == nil && second.counters == nil)
         #expect(bound.state == .close && bound.isListener)
-        #expect(first.inode == (try Net.inode(a)))
+        #expect(first.inode == (try TestSocket.inode(a)))
     }
 
     /// The order of the two window scales in byte 6, against a socket whose scales are known: a client with a
@@ -145,8 +146,8 @@ import Testing
     @Test func windowScaleNibbles() throws {
         let connection = try TCPConnection(.v4, clientReceiveBuffer: 4096)
         defer { connection.closeSockets() }
-        let client = TCPInfo(try Net.tcpInfoBytes(connection.client))
-        let server = TCPInfo(try Net.tcpInfoBytes(connection.server))
+        let client = TCPInfo(try TestSocket.tcpInfoBytes(connection.client))
+        let server = TCPInfo(try TestSocket.tcpInfoBytes(connection.server))
         #expect(client.rcvWscale == 0)
         #expect((client.sndWscale ?? 0) > 0)
         #expect(server.sndWscale == 0 && server.rcvWscale == client.sndWscale)
@@ -157,7 +158,7 @@ import Testing
         let connection = try TCPConnection(.v4)
         defer { connection.closeSockets() }
         try connection.exchange(clientBytes: Self.clientBytes, serverBytes: Self.serverBytes)
-        let full = try Net.tcpInfoBytes(connection.client)
+        let full = try TestSocket.tcpInfoBytes(connection.client)
         #expect(full.count >= 232)
         let cut = TCPInfo(Array(full[..<200]))
         #expect(cut.bytesSent == nil)
@@ -176,8 +177,8 @@ import Testing
         // A listener opened inside the namespace (its loopback is down, so on the wildcard address).
         let created = try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
             Result { () throws -> Int32 in
-                let fd = try Net.socket(.v4, SOCK_STREAM)
-                try Net.bind(fd, .v4, wildcard: true)
+                let fd = try TestSocket.make(for: "127.0.0.1", SOCK_STREAM)
+                try TestSocket.bind(fd, to: "0.0.0.0")
                 try check("listen", listen(fd, 1))
                 return fd
             }
@@ -186,7 +187,7 @@ import Testing
         defer { close(fd) }
         #expect(try NetworkNamespace.inode(atPath: "/proc/thread-self/ns/net") == ownNamespace)
 
-        let inode = try Net.inode(fd)
+        let inode = try TestSocket.inode(fd)
         let otherNetns = try NetworkNamespace.inode(atPath: path)
         #expect(otherNetns != ownNamespace)
         let inside = try SockDiagSocket(namespacePath: path)

@@ -172,115 +172,8 @@ final class MockTransport: NetlinkTransport {
 
 // MARK: - Real sockets on loopback
 
-enum Net {
-    static func socket(_ family: AddressFamily, _ type: __socket_type) throws -> Int32 {
-        try check(
-            "socket", Glibc.socket(family == .v4 ? AF_INET : AF_INET6, Int32(type.rawValue | SOCK_CLOEXEC.rawValue), 0))
-    }
-
-    /// Runs `body` with the loopback address (or the wildcard address) of `family` at `port`.
-    static func withAddress<T>(
-        _ family: AddressFamily, port: UInt16, wildcard: Bool = false,
-        _ body: (UnsafePointer<sockaddr>, socklen_t) throws -> T
-    ) rethrows -> T {
-        switch family {
-        case .v4:
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = port.bigEndian
-            address.sin_addr.s_addr = (wildcard ? UInt32(0) : 0x7F00_0001).bigEndian
-            return try withUnsafePointer(to: &address) {
-                try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    try body($0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
-        case .v6:
-            var address = sockaddr_in6()
-            address.sin6_family = sa_family_t(AF_INET6)
-            address.sin6_port = port.bigEndian
-            address.sin6_addr = wildcard ? in6addr_any : in6addr_loopback
-            return try withUnsafePointer(to: &address) {
-                try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    try body($0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
-            }
-        }
-    }
-
-    static func bind(_ fd: Int32, _ family: AddressFamily, wildcard: Bool = false) throws {
-        try withAddress(family, port: 0, wildcard: wildcard) {
-            _ = try check("bind", Glibc.bind(fd, $0, $1))
-        }
-    }
-
-    static func connect(_ fd: Int32, _ family: AddressFamily, port: UInt16) throws {
-        try withAddress(family, port: port) { _ = try check("connect", Glibc.connect(fd, $0, $1)) }
-    }
-
-    /// The local port, from getsockname (both sockaddr_in and sockaddr_in6 keep it at offset 2).
-    static func port(_ fd: Int32) throws -> UInt16 {
-        var storage = sockaddr_storage()
-        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        try withUnsafeMutablePointer(to: &storage) {
-            try $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                _ = try check("getsockname", getsockname(fd, $0, &length))
-            }
-        }
-        return withUnsafeBytes(of: storage) {
-            UInt16(bigEndian: $0.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
-        }
-    }
-
-    static func inode(_ fd: Int32) throws -> UInt64 {
-        var status = stat()
-        try check("fstat", fstat(fd, &status))
-        return UInt64(status.st_ino)
-    }
-
-    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws {
-        var value = value
-        try check("setsockopt", setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)))
-    }
-
-    static func sendAll(_ fd: Int32, count: Int) throws {
-        let bytes = [UInt8](repeating: 0x5A, count: count)
-        var sent = 0
-        while sent < count {
-            sent += try bytes[sent...].withUnsafeBytes {
-                try check("send", Glibc.send(fd, $0.baseAddress, $0.count, 0))
-            }
-        }
-    }
-
-    /// Reads exactly `count` bytes.
-    static func receive(_ fd: Int32, count: Int) throws {
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        var received = 0
-        while received < count {
-            let n = try check("recv", recv(fd, &buffer, min(buffer.count, count - received), 0))
-            guard n > 0 else { throw SystemCallError("recv: early EOF", errno: 0) }
-            received += n
-        }
-    }
-
-    /// Reads until the peer's FIN and returns how many bytes came before it.
-    static func readToEOF(_ fd: Int32) throws -> Int {
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        var total = 0
-        while true {
-            let n = try check("recv", recv(fd, &buffer, buffer.count, 0))
-            if n == 0 { return total }
-            total += n
-        }
-    }
-
-    /// The kernel's `tcp_info` for `fd`, cut to `length` bytes the way an older kernel would send it.
-    static func tcpInfoBytes(_ fd: Int32, length: Int = 512) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: length)
-        var size = socklen_t(length)
-        try check("getsockopt(TCP_INFO)", getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &bytes, &size))
-        return Array(bytes[..<Int(size)])
-    }
+extension AddressFamily {
+    var loopback: String { TestSocket.loopback(v6: self == .v6) }
 }
 
 /// A listening TCP socket on loopback, a client connected to it, and the server end the listener accepted.
@@ -294,25 +187,25 @@ struct TCPConnection {
 
     init(_ family: AddressFamily, clientReceiveBuffer: Int32? = nil) throws {
         self.family = family
-        listener = try Net.socket(family, SOCK_STREAM)
-        try Net.bind(listener, family)
+        listener = try TestSocket.make(for: family.loopback, SOCK_STREAM)
+        try TestSocket.bind(listener, to: family.loopback)
         try check("listen", listen(listener, 16))
-        listenPort = try Net.port(listener)
-        client = try Net.socket(family, SOCK_STREAM)
+        listenPort = try TestSocket.localPort(listener)
+        client = try TestSocket.make(for: family.loopback, SOCK_STREAM)
         if let clientReceiveBuffer {
-            try Net.setOption(client, SOL_SOCKET, SO_RCVBUF, clientReceiveBuffer)
+            try TestSocket.setOption(client, SOL_SOCKET, SO_RCVBUF, clientReceiveBuffer)
         }
-        try Net.connect(client, family, port: listenPort)
+        try TestSocket.connect(client, to: family.loopback, port: listenPort)
         server = try check("accept", accept(listener, nil, nil))
-        clientPort = try Net.port(client)
+        clientPort = try TestSocket.localPort(client)
     }
 
     /// Sends `clientBytes` from the client and `serverBytes` from the server, each read in full by the other end.
     func exchange(clientBytes: Int, serverBytes: Int) throws {
-        try Net.sendAll(client, count: clientBytes)
-        try Net.receive(server, count: clientBytes)
-        try Net.sendAll(server, count: serverBytes)
-        try Net.receive(client, count: serverBytes)
+        try TestSocket.send(client, count: clientBytes)
+        try TestSocket.receive(server, count: clientBytes)
+        try TestSocket.send(server, count: serverBytes)
+        try TestSocket.receive(client, count: serverBytes)
     }
 
     func closeSockets() {
@@ -347,18 +240,13 @@ func monotonicSeconds() -> Double {
 func drainUntil(_ listener: DestroyListener, netns: UInt64, timeout: Double = 5, _ done: ([SocketObservation]) -> Bool)
     throws -> (observations: [SocketObservation], lost: Int)
 {
-    let deadline = monotonicSeconds() + timeout
     var all: [SocketObservation] = []
     var lost = 0
-    while !done(all) {
-        guard monotonicSeconds() < deadline else {
-            Issue.record("destroy notifications did not all arrive within \(timeout) s; got \(all)")
-            break
-        }
+    _ = try waitForSync("destroy notifications", timeout: .seconds(timeout), every: .milliseconds(1)) {
         let batch = try listener.drain(netns: netns)
         all += batch.observations
         lost += batch.lost
-        if batch.observations.isEmpty { usleep(1000) }  // poll interval, not a guess at when they come
+        return done(all) ? () : nil
     }
     return (all, lost)
 }

@@ -1,5 +1,6 @@
 import CNMModel
 import CNMProcfs
+import CNMTestSupport
 import Glibc
 import Testing
 
@@ -77,9 +78,4 @@ import Testing
             """
         #expect(NamespaceAddresses.globalIPv6Addresses(ifInet6: text) == [IPAddress(parsing: "fd00::2")!])
     }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
 }

@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -31,8 +32,8 @@ struct CaptureAccountingTests {
         let agent = try await startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
         let expected = try makeShortConnections(500, to: listener, port: serverPort, linger: 2_000) { i in
             (1 + 37 * i, 5_003 - 9 * i)
         }
@@ -72,19 +73,19 @@ struct CaptureAccountingTests {
         let agent = try await startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: false, port: serverPort)
-        let server = try listener.accept()
-        let clientPort = Int(try client.localPort())
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
+        let server = try TestSocket.accept(listener)
+        let clientPort = Int(try TestSocket.localPort(client))
         let rounds = [(a: 70_001, b: 3_001), (a: 5, b: 90_017), (a: 123_457, b: 1)]
         var mark = try await agent.waitForIntervals(after: before)
         for round in rounds {
             let start = mark
-            try client.send(round.a)
-            try server.receive(round.a)
-            try server.send(round.b)
-            try client.receive(round.b)
+            try TestSocket.send(client, count: round.a)
+            try TestSocket.receive(server, count: round.a)
+            try TestSocket.send(server, count: round.b)
+            try TestSocket.receive(client, count: round.b)
             mark = try await agent.waitForIntervals(after: start)
             let all = try await agent.connections(after: start)
             let out = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
@@ -92,11 +93,11 @@ struct CaptureAccountingTests {
             #expect(out.sum("bytes_sent") == round.a && out.sum("bytes_received") == round.b, "client \(out)")
             #expect(inc.sum("bytes_sent") == round.b && inc.sum("bytes_received") == round.a, "server \(inc)")
         }
-        client.shutdownWrite()
-        #expect(try server.receiveToEOF() == 0)
-        server.close()
-        #expect(try client.receiveToEOF() == 0)
-        client.close()
+        _ = shutdown(client, Int32(SHUT_WR))
+        #expect(try TestSocket.receiveToEOF(server) == 0)
+        close(server)
+        #expect(try TestSocket.receiveToEOF(client) == 0)
+        close(client)
         let (out, inc) = try await waitFor("both ends reported closed") {
             () async throws -> ([[String: Any]], [[String: Any]])? in
             let all = try await agent.connections(after: before)
@@ -155,16 +156,16 @@ struct CaptureAccountingTests {
 
     private func expectAHeldConnectionIsCounted(_ agent: AgentProcess) async throws {
         let before = try await agent.latestSequence()
-        let (listener, port) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: false, port: port)
-        let server = try listener.accept()
+        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port)
+        let server = try TestSocket.accept(listener)
         defer {
-            client.close()
-            server.close()
+            close(client)
+            close(server)
         }
-        try client.send(4_321)
-        try server.receive(4_321)
+        try TestSocket.send(client, count: 4_321)
+        try TestSocket.receive(server, count: 4_321)
         let sent = try await waitFor("the held connection's bytes") { () async throws -> Int? in
             let sent = try await agent.connections(after: before).filter { $0.port("raddr") == Int(port) }
                 .sum("bytes_sent")

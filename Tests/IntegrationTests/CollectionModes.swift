@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -58,29 +59,23 @@ struct TestDatagramSocket {
     let fd: Int32
 
     init() throws {
-        fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
-        var limit = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        try TestSocket(fd: fd).bindLoopback(v6: false, port: 0)
+        fd = try TestSocket.make(for: "127.0.0.1", SOCK_DGRAM, timeout: .seconds(5))
+        try TestSocket.bind(fd, to: "127.0.0.1")
     }
 
-    var port: UInt16 { (try? TestSocket(fd: fd).localPort()) ?? 0 }
+    var port: UInt16 { (try? TestSocket.localPort(fd)) ?? 0 }
 
-    func connect(port: UInt16) throws {
-        let rc = TestSocket.withLoopback(v6: false, port: port) { Glibc.connect(fd, $0, $1) }
-        guard rc == 0 else { throw TestFailure("connect: errno \(errno)") }
-    }
+    func connect(port: UInt16) throws { try TestSocket.connect(fd, to: "127.0.0.1", port: port) }
 
     /// send() on a connected socket, sendto() otherwise.
     func send(_ size: Int, to port: UInt16?) throws {
         let payload = [UInt8](repeating: 0x42, count: size)
         let n = payload.withUnsafeBytes { bytes -> Int in
             guard let port else { return Glibc.send(fd, bytes.baseAddress, size, 0) }
-            let rc = TestSocket.withLoopback(v6: false, port: port) {
-                Int32(sendto(fd, bytes.baseAddress, size, 0, $0, $1))
+            let sent = try? TestSocket.withAddress("127.0.0.1", port: port) {
+                sendto(fd, bytes.baseAddress, size, 0, $0, $1)
             }
-            return Int(rc)
+            return sent ?? -1
         }
         guard n == size else { throw TestFailure("send of \(size): errno \(errno)") }
     }
@@ -113,22 +108,22 @@ typealias ExpectedByClientPort = [Int: (sent: Int, received: Int, count: Int)]
 /// sends `sizes(i).up` and is answered `sizes(i).down`, then both ends close (after `linger`
 /// microseconds). Returns what each client port carried.
 func makeShortConnections(
-    _ count: Int, to listener: TestSocket, port serverPort: UInt16, linger: useconds_t = 0,
+    _ count: Int, to listener: Int32, port serverPort: UInt16, linger: useconds_t = 0,
     sizes: (Int) -> (up: Int, down: Int)
 ) throws -> ExpectedByClientPort {
     var expected: ExpectedByClientPort = [:]
     for i in 0..<count {
         let (up, down) = sizes(i)
-        let client = try TestSocket.connect(v6: false, port: serverPort)
-        let server = try listener.accept()
-        try client.send(up)
-        try server.receive(up)
-        try server.send(down)
-        try client.receive(down)
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
+        let server = try TestSocket.accept(listener)
+        try TestSocket.send(client, count: up)
+        try TestSocket.receive(server, count: up)
+        try TestSocket.send(server, count: down)
+        try TestSocket.receive(client, count: down)
         if linger > 0 { usleep(linger) }
-        let port = Int(try client.localPort())
-        client.close()
-        server.close()
+        let port = Int(try TestSocket.localPort(client))
+        close(client)
+        close(server)
         let e = expected[port] ?? (0, 0, 0)
         expected[port] = (e.sent + up, e.received + down, e.count + 1)
     }

@@ -22,12 +22,12 @@ struct DegradationTests {
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()
 
-        let (listener, port) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: false, port: port)
-        let server = try listener.accept()
-        try client.send(1234)
-        try server.receive(1234)
+        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port)
+        let server = try TestSocket.accept(listener)
+        try TestSocket.send(client, count: 1234)
+        try TestSocket.receive(server, count: 1234)
         // Intervals are gathered as they come: the agent keeps a bounded number of connections, so
         // on a busy host an early interval may be gone by the time the last one is reported.
         var intervals: [UInt64: [[String: Any]]] = [:]
@@ -38,8 +38,8 @@ struct DegradationTests {
             let latest = intervals.keys.max() ?? 0
             return latest >= before + 3 ? latest : nil
         }
-        client.close()
-        server.close()
+        close(client)
+        close(server)
 
         let sent = intervals.values.joined()
             .filter { $0.port("raddr") == Int(port) }
@@ -66,16 +66,16 @@ struct DegradationTests {
         #expect(closed.state == "sampled", "\(closed)")
 
         let before = try await agent.latestSequence()
-        let (listener, port) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: false, port: port)
-        let server = try listener.accept()
-        try client.send(4321)
-        try server.receive(4321)
+        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port)
+        let server = try TestSocket.accept(listener)
+        try TestSocket.send(client, count: 4321)
+        try TestSocket.receive(server, count: 4321)
         // Held across a sample, the bytes are seen before the close.
         _ = try await agent.waitForIntervals(after: before, count: 2)
-        client.close()
-        server.close()
+        close(client)
+        close(server)
         let connections = try await waitFor("the closed connection") { () async throws -> [[String: Any]]? in
             let all = try await agent.connections(after: before).filter { $0.port("raddr") == Int(port) }
             return all.map { $0.int("tcp_closed") }.reduce(0, +) >= 1 ? all : nil

@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Testing
 

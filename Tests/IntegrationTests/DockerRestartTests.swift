@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -124,13 +125,13 @@ struct DockerRestartTests {
 
         // Connects to a listener of the test, which closes at once, and exits; removed before any
         // periodic listing, so only the events stream can name it.
-        let (listener, port) = try LabSocket.listener(on: "127.0.0.1")
+        let (listener, port) = try TestSocket.listener(on: "127.0.0.1")
         defer { close(listener) }
         let before = try await agent.latestSequence()
         let name = "cnm-restart-brief-\(port)"
         let id = try daemon.docker(
             "run", "-d", "--name", name, "--network", "host", "cnm-test/busybox:latest", "nc", "127.0.0.1", "\(port)")
-        close(try LabSocket.accept(listener))
+        close(try TestSocket.accept(listener))
         try daemon.docker("wait", name)
         try daemon.docker("rm", "-f", name)
         let flow = try await waitFor("the brief container's flow") { () async throws -> [String: Any]? in

@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Testing
 
@@ -117,9 +118,9 @@ struct DockerTagsTests {
         // A host process reaching the server through its published port: the flow leads to the server.
         let published = try Environment.docker("port", server, "8080/tcp")
         let hostPort = try #require(published.split(separator: ":").last.flatMap { UInt16($0) }, "\(published)")
-        let socket = try TestSocket.connect(v6: false, port: hostPort)
-        try socket.receive(6)
-        socket.close()
+        let socket = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: hostPort)
+        try TestSocket.receive(socket, count: 6)
+        close(socket)
         let viaPort = try await waitFor("the flow to the published port") { () async throws -> [String: Any]? in
             try await agent.connections(after: before).first {
                 $0.port("raddr") == Int(hostPort) && $0["direction"] as? String == "outgoing"
@@ -176,11 +177,11 @@ struct DockerTagsTests {
             "both flows to the task's address, its container named", timeout: .seconds(40),
             every: .seconds(1)
         ) { () async throws -> [[String: Any]]? in
-            let served = try LabSocket.connect(to: "198.51.100.2", port: 8080)
+            let served = try TestSocket.connect(to: "198.51.100.2", port: 8080)
             var line = [UInt8](repeating: 0, count: 6)
             #expect(recv(served, &line, 6, Int32(MSG_WAITALL)) == 6)
             close(served)
-            #expect(throws: LabSocketError.self) { try LabSocket.connect(to: "198.51.100.2", port: 9) }
+            #expect(throws: SystemCallError.self) { try TestSocket.connect(to: "198.51.100.2", port: 9) }
             let all = try await agent.connections(after: before).filter {
                 $0.address("raddr")["ip"] as? String == "198.51.100.2" && $0["direction"] as? String == "outgoing"
             }

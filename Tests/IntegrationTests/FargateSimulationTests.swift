@@ -129,13 +129,13 @@ struct FargateSimulationTests {
     private func shortConnectionsAreExact(appPID: String, _ api: ContainerAPI) async throws {
         let before = try await api.latestSequence()
         let port = try withNetworkNamespace("/proc/\(appPID)/ns/net") { () throws -> UInt16 in
-            let (listener, port) = try LabSocket.listener(on: "127.0.0.1")
+            let (listener, port) = try TestSocket.listener(on: "127.0.0.1")
             defer { close(listener) }
             for _ in 0..<Self.shortConnections {
-                let client = try LabSocket.connect(to: "127.0.0.1", port: port)
-                let server = try LabSocket.accept(listener)
-                _ = try LabSocket.transfer(Self.request, from: client, to: server, timeout: .seconds(5))
-                _ = try LabSocket.transfer(Self.answer, from: server, to: client, timeout: .seconds(5))
+                let client = try TestSocket.connect(to: "127.0.0.1", port: port)
+                let server = try TestSocket.accept(listener)
+                _ = try TestSocket.transfer(Self.request, from: client, to: server, timeout: .seconds(5))
+                _ = try TestSocket.transfer(Self.answer, from: server, to: client, timeout: .seconds(5))
                 close(client)
                 close(server)
             }

@@ -1,5 +1,6 @@
 import CNMIntake
 import CNMIntakeProto
+import CNMTestSupport
 import Foundation
 import Glibc
 import Synchronization
@@ -26,8 +27,8 @@ struct IntakeTests {
     }
 
     struct Flow {
-        var client: TestSocket
-        var server: TestSocket
+        var client: Int32
+        var server: Int32
         var clientPort: UInt16
         var serverPort: UInt16
         var a: Int
@@ -37,17 +38,18 @@ struct IntakeTests {
     /// Loopback TCP connections with byte counts the test controls: `a` bytes from client to server,
     /// `b` back. They stay open until `close`, so that the agent sees their sockets and owners alive.
     /// The listener stays open too: a connection is incoming where its local port is a listening one's.
-    static func openFlows(_ sizes: [(a: Int, b: Int)]) throws -> (TestSocket, [Flow]) {
-        let (listener, serverPort) = try TestSocket.listener(v6: false)
+    static func openFlows(_ sizes: [(a: Int, b: Int)]) throws -> (Int32, [Flow]) {
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
         let flows = try sizes.map { size in
-            let client = try TestSocket.connect(v6: false, port: serverPort)
-            let server = try listener.accept()
-            try client.send(size.a)
-            try server.receive(size.a)
-            try server.send(size.b)
-            try client.receive(size.b)
+            let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
+            let server = try TestSocket.accept(listener)
+            try TestSocket.send(client, count: size.a)
+            try TestSocket.receive(server, count: size.a)
+            try TestSocket.send(server, count: size.b)
+            try TestSocket.receive(client, count: size.b)
             return Flow(
-                client: client, server: server, clientPort: try client.localPort(), serverPort: serverPort, a: size.a,
+                client: client, server: server, clientPort: try TestSocket.localPort(client), serverPort: serverPort,
+                a: size.a,
                 b: size.b)
         }
         return (listener, flows)
@@ -56,18 +58,18 @@ struct IntakeTests {
     /// Closes both ends in order, reading each to its end.
     static func close(_ flows: [Flow]) throws {
         for flow in flows {
-            flow.client.shutdownWrite()
-            _ = try flow.server.receiveToEOF()
-            flow.server.close()
-            _ = try flow.client.receiveToEOF()
-            flow.client.close()
+            _ = shutdown(flow.client, Int32(SHUT_WR))
+            _ = try TestSocket.receiveToEOF(flow.server)
+            Glibc.close(flow.server)
+            _ = try TestSocket.receiveToEOF(flow.client)
+            Glibc.close(flow.client)
         }
     }
 
     /// Opens the flows, lets the agent sample them through one whole interval, and closes them.
     static func workload(_ sizes: [(a: Int, b: Int)], agent: AgentProcess) async throws -> [Flow] {
         let (listener, flows) = try openFlows(sizes)
-        defer { listener.close() }
+        defer { Glibc.close(listener) }
         _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
         try close(flows)
         // Closed after the flows' last report could still show them ending, as a real server would be.
@@ -282,7 +284,7 @@ struct IntakeTests {
         let (listener, flows) = try Self.openFlows([(1_000, 1_000)])
         defer {
             try? Self.close(flows)
-            listener.close()
+            Glibc.close(listener)
         }
 
         let verifying = try Self.agent(

@@ -1,4 +1,5 @@
 import CLinux
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -19,8 +20,8 @@ struct KernelAccountingTests {
         let agent = try await mode.startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
         let expected = try makeShortConnections(2000, to: listener, port: serverPort) { i in (1 + i, 3 * i + 7) }
         let (outgoing, incoming) = try await waitFor("all 4,000 ends reported closed", timeout: .seconds(60)) {
             () async throws -> ([[String: Any]], [[String: Any]])? in
@@ -51,26 +52,26 @@ struct KernelAccountingTests {
         let agent = try await mode.startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: false, port: serverPort)
-        let server = try listener.accept()
-        let clientPort = Int(try client.localPort())
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
+        let server = try TestSocket.accept(listener)
+        let clientPort = Int(try TestSocket.localPort(client))
         // Three rounds, an interval apart: 1,234,567 bytes up and 765,432 down in all.
         let rounds = [(411_522, 255_144), (411_522, 255_144), (411_523, 255_144)]
         var mark = before
         for (up, down) in rounds {
-            try client.send(up)
-            try server.receive(up)
-            try server.send(down)
-            try client.receive(down)
+            try TestSocket.send(client, count: up)
+            try TestSocket.receive(server, count: up)
+            try TestSocket.send(server, count: down)
+            try TestSocket.receive(client, count: down)
             mark = try await agent.waitForIntervals(after: mark)
         }
-        client.close()
-        #expect(try server.receiveToEOF() == 0)
+        close(client)
+        #expect(try TestSocket.receiveToEOF(server) == 0)
         // The client's socket, orphaned in FIN_WAIT2, is listed by two reads before the server closes.
         mark = try await agent.waitForIntervals(after: mark, count: 2)
-        server.close()
+        close(server)
 
         func ends(_ all: [(UInt64, [[String: Any]])]) -> (out: [(UInt64, [String: Any])], in: [(UInt64, [String: Any])])
         {
@@ -111,22 +112,22 @@ struct KernelAccountingTests {
     func heldOpenConnectionHasExactDeltas(mode: CollectionMode) async throws {
         let agent = try await mode.startAgent()
         defer { agent.stop() }
-        let (listener, serverPort) = try TestSocket.listener(v6: true)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: true, port: serverPort)
-        let server = try listener.accept()
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: true))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: true), port: serverPort)
+        let server = try TestSocket.accept(listener)
         defer {
-            client.close()
-            server.close()
+            close(client)
+            close(server)
         }
-        let clientPort = Int(try client.localPort())
+        let clientPort = Int(try TestSocket.localPort(client))
         var mark = try await agent.waitForIntervals(after: try await agent.latestSequence())
         for (up, down) in [(70_001, 3_001), (5, 90_017), (123_457, 1)] {
             let start = mark
-            try client.send(up)
-            try server.receive(up)
-            try server.send(down)
-            try client.receive(down)
+            try TestSocket.send(client, count: up)
+            try TestSocket.receive(server, count: up)
+            try TestSocket.send(server, count: down)
+            try TestSocket.receive(client, count: down)
             mark = try await agent.waitForIntervals(after: start)
             let all = try await agent.connections(after: start)
             let out = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
@@ -243,21 +244,23 @@ struct KernelAccountingTests {
         let before = try await agent.latestSequence()
         let closedPort = try freePort()
         for _ in 0..<20 {
-            #expect(throws: (any Error).self) { try TestSocket.connect(v6: false, port: closedPort) }
+            #expect(throws: (any Error).self) {
+                try TestSocket.connect(to: TestSocket.loopback(v6: false), port: closedPort)
+            }
         }
-        let (listener, serverPort) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: false, port: serverPort)
-        let server = try listener.accept()
-        let clientPort = Int(try client.localPort())
-        try client.send(10)
-        try server.receive(10)
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
+        let server = try TestSocket.accept(listener)
+        let clientPort = Int(try TestSocket.localPort(client))
+        try TestSocket.send(client, count: 10)
+        try TestSocket.receive(server, count: 10)
         // Closing with a zero linger sends a reset instead of a FIN.
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
-        setsockopt(server.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-        server.close()
-        #expect(throws: (any Error).self) { _ = try client.receiveToEOF() }
-        client.close()
+        setsockopt(server, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        close(server)
+        #expect(throws: (any Error).self) { _ = try TestSocket.receiveToEOF(client) }
+        close(client)
 
         let (refused, reset) = try await waitFor("the refused and the reset connections") {
             () async throws -> ([[String: Any]], [[String: Any]])? in
@@ -285,10 +288,10 @@ struct KernelAccountingTests {
         let server = lab.address(of: .b, v6: false)
         let outcome = try withNetworkNamespace(lab.path(of: .a)) { () -> Int32 in
             do {
-                close(try LabSocket.connect(to: server, port: 9, timeout: .seconds(20)))
+                close(try TestSocket.connect(to: server, port: 9, timeout: .seconds(20)))
                 return 0
-            } catch let error as LabSocketError {
-                return error.code
+            } catch let error as SystemCallError {
+                return error.errno
             }
         }
         #expect(outcome == ETIMEDOUT, "ground truth: the connect itself timed out")
@@ -314,7 +317,7 @@ struct KernelAccountingTests {
         let size = 2_000_000
         let (listener, client, server, port, clientPort) = try lab.connectAcross()
         defer { close(listener) }
-        #expect(try LabSocket.transfer(size, from: client, to: server, timeout: .seconds(60)) == size)
+        #expect(try TestSocket.transfer(size, from: client, to: server, timeout: .seconds(60)) == size)
         // Once the client's FIN is acknowledged (FIN_WAIT2) nothing of it can be retransmitted any more.
         let info = try waitForSync("the client's FIN acknowledged") {
             let info = try kernelTCPInfo(fd: client)
@@ -362,7 +365,7 @@ struct KernelAccountingTests {
         // Then a lossy link: later segments arrive before the lost ones they follow.
         try lab.dropRandomly(in: .b, oneIn: 20)
         let size = 2_000_000
-        #expect(try LabSocket.transfer(size, from: client, to: server, timeout: .seconds(60)) == size + 1000)
+        #expect(try TestSocket.transfer(size, from: client, to: server, timeout: .seconds(60)) == size + 1000)
         let clientInfo = try waitForSync("the client's FIN acknowledged") {
             let info = try kernelTCPInfo(fd: client)
             return info.tcpi_state == 5 ? info : nil
@@ -401,15 +404,15 @@ struct KernelAccountingTests {
     func tableOverflowIsCountedAndSurvived(mode: CollectionMode) async throws {
         let agent = try await mode.startAgent(["DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS": "64"])
         defer { agent.stop() }
-        let (listener, port) = try TestSocket.listener(v6: false)
-        defer { listener.close() }
-        var sockets: [TestSocket] = []
-        defer { sockets.forEach { $0.close() } }
+        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(listener) }
+        var sockets: [Int32] = []
+        defer { sockets.forEach { close($0) } }
         for _ in 0..<150 {
-            sockets.append(try TestSocket.connect(v6: false, port: port))
-            sockets.append(try listener.accept())
+            sockets.append(try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port))
+            sockets.append(try TestSocket.accept(listener))
         }
-        for s in sockets { try s.send(1) }
+        for s in sockets { try TestSocket.send(s, count: 1) }
         let status = try await waitFor("the overflow counted in /status") { () async throws -> [String: Any]? in
             let status = try await agent.json("/status")
             let problems = status["problems"] as? [String: [String: Any]] ?? [:]
@@ -422,14 +425,4 @@ struct KernelAccountingTests {
         #expect(seq > 0)
         #expect(try await agent.get("/healthz").status == 200)
     }
-}
-
-/// Polls a synchronous condition until it yields a value, for at most `timeout`.
-func waitForSync<T>(_ what: String, timeout: Duration = .seconds(10), _ probe: () throws -> T?) throws -> T {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if let value = try probe() { return value }
-        usleep(10_000)
-    }
-    throw TestFailure("timed out waiting for \(what)")
 }

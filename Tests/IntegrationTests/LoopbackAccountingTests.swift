@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -15,27 +16,27 @@ struct LoopbackAccountingTests {
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()
 
-        let (listener, serverPort) = try TestSocket.listener(v6: v6)
-        defer { listener.close() }
-        let client = try TestSocket.connect(v6: v6, port: serverPort)
-        let server = try listener.accept()
-        let clientPort = try client.localPort()
+        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: v6))
+        defer { close(listener) }
+        let client = try TestSocket.connect(to: TestSocket.loopback(v6: v6), port: serverPort)
+        let server = try TestSocket.accept(listener)
+        let clientPort = try TestSocket.localPort(client)
 
         // Two rounds, each in its own interval, so the deltas of an open connection are summed.
         let rounds = [(a: 40_001, b: 7_919), (a: 25_013, b: 30_011)]
         var seen = before
         for round in rounds {
-            try client.send(round.a)
-            try server.receive(round.a)
-            try server.send(round.b)
-            try client.receive(round.b)
+            try TestSocket.send(client, count: round.a)
+            try TestSocket.receive(server, count: round.a)
+            try TestSocket.send(server, count: round.b)
+            try TestSocket.receive(client, count: round.b)
             seen = try await agent.waitForIntervals(after: seen)
         }
-        client.shutdownWrite()
-        #expect(try server.receiveToEOF() == 0)
-        server.close()
-        #expect(try client.receiveToEOF() == 0)
-        client.close()
+        _ = shutdown(client, Int32(SHUT_WR))
+        #expect(try TestSocket.receiveToEOF(server) == 0)
+        close(server)
+        #expect(try TestSocket.receiveToEOF(client) == 0)
+        close(client)
 
         let a = rounds.map(\.a).reduce(0, +)
         let b = rounds.map(\.b).reduce(0, +)

@@ -1,4 +1,5 @@
 import CLinux
+import CNMTestSupport
 import Foundation
 import Glibc
 
@@ -111,10 +112,10 @@ final class NetworkLab {
     /// connecting and the accepted socket, the listening port and the client's port.
     func connectAcross() throws -> (listener: Int32, client: Int32, server: Int32, port: UInt16, clientPort: Int) {
         let serverAddress = address(of: .b, v6: false)
-        let (listener, port) = try withNetworkNamespace(path(of: .b)) { try LabSocket.listener(on: serverAddress) }
-        let client = try withNetworkNamespace(path(of: .a)) { try LabSocket.connect(to: serverAddress, port: port) }
-        let server = try LabSocket.accept(listener)
-        return (listener, client, server, port, Int(try LabSocket.localPort(client)))
+        let (listener, port) = try withNetworkNamespace(path(of: .b)) { try TestSocket.listener(on: serverAddress) }
+        let client = try withNetworkNamespace(path(of: .a)) { try TestSocket.connect(to: serverAddress, port: port) }
+        let server = try TestSocket.accept(listener)
+        return (listener, client, server, port, Int(try TestSocket.localPort(client)))
     }
 
     // MARK: - Residents
@@ -135,16 +136,16 @@ final class NetworkLab {
         // Returned once it is in there: `ip` enters the namespace before it runs `sleep`.
         var target = stat()
         guard stat(path(of: side), &target) == 0 else { throw TestFailure("stat \(path(of: side)): errno \(errno)") }
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            var current = stat()
-            if stat("/proc/\(process.processIdentifier)/ns/net", &current) == 0 && current.st_ino == target.st_ino {
-                return process
+        do {
+            return try waitForSync("the resident process to enter \(name(of: side))") {
+                var current = stat()
+                let entered = stat("/proc/\(process.processIdentifier)/ns/net", &current) == 0
+                return entered && current.st_ino == target.st_ino ? process : nil
             }
-            usleep(10_000)
+        } catch {
+            Self.stop(process)
+            throw error
         }
-        Self.stop(process)
-        throw TestFailure("the resident process never entered \(name(of: side))")
     }
 
     // MARK: - Sysctls
@@ -314,178 +315,8 @@ func kernelTCPInfo(fd: Int32) throws -> cnm_linux_tcp_info {
     var info = cnm_linux_tcp_info()
     var size = socklen_t(MemoryLayout<cnm_linux_tcp_info>.size)
     guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &size) == 0 else {
-        throw LabSocketError(call: "getsockopt(TCP_INFO)", code: errno)
+        throw SystemCallError("getsockopt(TCP_INFO)")
     }
     guard size >= 104 else { throw TestFailure("tcp_info of \(size) bytes has no tcpi_total_retrans") }
     return info
-}
-
-// MARK: - Sockets on lab addresses
-
-/// A failed socket call, with the errno a test may expect (ETIMEDOUT, ECONNREFUSED, ...).
-struct LabSocketError: Error, CustomStringConvertible {
-    var call: String
-    var code: Int32
-    var description: String { "\(call): errno \(code) (\(String(cString: strerror(code))))" }
-}
-
-/// Blocking TCP sockets on any numeric address (TestSocket knows loopback only). Create them inside
-/// `withNetworkNamespace` to place them in a lab side. Every blocking call has a kernel timeout.
-enum LabSocket {
-    /// A listener on `address` (IPv4 or IPv6 literal); port 0 lets the kernel choose. `accept` waits at most
-    /// `timeout`.
-    static func listener(
-        on address: String,
-        port: UInt16 = 0,
-        timeout: Duration = .seconds(10)
-    ) throws -> (fd: Int32, port: UInt16) {
-        let fd = try make(address, timeout: timeout)
-        do {
-            var on: Int32 = 1
-            _ = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
-            try check("bind \(address):\(port)", try withAddress(address, port: port) { bind(fd, $0, $1) })
-            try check("listen", listen(fd, 16))
-            return (fd, try localPort(fd))
-        } catch {
-            close(fd)
-            throw error
-        }
-    }
-
-    /// A connected socket. The connect gives up after `timeout` at the latest (SO_SNDTIMEO bounds it; the
-    /// kernel's own SYN retries may end it sooner with ETIMEDOUT); sends and receives have the same bound.
-    static func connect(to address: String, port: UInt16, timeout: Duration = .seconds(10)) throws -> Int32 {
-        let fd = try make(address, timeout: timeout)
-        do {
-            let rc = try withAddress(address, port: port) { Glibc.connect(fd, $0, $1) }
-            try check("connect \(address) port \(port)", rc)
-            return fd
-        } catch {
-            close(fd)
-            throw error
-        }
-    }
-
-    /// The next connection of a listener, within the listener's timeout.
-    static func accept(_ listener: Int32) throws -> Int32 {
-        let fd = Glibc.accept(listener, nil, nil)
-        guard fd >= 0 else { throw LabSocketError(call: "accept", code: errno) }
-        return fd
-    }
-
-    /// Sends exactly `count` bytes from `sender` to `receiver` on this one thread, then shuts the sender's write
-    /// side and reads to end of stream. Returns the bytes received; throws if it takes longer than `timeout`.
-    /// Leaves both sockets non-blocking.
-    static func transfer(_ count: Int, from sender: Int32, to receiver: Int32, timeout: Duration) throws -> Int {
-        for fd in [sender, receiver] {
-            try check("fcntl(O_NONBLOCK)", fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK))
-        }
-        let chunk = [UInt8](repeating: 0x5A, count: 65_536)
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        var sent = 0
-        var received = 0
-        if count == 0 { _ = shutdown(sender, Int32(SHUT_WR)) }
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            guard ContinuousClock.now < deadline else {
-                throw TestFailure(
-                    "transfer of \(count) bytes timed out after \(timeout): \(sent) sent, \(received) received")
-            }
-            var fds = [
-                pollfd(fd: sender, events: sent < count ? Int16(POLLOUT) : 0, revents: 0),
-                pollfd(fd: receiver, events: Int16(POLLIN), revents: 0),
-            ]
-            guard poll(&fds, 2, 100) >= 0 else {
-                if errno == EINTR { continue }
-                throw LabSocketError(call: "poll", code: errno)
-            }
-            if sent < count, fds[0].revents != 0 {
-                let n = chunk.withUnsafeBytes {
-                    send(sender, $0.baseAddress, min(count - sent, $0.count), Int32(MSG_NOSIGNAL))
-                }
-                if n > 0 {
-                    sent += n
-                    if sent == count { _ = shutdown(sender, Int32(SHUT_WR)) }
-                } else if errno != EAGAIN && errno != EINTR {
-                    throw LabSocketError(call: "send after \(sent) bytes", code: errno)
-                }
-            }
-            if fds[1].revents != 0 {
-                let n = buffer.withUnsafeMutableBytes { recv(receiver, $0.baseAddress, $0.count, 0) }
-                if n == 0 { return received }
-                if n > 0 {
-                    received += n
-                } else if errno != EAGAIN && errno != EINTR {
-                    throw LabSocketError(call: "recv after \(received) bytes", code: errno)
-                }
-            }
-        }
-    }
-
-    static func localPort(_ fd: Int32) throws -> UInt16 {
-        var storage = sockaddr_storage()
-        var size = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        try check(
-            "getsockname",
-            withUnsafeMutablePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) }
-            }
-        )
-        // sin_port and sin6_port lie at the same offset.
-        return withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt16(bigEndian: $0.pointee.sin_port) }
-        }
-    }
-
-    /// Calls `body` with the socket address of a numeric IPv4 or IPv6 literal.
-    static func withAddress(
-        _ address: String,
-        port: UInt16,
-        _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32
-    ) throws -> Int32 {
-        if address.contains(":") {
-            var a = sockaddr_in6()
-            a.sin6_family = sa_family_t(AF_INET6)
-            a.sin6_port = port.bigEndian
-            guard inet_pton(AF_INET6, address, &a.sin6_addr) == 1 else {
-                throw TestFailure("not an IPv6 address: \(address)")
-            }
-            return withUnsafePointer(to: &a) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    body($0, socklen_t(MemoryLayout<sockaddr_in6>.size))
-                }
-            }
-        }
-        var a = sockaddr_in()
-        a.sin_family = sa_family_t(AF_INET)
-        a.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, address, &a.sin_addr) == 1 else {
-            throw TestFailure("not an IPv4 address: \(address)")
-        }
-        return withUnsafePointer(to: &a) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-    }
-
-    /// A TCP socket for that address's family, with send and receive timeouts.
-    private static func make(_ address: String, timeout: Duration) throws -> Int32 {
-        let family = address.contains(":") ? AF_INET6 : AF_INET
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw LabSocketError(call: "socket", code: errno) }
-        let seconds = timeout.components.seconds
-        let micros = timeout.components.attoseconds / 1_000_000_000_000
-        var limit = timeval(tv_sec: Int(seconds), tv_usec: Int(micros))
-        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
-            guard setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
-                let code = errno
-                close(fd)
-                throw LabSocketError(call: "setsockopt(timeout)", code: code)
-            }
-        }
-        return fd
-    }
-
-    private static func check(_ call: String, _ rc: Int32) throws {
-        guard rc >= 0 else { throw LabSocketError(call: call, code: errno) }
-    }
 }

@@ -1,4 +1,5 @@
 import CLinux
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -16,18 +17,18 @@ struct NetworkLabTests {
         defer { try? lab.close() }
         try lab.dropRandomly(in: .b, oneIn: 20)
         let server = lab.address(of: .b, v6: v6)
-        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) { try LabSocket.listener(on: server) }
+        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) { try TestSocket.listener(on: server) }
         defer { close(listener) }
         let connecting = ContinuousClock.now
-        let client = try withNetworkNamespace(lab.path(of: .a)) { try LabSocket.connect(to: server, port: port) }
+        let client = try withNetworkNamespace(lab.path(of: .a)) { try TestSocket.connect(to: server, port: port) }
         defer { close(client) }
         // The lab is ready when its init returns: no first SYN lost to neighbour discovery.
         #expect(ContinuousClock.now - connecting < .milliseconds(500))
-        let accepted = try LabSocket.accept(listener)
+        let accepted = try TestSocket.accept(listener)
         defer { close(accepted) }
 
         let start = ContinuousClock.now
-        let received = try LabSocket.transfer(2_000_000, from: client, to: accepted, timeout: .seconds(20))
+        let received = try TestSocket.transfer(2_000_000, from: client, to: accepted, timeout: .seconds(20))
         let elapsed = ContinuousClock.now - start
         let retransmits = try kernelTotalRetransmits(fd: client)
         let dropped = try lab.droppedPackets(in: .b)
@@ -45,23 +46,23 @@ struct NetworkLabTests {
         try lab.setSysctl(in: .a, "net.ipv4.tcp_syn_retries", "1")
         #expect(try lab.sysctl(in: .a, "net.ipv4.tcp_syn_retries") == "1")
         let server = lab.address(of: .b, v6: false)
-        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) { try LabSocket.listener(on: server) }
+        let (listener, port) = try withNetworkNamespace(lab.path(of: .b)) { try TestSocket.listener(on: server) }
         defer { close(listener) }
 
         // Before the rule the same connect succeeds: what fails below is the dropped SYNs, nothing else.
-        let reached = try withNetworkNamespace(lab.path(of: .a)) { try LabSocket.connect(to: server, port: port) }
+        let reached = try withNetworkNamespace(lab.path(of: .a)) { try TestSocket.connect(to: server, port: port) }
         close(reached)
-        close(try LabSocket.accept(listener))
+        close(try TestSocket.accept(listener))
 
         try lab.dropSYNs(in: .b, toPort: port)
         let start = ContinuousClock.now
-        var failure: LabSocketError?
+        var failure: SystemCallError?
         do {
             let fd = try withNetworkNamespace(lab.path(of: .a)) {
-                try LabSocket.connect(to: server, port: port, timeout: .seconds(10))
+                try TestSocket.connect(to: server, port: port, timeout: .seconds(10))
             }
             close(fd)
-        } catch let error as LabSocketError {
+        } catch let error as SystemCallError {
             failure = error
         }
         let elapsed = ContinuousClock.now - start
@@ -69,7 +70,7 @@ struct NetworkLabTests {
         print(
             "NetworkLab SYN drop: \(failure.map { "\($0)" } ?? "connected") after \(elapsed), \(dropped) SYNs dropped")
 
-        #expect(failure?.code == ETIMEDOUT)
+        #expect(failure?.errno == ETIMEDOUT)
         #expect(elapsed > .milliseconds(500))
         #expect(elapsed < .seconds(5))
         #expect(dropped >= 2)

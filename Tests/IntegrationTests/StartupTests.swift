@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -33,8 +34,8 @@ struct StartupTests {
     }
 
     @Test func portInUseExits78() throws {
-        let (holder, port) = try TestSocket.listener(v6: false)
-        defer { holder.close() }
+        let (holder, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        defer { close(holder) }
         let r = try runAgent(["DD_CNM_HTTP_ADDR": "127.0.0.1:\(port)", "DD_LOG_LEVEL": "off"])
         #expect(r.status == 78)
         let last = r.stderr.split(separator: "\n").last.map(String.init) ?? ""

@@ -1,3 +1,4 @@
+import CNMTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -64,26 +65,6 @@ func defaultGateway(of container: String) throws -> String {
         throw TestFailure("no IPv4 default gateway in \(container)'s 'ip -4 route show default': '\(routes)'")
     }
     return String(words[via + 1])
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
-}
-
-/// Polls `condition` until it returns a value or the deadline passes.
-func waitFor<T>(
-    _ what: String,
-    timeout: Duration = .seconds(30),
-    every: Duration = .milliseconds(100),
-    _ condition: () async throws -> T?
-) async throws -> T {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if let value = try await condition() { return value }
-        try await Task.sleep(for: every)
-    }
-    throw TestFailure("timed out waiting for \(what)")
 }
 
 /// A free TCP port on loopback, chosen by the kernel.
