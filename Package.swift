@@ -130,6 +130,13 @@ let package = Package(
         .testTarget(
             name: "CNMServerTests", dependencies: ["CNMServer", "CNMReport", "CNMModel"], swiftSettings: strict),
         .testTarget(
+            name: "CNMCollectorTests",
+            dependencies: [
+                "CNMCollector", "CNMModel", "CNMReport", "CNMTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
             name: "CNMDockerTests", dependencies: ["CNMDocker", "CNMHTTP", "CNMModel", "CNMTestSupport"],
             swiftSettings: strict),
         .testTarget(

@@ -1,0 +1,202 @@
+import CNMModel
+import CNMReport
+import CNMTestSupport
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import CNMCollector
+
+/// The container-metadata service against a scripted Docker daemon and ECS endpoint on loopback,
+/// serving the shared fixtures' real responses: no root, no dockerd.
+@Suite(.timeLimit(.minutes(1)))
+struct ContainerMetadataServiceTests {
+    static let fixtures = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared/fixtures")
+
+    static func fixture(_ path: String) throws -> [String: Any] {
+        let url = fixtures.appendingPathComponent(path)
+        try #require(FileManager.default.fileExists(atPath: url.path), "fixture missing: \(url.path)")
+        let value = try JSONSerialization.jsonObject(with: Data(contentsOf: url))
+        if let list = value as? [[String: Any]] { return try #require(list.first) }
+        return try #require(value as? [String: Any])
+    }
+
+    static func json(_ value: Any) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: value), as: UTF8.self)
+    }
+
+    /// A Docker daemon whose containers (id → name) the test changes while it runs. `/version`,
+    /// `/containers/json` and `/containers/{id}/json` answer from Moby's own examples with the
+    /// ids and names put in; `/events` is held open without a word; `failing` answers 500.
+    final class Daemon: Sendable {
+        /// What the test changes while the daemon runs.
+        final class State: Sendable {
+            let containers = Mutex<[(id: String, name: String)]>([])
+            let failing = Atomic<Bool>(false)
+            let hanging = Atomic<Bool>(false)
+        }
+        let state = State()
+        let server: ScriptedHTTPServer
+        var host: String { "tcp://127.0.0.1:\(server.port)" }
+        var listings: Int { server.requests.filter { $0.path.contains("/containers/json") }.count }
+
+        init() throws {
+            let summary = try ContainerMetadataServiceTests.json(
+                ContainerMetadataServiceTests.fixture("docker/moby-api-v1.24/containers-list.example1.json"))
+            let inspect = try ContainerMetadataServiceTests.json(
+                ContainerMetadataServiceTests.fixture("docker/moby-api-v1.24/container-inspect.example1.json"))
+            let state = self.state
+            server = try ScriptedHTTPServer { request in
+                (try? Self.answer(request, state, summary: summary, inspect: inspect)) ?? .http(500, "{}")
+            }
+        }
+
+        private static func answer(
+            _ request: ScriptedHTTPServer.Request,
+            _ state: State,
+            summary: String, inspect: String
+        ) throws -> ScriptedHTTPServer.Reply {
+            if state.hanging.load(ordering: .relaxed) { return .holdUntilClientCloses }
+            let path = request.path
+            if path.hasSuffix("/version") { return .http(200, #"{"ApiVersion":"1.43"}"#) }
+            if path.contains("/events") { return .holdUntilClientCloses }
+            if state.failing.load(ordering: .relaxed) { return .http(500, #"{"message":"scripted failure"}"#) }
+            let listed = state.containers.withLock { $0 }
+            func object(_ text: String) throws -> [String: Any] {
+                try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+            }
+            if path.contains("/containers/json") {
+                let entries = try listed.map { c -> [String: Any] in
+                    var entry = try object(summary)
+                    entry["Id"] = c.id
+                    entry["Names"] = ["/" + c.name]
+                    entry["State"] = "running"
+                    return entry
+                }
+                return .http(200, try ContainerMetadataServiceTests.json(entries))
+            }
+            for c in listed where path.contains("/containers/\(c.id)/json") {
+                var entry = try object(inspect)
+                entry["Id"] = c.id
+                entry["Name"] = "/" + c.name
+                return .http(200, try ContainerMetadataServiceTests.json(entry))
+            }
+            return .http(404, #"{"message":"no such container"}"#)
+        }
+    }
+
+    /// Runs a service for `body`, then shuts it down and waits for it to end.
+    static func withService(
+        docker: Daemon, ecs: String? = nil,
+        _ body: (ContainerMetadataService, ReportStore) async throws -> Void
+    ) async throws {
+        var configuration = Configuration()
+        configuration.dockerHost = docker.host
+        configuration.ecsMetadataURI = ecs
+        let store = ReportStore(
+            status: AgentStatus(
+                version: "0", hostname: "h", startedAt: Timestamp(nanoseconds: 0), intervalSeconds: 30,
+                mode: .ebpf, modeReason: "test"))
+        let service = ContainerMetadataService(
+            configuration: configuration, status: store, logger: Logger(label: "test"))
+        let running = Task { try await service.run() }
+        do {
+            try await body(service, store)
+        } catch {
+            running.cancel()
+            _ = await running.result
+            throw error
+        }
+        running.cancel()
+        _ = await running.result
+    }
+
+    static let id = String(repeating: "ab12", count: 16)
+
+    @Test func aSnapshotNamesTheContainersDockerLists() async throws {
+        let docker = try Daemon()
+        docker.state.containers.withLock { $0 = [(Self.id, "web")] }
+        try await Self.withService(docker: docker) { service, store in
+            let snapshot = await service.snapshot(knowing: [Self.id], timeout: .seconds(20))
+            let tags = try #require(snapshot.tags[Self.id], "known: \(snapshot.tags.keys.sorted())")
+            #expect(tags.contains("container_name:web"))
+            #expect(tags.contains("container_id:\(Self.id)"))
+            #expect(store.status.docker.state == "ok")
+            #expect(store.status.docker.counters["containers"] == 1)
+        }
+    }
+
+    /// A container met before the daemon listed it is awaited: the report asks for a refresh and
+    /// gets the next snapshot, well before the 10 s periodic refresh would come.
+    @Test func aContainerThatStartsLaterIsAwaitedByAskingForARefresh() async throws {
+        let docker = try Daemon()
+        try await Self.withService(docker: docker) { service, _ in
+            _ = try await waitFor("the first listing", timeout: .seconds(20), every: .milliseconds(10)) {
+                docker.listings > 0 && service.current.tags.isEmpty ? true : nil
+            }
+            let before = docker.listings
+            docker.state.containers.withLock { $0 = [(Self.id, "late")] }
+            let snapshot = await service.snapshot(knowing: [Self.id], timeout: .seconds(5))
+            #expect(snapshot.tags[Self.id]?.contains("container_name:late") == true)
+            #expect(docker.listings > before)
+        }
+    }
+
+    /// A daemon that holds every request costs the tags, not the report: the wait ends at its deadline.
+    @Test func aHangingDaemonEndsTheWaitAtItsDeadline() async throws {
+        let docker = try Daemon()
+        docker.state.hanging.store(true, ordering: .relaxed)
+        try await Self.withService(docker: docker) { service, store in
+            try await waitFor("the first request", timeout: .seconds(20), every: .milliseconds(10)) {
+                docker.server.requests.isEmpty ? nil : ()
+            }
+            let snapshot = await service.snapshot(knowing: [Self.id], timeout: .milliseconds(300))
+            #expect(snapshot.tags.isEmpty)
+            // The refresh is still held by the daemon (its HTTP timeout is 5 s): the wait did not wait for it.
+            #expect(store.status.docker.state == "starting")
+        }
+    }
+
+    /// A daemon that starts failing keeps the tags it gave, and says so in `/status`.
+    @Test func aFailingDaemonKeepsTheLastTagsAndIsCounted() async throws {
+        let docker = try Daemon()
+        docker.state.containers.withLock { $0 = [(Self.id, "web")] }
+        try await Self.withService(docker: docker) { service, store in
+            #expect(await service.snapshot(knowing: [Self.id], timeout: .seconds(20)).tags[Self.id] != nil)
+            docker.state.failing.store(true, ordering: .relaxed)
+            let failures = docker.server.requests.count
+            service.requestRefresh()
+            let status = try await waitFor("the failure in /status", timeout: .seconds(20), every: .milliseconds(10)) {
+                store.status.docker.state == "unavailable" ? store.status : nil
+            }
+            #expect(docker.server.requests.count > failures)
+            #expect(status.docker.reason.contains("500"))
+            #expect(status.problems.keys.contains { $0.hasPrefix("docker_") })
+            #expect(service.current.tags[Self.id]?.contains("container_name:web") == true)
+        }
+    }
+
+    /// On ECS, a container's tags are Docker's and the task's together.
+    @Test func dockerAndECSTagsAreMerged() async throws {
+        var task = try Self.fixture("ecs/v4/datadog/ec2-bridge-taskWithTags-nginx.json")
+        var container = try #require((task["Containers"] as? [[String: Any]])?.first)
+        container["DockerId"] = Self.id
+        task["Containers"] = [container]
+        let ecs = try ScriptedHTTPServer(answering: .http(200, try Self.json(task)))
+        let docker = try Daemon()
+        docker.state.containers.withLock { $0 = [(Self.id, "ecs-nginx-1-my-nginx")] }
+        try await Self.withService(docker: docker, ecs: ecs.baseURL + "/v4/abc") { service, store in
+            let tags = try await waitFor("merged tags", timeout: .seconds(20), every: .milliseconds(10)) {
+                let tags = await service.snapshot(knowing: [Self.id], timeout: .seconds(1)).tags[Self.id] ?? []
+                return tags.contains("task_family:nginx") && tags.contains("container_name:ecs-nginx-1-my-nginx")
+                    ? tags : nil
+            }
+            #expect(tags.contains("ecs_cluster_name:ecs-cluster"))
+            #expect(store.status.ecs?.state == "ok")
+        }
+        #expect(ecs.requests.contains { $0.path == "/v4/abc/taskWithTags" })
+    }
+}
