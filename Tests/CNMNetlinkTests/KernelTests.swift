@@ -12,8 +12,8 @@ import Testing
 
     @Test(arguments: [AddressFamily.v4, .v6])
     func dumpsExactCountersAndTheListener(_ family: AddressFamily) throws {
-        let connection = try TCPConnection(family)
-        defer { connection.closeSockets() }
+        let connection = try TestConnection(family)
+        defer { connection.closeAll() }
         try connection.exchange(clientBytes: Self.clientBytes, serverBytes: Self.serverBytes)
 
         let netns = try NetworkNamespace.currentInode()
@@ -51,7 +51,7 @@ import Testing
     func gracefulCloseNotifiesFinalCounters(_ family: AddressFamily) throws {
         let netns = try NetworkNamespace.currentInode()
         let listener = try DestroyListener()
-        let connection = try TCPConnection(family)
+        let connection = try TestConnection(family)
         try connection.exchange(clientBytes: Self.clientBytes, serverBytes: Self.serverBytes)
         let dumped = try SockDiagSocket().dump(.tcp, family, netns: netns)
         let clientCookie = try #require(dumped.first(where: connection.isClient)).id.cookie
@@ -87,7 +87,7 @@ import Testing
     @Test func resetNotifiesTheReceiversFinalCountersWithoutFIN() throws {
         let netns = try NetworkNamespace.currentInode()
         let listener = try DestroyListener()
-        let connection = try TCPConnection(.v4)
+        let connection = try TestConnection(.v4)
         close(connection.listener)
         try connection.exchange(clientBytes: Self.clientBytes, serverBytes: Self.serverBytes)
         let dumped = try SockDiagSocket().dump(.tcp, .v4, netns: netns)
@@ -144,8 +144,8 @@ import Testing
     /// The order of the two window scales in byte 6, against a socket whose scales are known: a client with a
     /// small receive buffer announces scale 0, while the server announces a larger one.
     @Test func windowScaleNibbles() throws {
-        let connection = try TCPConnection(.v4, clientReceiveBuffer: 4096)
-        defer { connection.closeSockets() }
+        let connection = try TestConnection(.v4, clientReceiveBuffer: 4096)
+        defer { connection.closeAll() }
         let client = TCPInfo(try TestSocket.tcpInfoBytes(connection.client))
         let server = TCPInfo(try TestSocket.tcpInfoBytes(connection.server))
         #expect(client.rcvWscale == 0)
@@ -155,8 +155,8 @@ import Testing
 
     /// The pre-4.19 fallback against this kernel's own struct cut to 200 bytes: exact for the connecting side.
     @Test func bytesAckedFallbackOnARealSocket() throws {
-        let connection = try TCPConnection(.v4)
-        defer { connection.closeSockets() }
+        let connection = try TestConnection(.v4)
+        defer { connection.closeAll() }
         try connection.exchange(clientBytes: Self.clientBytes, serverBytes: Self.serverBytes)
         let full = try TestSocket.tcpInfoBytes(connection.client)
         #expect(full.count >= 232)

@@ -176,40 +176,10 @@ extension AddressFamily {
     var loopback: String { TestSocket.loopback(v6: self == .v6) }
 }
 
-/// A listening TCP socket on loopback, a client connected to it, and the server end the listener accepted.
-struct TCPConnection {
-    let family: AddressFamily
-    let listener: Int32
-    let client: Int32
-    let server: Int32
-    let listenPort: UInt16
-    let clientPort: UInt16
-
+/// What sock_diag reports of a test connection's three sockets.
+extension TestConnection {
     init(_ family: AddressFamily, clientReceiveBuffer: Int32? = nil) throws {
-        self.family = family
-        listener = try TestSocket.make(for: family.loopback, SOCK_STREAM)
-        try TestSocket.bind(listener, to: family.loopback)
-        try check("listen", listen(listener, 16))
-        listenPort = try TestSocket.localPort(listener)
-        client = try TestSocket.make(for: family.loopback, SOCK_STREAM)
-        if let clientReceiveBuffer {
-            try TestSocket.setOption(client, SOL_SOCKET, SO_RCVBUF, clientReceiveBuffer)
-        }
-        try TestSocket.connect(client, to: family.loopback, port: listenPort)
-        server = try check("accept", accept(listener, nil, nil))
-        clientPort = try TestSocket.localPort(client)
-    }
-
-    /// Sends `clientBytes` from the client and `serverBytes` from the server, each read in full by the other end.
-    func exchange(clientBytes: Int, serverBytes: Int) throws {
-        try TestSocket.send(client, count: clientBytes)
-        try TestSocket.receive(server, count: clientBytes)
-        try TestSocket.send(server, count: serverBytes)
-        try TestSocket.receive(client, count: serverBytes)
-    }
-
-    func closeSockets() {
-        closeAll([client, server, listener])
+        try self.init(on: family.loopback, clientReceiveBuffer: clientReceiveBuffer)
     }
 
     func isClient(_ o: SocketObservation) -> Bool {

@@ -131,6 +131,14 @@ public enum TestSocket {
         }
     }
 
+    /// Sends `clientBytes` from `client` to `server`, then `serverBytes` back, each read in full.
+    public static func exchange(_ client: Int32, _ server: Int32, clientBytes: Int, serverBytes: Int) throws {
+        try send(client, count: clientBytes)
+        try receive(server, count: clientBytes)
+        try send(server, count: serverBytes)
+        try receive(client, count: serverBytes)
+    }
+
     /// Reads until the peer's end of stream and returns how many bytes came before it.
     public static func receiveToEOF(_ fd: Int32) throws -> Int {
         var buffer = [UInt8](repeating: 0, count: 65_536)
@@ -276,5 +284,37 @@ public func sendAll(_ bytes: some Collection<UInt8>, to fd: Int32) {
         let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         guard n > 0 else { return }
         sent += n
+    }
+}
+
+/// A listening TCP socket, a client connected to it and the server end the listener accepted: the
+/// ground truth of most accounting tests.
+public struct TestConnection: Sendable {
+    public let listener: Int32
+    public let client: Int32
+    public let server: Int32
+    public let listenPort: UInt16
+    public let clientPort: UInt16
+
+    /// On `address` (loopback by default); `clientReceiveBuffer` sets the client's SO_RCVBUF first.
+    public init(on address: String = "127.0.0.1", clientReceiveBuffer: Int32? = nil) throws {
+        (listener, listenPort) = try TestSocket.listener(on: address)
+        client = try TestSocket.make(for: address)
+        if let clientReceiveBuffer {
+            try TestSocket.setOption(client, SOL_SOCKET, SO_RCVBUF, clientReceiveBuffer)
+        }
+        try TestSocket.connect(client, to: address, port: listenPort)
+        server = try TestSocket.accept(listener)
+        clientPort = try TestSocket.localPort(client)
+    }
+
+    /// Sends `clientBytes` from the client and `serverBytes` from the server, each read in full by
+    /// the other end.
+    public func exchange(clientBytes: Int, serverBytes: Int) throws {
+        try TestSocket.exchange(client, server, clientBytes: clientBytes, serverBytes: serverBytes)
+    }
+
+    public func closeAll() {
+        for fd in [client, server, listener] { close(fd) }
     }
 }

@@ -32,7 +32,7 @@ struct CaptureAccountingTests {
         let agent = try await startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        let (listener, serverPort) = try TestSocket.listener()
         defer { close(listener) }
         let expected = try makeShortConnections(500, to: listener, port: serverPort, linger: 2_000) { i in
             (1 + 37 * i, 5_003 - 9 * i)
@@ -73,19 +73,15 @@ struct CaptureAccountingTests {
         let agent = try await startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
-        let server = try TestSocket.accept(listener)
-        let clientPort = Int(try TestSocket.localPort(client))
+        let connection = try TestConnection()
+        defer { close(connection.listener) }
+        let (client, server, serverPort) = (connection.client, connection.server, connection.listenPort)
+        let clientPort = Int(connection.clientPort)
         let rounds = [(a: 70_001, b: 3_001), (a: 5, b: 90_017), (a: 123_457, b: 1)]
         var mark = try await agent.waitForIntervals(after: before)
         for round in rounds {
             let start = mark
-            try TestSocket.send(client, count: round.a)
-            try TestSocket.receive(server, count: round.a)
-            try TestSocket.send(server, count: round.b)
-            try TestSocket.receive(client, count: round.b)
+            try connection.exchange(clientBytes: round.a, serverBytes: round.b)
             mark = try await agent.waitForIntervals(after: start)
             let all = try await agent.connections(after: start)
             let out = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
@@ -156,10 +152,9 @@ struct CaptureAccountingTests {
 
     private func expectAHeldConnectionIsCounted(_ agent: AgentProcess) async throws {
         let before = try await agent.latestSequence()
-        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port)
-        let server = try TestSocket.accept(listener)
+        let connection = try TestConnection()
+        defer { close(connection.listener) }
+        let (client, server, port) = (connection.client, connection.server, connection.listenPort)
         defer {
             close(client)
             close(server)

@@ -114,12 +114,9 @@ func makeShortConnections(
     var expected: ExpectedByClientPort = [:]
     for i in 0..<count {
         let (up, down) = sizes(i)
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
+        let client = try TestSocket.connect(port: serverPort)
         let server = try TestSocket.accept(listener)
-        try TestSocket.send(client, count: up)
-        try TestSocket.receive(server, count: up)
-        try TestSocket.send(server, count: down)
-        try TestSocket.receive(client, count: down)
+        try TestSocket.exchange(client, server, clientBytes: up, serverBytes: down)
         if linger > 0 { usleep(linger) }
         let port = Int(try TestSocket.localPort(client))
         close(client)

@@ -22,10 +22,9 @@ struct DegradationTests {
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()
 
-        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port)
-        let server = try TestSocket.accept(listener)
+        let connection = try TestConnection()
+        defer { close(connection.listener) }
+        let (client, server, port) = (connection.client, connection.server, connection.listenPort)
         try TestSocket.send(client, count: 1234)
         try TestSocket.receive(server, count: 1234)
         // Intervals are gathered as they come: the agent keeps a bounded number of connections, so
@@ -66,10 +65,9 @@ struct DegradationTests {
         #expect(closed.state == "sampled", "\(closed)")
 
         let before = try await agent.latestSequence()
-        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port)
-        let server = try TestSocket.accept(listener)
+        let connection = try TestConnection()
+        defer { close(connection.listener) }
+        let (client, server, port) = (connection.client, connection.server, connection.listenPort)
         try TestSocket.send(client, count: 4321)
         try TestSocket.receive(server, count: 4321)
         // Held across a sample, the bytes are seen before the close.

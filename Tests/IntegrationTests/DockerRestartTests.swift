@@ -125,7 +125,7 @@ struct DockerRestartTests {
 
         // Connects to a listener of the test, which closes at once, and exits; removed before any
         // periodic listing, so only the events stream can name it.
-        let (listener, port) = try TestSocket.listener(on: "127.0.0.1")
+        let (listener, port) = try TestSocket.listener()
         defer { close(listener) }
         let before = try await agent.latestSequence()
         let name = "cnm-restart-brief-\(port)"

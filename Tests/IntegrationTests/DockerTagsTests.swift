@@ -118,7 +118,7 @@ struct DockerTagsTests {
         // A host process reaching the server through its published port: the flow leads to the server.
         let published = try Environment.docker("port", server, "8080/tcp")
         let hostPort = try #require(published.split(separator: ":").last.flatMap { UInt16($0) }, "\(published)")
-        let socket = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: hostPort)
+        let socket = try TestSocket.connect(port: hostPort)
         try TestSocket.receive(socket, count: 6)
         close(socket)
         let viaPort = try await waitFor("the flow to the published port") { () async throws -> [String: Any]? in

@@ -129,7 +129,7 @@ struct FargateSimulationTests {
     private func shortConnectionsAreExact(appPID: String, _ api: ContainerAPI) async throws {
         let before = try await api.latestSequence()
         let port = try withNetworkNamespace("/proc/\(appPID)/ns/net") { () throws -> UInt16 in
-            let (listener, port) = try TestSocket.listener(on: "127.0.0.1")
+            let (listener, port) = try TestSocket.listener()
             defer { close(listener) }
             for _ in 0..<Self.shortConnections {
                 let client = try TestSocket.connect(to: "127.0.0.1", port: port)

@@ -39,14 +39,11 @@ struct IntakeTests {
     /// `b` back. They stay open until `close`, so that the agent sees their sockets and owners alive.
     /// The listener stays open too: a connection is incoming where its local port is a listening one's.
     static func openFlows(_ sizes: [(a: Int, b: Int)]) throws -> (Int32, [Flow]) {
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        let (listener, serverPort) = try TestSocket.listener()
         let flows = try sizes.map { size in
-            let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
+            let client = try TestSocket.connect(port: serverPort)
             let server = try TestSocket.accept(listener)
-            try TestSocket.send(client, count: size.a)
-            try TestSocket.receive(server, count: size.a)
-            try TestSocket.send(server, count: size.b)
-            try TestSocket.receive(client, count: size.b)
+            try TestSocket.exchange(client, server, clientBytes: size.a, serverBytes: size.b)
             return Flow(
                 client: client, server: server, clientPort: try TestSocket.localPort(client), serverPort: serverPort,
                 a: size.a,

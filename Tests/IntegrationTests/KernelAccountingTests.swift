@@ -20,7 +20,7 @@ struct KernelAccountingTests {
         let agent = try await mode.startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        let (listener, serverPort) = try TestSocket.listener()
         defer { close(listener) }
         let expected = try makeShortConnections(2000, to: listener, port: serverPort) { i in (1 + i, 3 * i + 7) }
         let (outgoing, incoming) = try await waitFor("all 4,000 ends reported closed", timeout: .seconds(60)) {
@@ -52,26 +52,21 @@ struct KernelAccountingTests {
         let agent = try await mode.startAgent()
         defer { agent.stop() }
         let before = try await agent.latestSequence()
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
-        let server = try TestSocket.accept(listener)
-        let clientPort = Int(try TestSocket.localPort(client))
+        let connection = try TestConnection()
+        defer { close(connection.listener) }
+        let (clientPort, serverPort) = (Int(connection.clientPort), Int(connection.listenPort))
         // Three rounds, an interval apart: 1,234,567 bytes up and 765,432 down in all.
         let rounds = [(411_522, 255_144), (411_522, 255_144), (411_523, 255_144)]
         var mark = before
         for (up, down) in rounds {
-            try TestSocket.send(client, count: up)
-            try TestSocket.receive(server, count: up)
-            try TestSocket.send(server, count: down)
-            try TestSocket.receive(client, count: down)
+            try connection.exchange(clientBytes: up, serverBytes: down)
             mark = try await agent.waitForIntervals(after: mark)
         }
-        close(client)
-        #expect(try TestSocket.receiveToEOF(server) == 0)
+        close(connection.client)
+        #expect(try TestSocket.receiveToEOF(connection.server) == 0)
         // The client's socket, orphaned in FIN_WAIT2, is listed by two reads before the server closes.
         mark = try await agent.waitForIntervals(after: mark, count: 2)
-        close(server)
+        close(connection.server)
 
         func ends(_ all: [(UInt64, [[String: Any]])]) -> (out: [(UInt64, [String: Any])], in: [(UInt64, [String: Any])])
         {
@@ -79,8 +74,8 @@ struct KernelAccountingTests {
                 $0.1["type"] as? String == "tcp"
             }
             return (
-                flows.filter { $0.1.port("laddr") == clientPort && $0.1.port("raddr") == Int(serverPort) },
-                flows.filter { $0.1.port("laddr") == Int(serverPort) && $0.1.port("raddr") == clientPort }
+                flows.filter { $0.1.port("laddr") == clientPort && $0.1.port("raddr") == serverPort },
+                flows.filter { $0.1.port("laddr") == serverPort && $0.1.port("raddr") == clientPort }
             )
         }
         // Both ends closed, then two more intervals in which a second record would show up.
@@ -112,22 +107,18 @@ struct KernelAccountingTests {
     func heldOpenConnectionHasExactDeltas(mode: CollectionMode) async throws {
         let agent = try await mode.startAgent()
         defer { agent.stop() }
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: true))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: true), port: serverPort)
-        let server = try TestSocket.accept(listener)
+        let connection = try TestConnection(on: TestSocket.loopback(v6: true))
+        defer { close(connection.listener) }
+        let (client, server, serverPort) = (connection.client, connection.server, connection.listenPort)
         defer {
             close(client)
             close(server)
         }
-        let clientPort = Int(try TestSocket.localPort(client))
+        let clientPort = Int(connection.clientPort)
         var mark = try await agent.waitForIntervals(after: try await agent.latestSequence())
         for (up, down) in [(70_001, 3_001), (5, 90_017), (123_457, 1)] {
             let start = mark
-            try TestSocket.send(client, count: up)
-            try TestSocket.receive(server, count: up)
-            try TestSocket.send(server, count: down)
-            try TestSocket.receive(client, count: down)
+            try connection.exchange(clientBytes: up, serverBytes: down)
             mark = try await agent.waitForIntervals(after: start)
             let all = try await agent.connections(after: start)
             let out = all.filter { $0.port("laddr") == clientPort && $0.port("raddr") == Int(serverPort) }
@@ -245,14 +236,13 @@ struct KernelAccountingTests {
         let closedPort = try freePort()
         for _ in 0..<20 {
             #expect(throws: (any Error).self) {
-                try TestSocket.connect(to: TestSocket.loopback(v6: false), port: closedPort)
+                try TestSocket.connect(port: closedPort)
             }
         }
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: false), port: serverPort)
-        let server = try TestSocket.accept(listener)
-        let clientPort = Int(try TestSocket.localPort(client))
+        let connection = try TestConnection()
+        defer { close(connection.listener) }
+        let (client, server, serverPort) = (connection.client, connection.server, connection.listenPort)
+        let clientPort = Int(connection.clientPort)
         try TestSocket.send(client, count: 10)
         try TestSocket.receive(server, count: 10)
         // Closing with a zero linger sends a reset instead of a FIN.
@@ -404,12 +394,12 @@ struct KernelAccountingTests {
     func tableOverflowIsCountedAndSurvived(mode: CollectionMode) async throws {
         let agent = try await mode.startAgent(["DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS": "64"])
         defer { agent.stop() }
-        let (listener, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        let (listener, port) = try TestSocket.listener()
         defer { close(listener) }
         var sockets: [Int32] = []
         defer { sockets.forEach { close($0) } }
         for _ in 0..<150 {
-            sockets.append(try TestSocket.connect(to: TestSocket.loopback(v6: false), port: port))
+            sockets.append(try TestSocket.connect(port: port))
             sockets.append(try TestSocket.accept(listener))
         }
         for s in sockets { try TestSocket.send(s, count: 1) }

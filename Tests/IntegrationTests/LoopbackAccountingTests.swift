@@ -16,20 +16,16 @@ struct LoopbackAccountingTests {
         try await agent.waitUntilHealthy()
         let before = try await agent.latestSequence()
 
-        let (listener, serverPort) = try TestSocket.listener(on: TestSocket.loopback(v6: v6))
-        defer { close(listener) }
-        let client = try TestSocket.connect(to: TestSocket.loopback(v6: v6), port: serverPort)
-        let server = try TestSocket.accept(listener)
+        let connection = try TestConnection(on: TestSocket.loopback(v6: v6))
+        defer { close(connection.listener) }
+        let (client, server, serverPort) = (connection.client, connection.server, connection.listenPort)
         let clientPort = try TestSocket.localPort(client)
 
         // Two rounds, each in its own interval, so the deltas of an open connection are summed.
         let rounds = [(a: 40_001, b: 7_919), (a: 25_013, b: 30_011)]
         var seen = before
         for round in rounds {
-            try TestSocket.send(client, count: round.a)
-            try TestSocket.receive(server, count: round.a)
-            try TestSocket.send(server, count: round.b)
-            try TestSocket.receive(client, count: round.b)
+            try connection.exchange(clientBytes: round.a, serverBytes: round.b)
             seen = try await agent.waitForIntervals(after: seen)
         }
         _ = shutdown(client, Int32(SHUT_WR))

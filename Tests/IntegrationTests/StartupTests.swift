@@ -34,7 +34,7 @@ struct StartupTests {
     }
 
     @Test func portInUseExits78() throws {
-        let (holder, port) = try TestSocket.listener(on: TestSocket.loopback(v6: false))
+        let (holder, port) = try TestSocket.listener()
         defer { close(holder) }
         let r = try runAgent(["DD_CNM_HTTP_ADDR": "127.0.0.1:\(port)", "DD_LOG_LEVEL": "off"])
         #expect(r.status == 78)
