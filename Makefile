@@ -13,13 +13,14 @@ PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 .PHONY: deps test-deps python-deps bpf proto build release run test fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-unit clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
-# object, and embedded in the agent as bytes (Sources/CBPF/embedded_object.h, generated, not committed).
+# object, and turned by bpftool into a libbpf skeleton that embeds it (Sources/CBPF/cnm.skel.h,
+# generated, not committed): maps, programs and read-only globals by name.
 CLANG ?= $(shell dirname "$$(command -v swift)")/clang
 BPF_SOURCES := $(wildcard bpf/*.bpf.c)
 BPF_HEADERS := $(wildcard bpf/*.h)
 BPF_BUILD := .build/bpf
 BPF_OBJECT := $(BPF_BUILD)/cnm.bpf.o
-BPF_INC := Sources/CBPF/embedded_object.h
+BPF_SKELETON := Sources/CBPF/cnm.skel.h
 # Where Debian keeps the architecture's kernel headers (asm/); gcc may be absent in a build image.
 MULTIARCH ?= $(shell gcc -print-multiarch 2>/dev/null || echo "$$(uname -m)-linux-gnu")
 
@@ -61,11 +62,14 @@ $(BPF_BUILD)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
 $(BPF_OBJECT): $(patsubst bpf/%.bpf.c,$(BPF_BUILD)/%.bpf.o,$(BPF_SOURCES))
 	bpftool gen object $@ $^
 
-$(BPF_INC): $(BPF_OBJECT)
-	scripts/embed-bytes.sh cnm_bpf_object $< > $@.tmp && mv $@.tmp $@
+# CBPF.c is touched so that a build made before the skeleton existed compiles it again: its
+# __has_include is not among the dependencies the build tracks.
+$(BPF_SKELETON): $(BPF_OBJECT)
+	bpftool gen skeleton $< name cnm > $@.tmp && mv $@.tmp $@
+	touch Sources/CBPF/CBPF.c
 
 bpf: deps
-	@$(MAKE) --no-print-directory $(BPF_INC)
+	@$(MAKE) --no-print-directory $(BPF_SKELETON)
 
 build: bpf
 	swift build

@@ -2,7 +2,6 @@
 #include "CBPF.h"
 
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <pthread.h>
@@ -16,15 +15,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-extern const unsigned char cnm_bpf_object_bytes[];
-extern const size_t cnm_bpf_object_length;
+/* The skeleton `bpftool gen skeleton` makes of bpf/ (`make bpf`, run by `make build`): the object's
+ * bytes, its maps, programs and read-only globals by name. A plain `swift build` without it gives an
+ * agent that runs eBPF-less only. */
+#if __has_include("cnm.skel.h")
+#include "cnm.skel.h"
+#define CNM_HAVE_PROGRAMS 1
+#else
+#define CNM_HAVE_PROGRAMS 0
+struct cnm;
+#endif
 
 struct cnm_bpf {
-    struct bpf_object *object;
-    struct bpf_link *links[32];
-    int link_count;
-    struct bpf_link *iter_tcp;
-    struct bpf_link *iter_udp;
+    struct cnm *skel;
     struct ring_buffer *ring;
     int epoll_fd;
     int wake_fd;
@@ -37,8 +40,17 @@ struct cnm_bpf {
     int handed;
 };
 
-size_t cnm_bpf_object_size(void) { return cnm_bpf_object_length; }
+size_t cnm_bpf_object_size(void) {
+#if CNM_HAVE_PROGRAMS
+    size_t size = 0;
+    cnm__elf_bytes(&size);
+    return size;
+#else
+    return 0;
+#endif
+}
 
+#if CNM_HAVE_PROGRAMS
 /* libbpf's messages while opening and loading, kept so a failure can quote the verifier's log. */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_text[16384];
@@ -87,35 +99,6 @@ static void ensure_tracefs(void) {
     mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, NULL);
 }
 
-/* Sets a `const volatile` global of the programs before loading. */
-static int set_rodata_u32(struct bpf_object *object, const char *name, uint32_t value) {
-    struct bpf_map *map;
-    bpf_object__for_each_map(map, object) {
-        if (!bpf_map__is_internal(map) || !strstr(bpf_map__name(map), ".rodata")) continue;
-        /* The map is named "<object>.rodata"; its BTF section ".rodata". */
-        const struct btf *btf = bpf_object__btf(object);
-        int sec_id = btf__find_by_name_kind(btf, strchr(bpf_map__name(map), '.'), BTF_KIND_DATASEC);
-        if (sec_id < 0) continue;
-        const struct btf_type *sec = btf__type_by_id(btf, sec_id);
-        const struct btf_var_secinfo *var = btf_var_secinfos(sec);
-        for (int i = 0; i < btf_vlen(sec); i++, var++) {
-            const struct btf_type *t = btf__type_by_id(btf, var->type);
-            if (strcmp(btf__name_by_offset(btf, t->name_off), name) != 0) continue;
-            size_t size = 0;
-            const unsigned char *initial = bpf_map__initial_value(map, &size);
-            if (!initial || var->offset + sizeof(value) > size) return -EINVAL;
-            unsigned char *data = malloc(size);
-            if (!data) return -ENOMEM;
-            memcpy(data, initial, size);
-            memcpy(data + var->offset, &value, sizeof(value));
-            int err = bpf_map__set_initial_value(map, data, size);
-            free(data);
-            return err;
-        }
-    }
-    return -ENOENT;
-}
-
 static int handle_record(void *context, void *data, size_t size) {
     struct cnm_bpf *bpf = context;
     if (size < sizeof(struct cnm_flow_record)) return 0;
@@ -124,80 +107,60 @@ static int handle_record(void *context, void *data, size_t size) {
     return 0;
 }
 
-static const char *const sock_length_programs[] = {"cnm_send_length", "cnm_recv_length"};
+/* Attaches each program that loads, one by one, so that a failure names the program. */
+static int attach_programs(struct cnm *skel, char *error, size_t error_len) {
+    const struct bpf_object_skeleton *s = skel->skeleton;
+    for (int i = 0; i < s->prog_cnt; i++) {
+        struct bpf_program *program = *s->progs[i].prog;
+        if (!bpf_program__autoload(program)) continue;
+        *s->progs[i].link = bpf_program__attach(program);
+        if (!*s->progs[i].link) {
+            char step[128];
+            snprintf(step, sizeof(step), "attaching %s (%s)", s->progs[i].name, bpf_program__section_name(program));
+            fail(error, error_len, step, errno, 1);
+            return -1;
+        }
+    }
+    return 0;
+}
 
-cnm_bpf *cnm_bpf_open(int strategy, uint32_t max_flows, char *error, size_t error_len) {
-    if (cnm_bpf_object_length == 0) {
-        snprintf(error, error_len, "this binary was built without its eBPF programs (build with `make build`)");
+static cnm_bpf *open_locked(int strategy, uint32_t max_flows, char *error, size_t error_len) {
+    struct cnm_bpf *bpf = calloc(1, sizeof(*bpf));
+    if (!bpf) {
+        snprintf(error, error_len, "out of memory");
         return NULL;
     }
-    pthread_mutex_lock(&log_lock);
-    log_used = 0;
-    log_text[0] = 0;
-    libbpf_set_print(capture_print);
-    ensure_tracefs();
-
-    struct cnm_bpf *bpf = calloc(1, sizeof(*bpf));
-    if (!bpf) goto out_nomem;
     bpf->epoll_fd = bpf->wake_fd = -1;
-    LIBBPF_OPTS(bpf_object_open_opts, options, .object_name = "cnm");
-    bpf->object = bpf_object__open_mem(cnm_bpf_object_bytes, cnm_bpf_object_length, &options);
-    if (!bpf->object) {
+    bpf->skel = cnm__open();
+    if (!bpf->skel) {
         fail(error, error_len, "opening the eBPF object", errno, 1);
         goto out_free;
     }
+    struct cnm *skel = bpf->skel;
     if (strategy == CNM_BPF_STRATEGY_KERNEL_COUNTERS) {
-        for (size_t i = 0; i < sizeof(sock_length_programs) / sizeof(*sock_length_programs); i++) {
-            struct bpf_program *p = bpf_object__find_program_by_name(bpf->object, sock_length_programs[i]);
-            if (p) bpf_program__set_autoload(p, false);
-        }
+        bpf_program__set_autoload(skel->progs.cnm_send_length, false);
+        bpf_program__set_autoload(skel->progs.cnm_recv_length, false);
     }
-    int err = set_rodata_u32(bpf->object, "cnm_count_udp_at_exit", strategy == CNM_BPF_STRATEGY_KERNEL_COUNTERS);
-    if (err) {
-        fail(error, error_len, "setting cnm_count_udp_at_exit", err, 0);
-        goto out_free;
-    }
-    const char *tables[] = {"cnm_flows", "cnm_udp_flows", "cnm_deferred"};
-    for (size_t i = 0; i < 3; i++) {
-        struct bpf_map *map = bpf_object__find_map_by_name(bpf->object, tables[i]);
-        if (!map || bpf_map__set_max_entries(map, max_flows ? max_flows : 1)) {
-            fail(error, error_len, "sizing the flow tables", map ? errno : ENOENT, 0);
+    skel->rodata->cnm_count_udp_at_exit = strategy == CNM_BPF_STRATEGY_KERNEL_COUNTERS;
+    struct bpf_map *tables[] = {skel->maps.cnm_flows, skel->maps.cnm_udp_flows, skel->maps.cnm_deferred};
+    for (size_t i = 0; i < sizeof(tables) / sizeof(*tables); i++) {
+        int err = bpf_map__set_max_entries(tables[i], max_flows ? max_flows : 1);
+        if (err) {
+            fail(error, error_len, "sizing the flow tables", err, 0);
             goto out_free;
         }
     }
-    err = bpf_object__load(bpf->object);
+    int err = cnm__load(skel);
     if (err) {
         fail(error, error_len, "loading the eBPF programs", err, 1);
         goto out_free;
     }
-    struct bpf_program *program;
-    bpf_object__for_each_program(program, bpf->object) {
-        if (!bpf_program__autoload(program)) continue;
-        const char *name = bpf_program__name(program);
-        struct bpf_link *link = bpf_program__attach(program);
-        if (!link) {
-            char step[128];
-            snprintf(step, sizeof(step), "attaching %s (%s)", name, bpf_program__section_name(program));
-            fail(error, error_len, step, errno, 1);
-            goto out_free;
-        }
-        if (strcmp(name, "cnm_iter_tcp") == 0) {
-            bpf->iter_tcp = link;
-        } else if (strcmp(name, "cnm_iter_udp") == 0) {
-            bpf->iter_udp = link;
-        } else if (bpf->link_count < (int)(sizeof(bpf->links) / sizeof(*bpf->links))) {
-            bpf->links[bpf->link_count++] = link;
-        } else {
-            bpf_link__destroy(link);
-            fail(error, error_len, "too many programs", E2BIG, 0);
-            goto out_free;
-        }
-    }
-    bpf->table_fds[CNM_BPF_TABLE_UDP] = bpf_object__find_map_fd_by_name(bpf->object, "cnm_udp_flows");
-    bpf->table_fds[CNM_BPF_TABLE_DEFERRED] = bpf_object__find_map_fd_by_name(bpf->object, "cnm_deferred");
-    bpf->telemetry_fd = bpf_object__find_map_fd_by_name(bpf->object, "cnm_telemetry");
-    bpf->cgroup_names_fd = bpf_object__find_map_fd_by_name(bpf->object, "cnm_cgroup_names");
-    bpf->ring = ring_buffer__new(bpf_object__find_map_fd_by_name(bpf->object, "cnm_closed"), handle_record, bpf, NULL);
+    if (attach_programs(skel, error, error_len)) goto out_free;
+    bpf->table_fds[CNM_BPF_TABLE_UDP] = bpf_map__fd(skel->maps.cnm_udp_flows);
+    bpf->table_fds[CNM_BPF_TABLE_DEFERRED] = bpf_map__fd(skel->maps.cnm_deferred);
+    bpf->telemetry_fd = bpf_map__fd(skel->maps.cnm_telemetry);
+    bpf->cgroup_names_fd = bpf_map__fd(skel->maps.cnm_cgroup_names);
+    bpf->ring = ring_buffer__new(bpf_map__fd(skel->maps.cnm_closed), handle_record, bpf, NULL);
     if (!bpf->ring) {
         fail(error, error_len, "opening the ring buffer", errno, 0);
         goto out_free;
@@ -213,31 +176,42 @@ cnm_bpf *cnm_bpf_open(int strategy, uint32_t max_flows, char *error, size_t erro
         fail(error, error_len, "setting up the ring buffer wait", errno, 0);
         goto out_free;
     }
-    libbpf_set_print(NULL);
-    pthread_mutex_unlock(&log_lock);
     return bpf;
 
 out_free:
     cnm_bpf_close(bpf);
+    return NULL;
+}
+#endif
+
+cnm_bpf *cnm_bpf_open(int strategy, uint32_t max_flows, char *error, size_t error_len) {
+#if CNM_HAVE_PROGRAMS
+    pthread_mutex_lock(&log_lock);
+    log_used = 0;
+    log_text[0] = 0;
+    libbpf_set_print(capture_print);
+    ensure_tracefs();
+    cnm_bpf *bpf = open_locked(strategy, max_flows, error, error_len);
     libbpf_set_print(NULL);
     pthread_mutex_unlock(&log_lock);
+    return bpf;
+#else
+    (void)strategy;
+    (void)max_flows;
+    snprintf(error, error_len, "this binary was built without its eBPF programs (build with `make build`)");
     return NULL;
-out_nomem:
-    snprintf(error, error_len, "out of memory");
-    libbpf_set_print(NULL);
-    pthread_mutex_unlock(&log_lock);
-    return NULL;
+#endif
 }
 
 void cnm_bpf_close(cnm_bpf *bpf) {
     if (!bpf) return;
-    for (int i = 0; i < bpf->link_count; i++) bpf_link__destroy(bpf->links[i]);
-    bpf_link__destroy(bpf->iter_tcp);
-    bpf_link__destroy(bpf->iter_udp);
     ring_buffer__free(bpf->ring);
     if (bpf->epoll_fd >= 0) close(bpf->epoll_fd);
     if (bpf->wake_fd >= 0) close(bpf->wake_fd);
-    bpf_object__close(bpf->object);
+#if CNM_HAVE_PROGRAMS
+    /* Detaches every link, then frees the object. */
+    cnm__destroy(bpf->skel);
+#endif
     free(bpf);
 }
 
@@ -271,7 +245,13 @@ void cnm_bpf_wake(cnm_bpf *bpf) {
 }
 
 int cnm_bpf_iterator_open(cnm_bpf *bpf, int iterator) {
-    struct bpf_link *link = iterator == CNM_BPF_ITER_TCP ? bpf->iter_tcp : bpf->iter_udp;
+#if CNM_HAVE_PROGRAMS
+    struct bpf_link *link = iterator == CNM_BPF_ITER_TCP ? bpf->skel->links.cnm_iter_tcp : bpf->skel->links.cnm_iter_udp;
+#else
+    struct bpf_link *link = NULL;
+    (void)bpf;
+    (void)iterator;
+#endif
     if (!link) return -ENOENT;
     int fd = bpf_iter_create(bpf_link__fd(link));
     return fd < 0 ? -errno : fd;
