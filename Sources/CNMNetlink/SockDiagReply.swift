@@ -121,7 +121,12 @@ public struct SockDiagReply: Sendable {
         guard let transport else {
             throw NetlinkError(.malformed, "socket message without INET_DIAG_PROTOCOL")
         }
-        guard let state = TCPState(rawValue: message.idiag_state) else { return nil }
+        guard let listedState = TCPState(rawValue: message.idiag_state) else { return nil }
+        let tcpInfo = transport == .tcp ? info.map(TCPInfo.init) : nil
+        // The state tcp_info carries was read next to its counters, which the socket lock holds
+        // still; `idiag_state` was read before the rest of the message was built. A peer's FIN that
+        // lands in between would show in `bytes_received` with a state that does not know of it yet.
+        let state = tcpInfo?.state.flatMap(TCPState.init(rawValue:)) ?? listedState
         let id = message.id
         let local: IPAddress
         let remote: IPAddress
@@ -134,7 +139,6 @@ public struct SockDiagReply: Sendable {
             remote = Self.v6(id.idiag_dst)
         default: throw NetlinkError(.malformed, "address family \(message.idiag_family) in an inet_diag message")
         }
-        let tcpInfo = transport == .tcp ? info.map(TCPInfo.init) : nil
         return SocketObservation(
             id: SocketID(netns: netns, cookie: UInt64(id.idiag_cookie.0) | UInt64(id.idiag_cookie.1) << 32),
             transport: transport, local: Endpoint(local, UInt16(bigEndian: id.idiag_sport)),

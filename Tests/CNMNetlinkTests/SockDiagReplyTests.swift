@@ -48,6 +48,24 @@ import Testing
         }
     }
 
+    /// The state is the one tcp_info was read with, next to the counters: a peer's FIN that arrived
+    /// after `idiag_state` was read is in `bytes_received` and must be in the state too.
+    @Test func theStateIsTheOneReadWithTheCounters() throws {
+        var info = Self.tcpInfo(sent: 100, received: 201, rtt: 321)
+        info[0] = 11  // TCP_CLOSING: the peer's FIN came while our own was in flight
+        let message = Wire.message(
+            type: Wire.sockDiagByFamily, seq: Self.seq, pid: Self.pid,
+            Wire.inetDiag(
+                state: 4, local: (0x7F00_0001, 5555), remote: (0x7F00_0001, 80), cookie: 1, inode: 99,
+                attributes: Wire.attribute(2, info)))
+        let o = try #require(try parse(message + Wire.doneMessage(seq: Self.seq, pid: Self.pid)).observations.first)
+        #expect(o.state == .closing)
+        #expect(o.state.peerFinReceived)
+        // Without a state in tcp_info (0 is none), the listed one stays.
+        let listed = try #require(try parse(Self.socketMessage(cookie: 2, port: 5556)).observations.first)
+        #expect(listed.state == .established)
+    }
+
     @Test func decodesOneSocket() throws {
         let reply = try parse(
             Self.socketMessage(cookie: 0x1_0000_0002, port: 5555) + Wire.doneMessage(seq: Self.seq, pid: Self.pid))
