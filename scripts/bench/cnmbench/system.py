@@ -10,7 +10,8 @@ import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-AGENT = os.path.join(ROOT, ".build", "release", "cnm-agent")
+# CNM_AGENT measures another build (an older commit's, to compare) with the same harness.
+AGENT = os.environ.get("CNM_AGENT") or os.path.join(ROOT, ".build", "release", "cnm-agent")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 started = []  # every Popen this harness started, for cleanup
