@@ -136,6 +136,7 @@ final class ContainerMetadataService: Service, Sendable {
                         "events": c.events, "invalid_lines": c.invalidLines, "other_types": c.otherTypes,
                         "other_actions": c.otherActions, "connections": h.connections,
                         "failures": h.failures.values.reduce(0, +), "replayed": h.replayed,
+                        "future_times": h.futureTimes,
                     ])
                 store.updateStatus { $0.dockerEvents = status }
             }
@@ -177,7 +178,6 @@ final class ContainerMetadataService: Service, Sendable {
             defer { s.waiters = [:] }
             return s.waiters.values
         }
-        for waiter in waiters { waiter.resume() }
         if result.tags != nil {
             log.resolved("docker", "Docker API at \(configuration.dockerHost) answers")
         } else {
@@ -199,5 +199,7 @@ final class ContainerMetadataService: Service, Sendable {
                 if let problem = ecsResult.problem { $0.count(problem.kind, detail: problem.detail) }
             }
         }
+        // Last: a report that awaited this snapshot finds `/status` saying where it came from.
+        for waiter in waiters { waiter.resume() }
     }
 }
