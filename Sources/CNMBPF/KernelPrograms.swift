@@ -33,16 +33,6 @@ public struct EBPFError: Error, CustomStringConvertible {
     public var description: String
 }
 
-/// What the programs could not do, counted since they were loaded.
-public struct EBPFTelemetry: Sendable, Equatable {
-    public var tableFull: UInt64 = 0
-    public var ringBufferDeferred: UInt64 = 0
-    public var closedLost: UInt64 = 0
-    public var udpPeerUnknown: UInt64 = 0
-    public var syscallTableFull: UInt64 = 0
-    public init() {}
-}
-
 /// The loaded and attached eBPF programs. Table and iterator reads are meant for one thread (the
 /// collection queue); closed records come from the consumer thread started by `startReadingClosed`.
 public final class KernelPrograms: @unchecked Sendable {
@@ -130,9 +120,10 @@ public final class KernelPrograms: @unchecked Sendable {
     /// Removes UDP flows whose socket is gone.
     public func deleteUDPFlow(_ record: FlowRecord) { delete(record, from: CNM_BPF_TABLE_UDP) }
 
-    public func telemetry() -> EBPFTelemetry {
+    /// The programs' loss counters, or nil when the map could not be read.
+    public func telemetry() -> EBPFTelemetry? {
         var t = cnm_telemetry()
-        guard cnm_bpf_telemetry(handle, &t) == 0 else { return EBPFTelemetry() }
+        guard cnm_bpf_telemetry(handle, &t) == 0 else { return nil }
         var out = EBPFTelemetry()
         out.tableFull = t.table_full
         out.ringBufferDeferred = t.ringbuf_deferred

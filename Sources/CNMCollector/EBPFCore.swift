@@ -74,7 +74,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
                     ?? "the ring buffer's reader did not answer within 2 s")
         }
         guard baseline || beforeReport else {
-            let telemetry = programs.telemetry()
+            let telemetry = readTelemetry(&problems)
             var closed = takeClosed(&problems, sweepDeferred: false, deferredCount: telemetry.ringBufferDeferred)
             closed.removeAll { !isEnabled($0) }
             resolveContainers(&closed)
@@ -114,7 +114,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
                 open.append(record)
             }
         }
-        let telemetry = programs.telemetry()
+        let telemetry = readTelemetry(&problems)
         closed += takeClosed(&problems, sweepDeferred: true, deferredCount: telemetry.ringBufferDeferred)
         open.removeAll { !isEnabled($0) }
         closed.removeAll { !isEnabled($0) }
@@ -205,24 +205,34 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         }
     }
 
+    /// The programs' counters; when the map cannot be read, the last ones (so that nothing seems
+    /// to have happened), and the failure is counted.
+    private func readTelemetry(_ problems: inout ProblemCounts) -> EBPFTelemetry {
+        guard let telemetry = programs.telemetry() else {
+            problems.add("ebpf_telemetry_unreadable", "the programs' loss counters could not be read")
+            return lastTelemetry
+        }
+        return telemetry
+    }
+
     private func countTelemetry(_ now: EBPFTelemetry, _ problems: inout ProblemCounts) {
-        let before = lastTelemetry
+        let gained = now.increase(since: lastTelemetry)
         lastTelemetry = now
         problems.add(
-            "ebpf_table_full", by: now.tableFull - before.tableFull,
+            "ebpf_table_full", by: gained.tableFull,
             "more flows than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections): "
                 + "new ones are read from the kernel's counters without an owner, UDP ones are not counted")
         problems.add(
-            "ring_buffer_deferred", by: now.ringBufferDeferred - before.ringBufferDeferred,
+            "ring_buffer_deferred", by: gained.ringBufferDeferred,
             "the ring buffer was full: closed flows waited in the deferred table (nothing lost)")
         problems.add(
-            "closed_flows_lost", by: now.closedLost - before.closedLost,
+            "closed_flows_lost", by: gained.closedLost,
             "the ring buffer and the deferred table were both full: closed flows lost their last counters")
         problems.add(
-            "udp_peer_unknown", by: now.udpPeerUnknown - before.udpPeerUnknown,
+            "udp_peer_unknown", by: gained.udpPeerUnknown,
             "unconnected UDP datagrams whose peer address the process did not ask for (recv without an address)")
         problems.add(
-            "syscall_table_full", by: now.syscallTableFull - before.syscallTableFull,
+            "syscall_table_full", by: gained.syscallTableFull,
             "more socket syscalls in flight than the argument table holds")
     }
 }

@@ -11,8 +11,11 @@ public struct DockerEventTime: Sendable, Hashable, Comparable, CustomStringConve
         self.nanosecondsSince1970 = nanosecondsSince1970
     }
 
-    public init(secondsSince1970: Int64) {
-        self.init(nanosecondsSince1970: secondsSince1970 * 1_000_000_000)
+    /// Nil when the time, in nanoseconds, would not fit (a year past 2262 or before 1677).
+    public init?(secondsSince1970: Int64) {
+        let (nanoseconds, overflow) = secondsSince1970.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return nil }
+        self.init(nanosecondsSince1970: nanoseconds)
     }
 
     /// This host's wall clock.
@@ -28,6 +31,8 @@ public struct DockerEventTime: Sendable, Hashable, Comparable, CustomStringConve
 
     /// `seconds.nanoseconds`, the form `since` takes without losing precision.
     public var description: String {
+        // Times before 1970 are not events' (decoding rejects them); 0 stands in for them here.
+        guard nanosecondsSince1970 >= 0 else { return "0.000000000" }
         let fraction = String(nanosecondsSince1970 % 1_000_000_000)
         return "\(secondsSince1970).\(String(repeating: "0", count: 9 - fraction.count))\(fraction)"
     }
@@ -182,7 +187,10 @@ public struct DockerEventDecoder: Sendable {
             counts.otherTypes += 1
             return nil
         }
-        let nanoseconds = message.timeNano.flatMap { $0 > 0 ? $0 : nil } ?? message.time.map { $0 * 1_000_000_000 }
+        // A time the daemon sends is outside data: one too large for nanoseconds makes the line invalid.
+        let nanoseconds =
+            message.timeNano.flatMap { $0 > 0 ? $0 : nil }
+            ?? message.time.flatMap { $0 > 0 ? DockerEventTime(secondsSince1970: $0)?.nanosecondsSince1970 : nil }
         guard let action = message.action ?? message.status, !action.isEmpty,
             let id = message.actor?.id ?? message.id, !id.isEmpty,
             let nanoseconds
@@ -297,6 +305,10 @@ public struct DockerEventHealth: Sendable, Equatable {
     public var replayed: UInt64 = 0
     /// The newest event's time, where a reconnect resumes.
     public var lastEventTime: DockerEventTime?
+    /// Events stamped more than `DockerEventWatcher.futureTolerance` ahead of this host's clock:
+    /// delivered, but never where a reconnect resumes, so that one bad clock cannot make every
+    /// later event look old and a reconnect skip them.
+    public var futureTimes: UInt64 = 0
 
     public init() {}
 }
@@ -305,6 +317,10 @@ public struct DockerEventHealth: Sendable, Equatable {
 /// and resumes from the last event seen, so none is lost while the stream was down (as long as
 /// the daemon still holds it). Run it in a task of its own; cancelling that task ends it.
 public final class DockerEventWatcher: Sendable {
+    /// How far ahead of this host's clock an event's time may be (a daemon reached over tcp:// has
+    /// a clock of its own), in nanoseconds: 10 minutes.
+    public static let futureTolerance: Int64 = 600 * 1_000_000_000
+
     public enum Update: Sendable, Equatable {
         /// The daemon accepted the stream.
         case connected
@@ -395,7 +411,12 @@ public final class DockerEventWatcher: Sendable {
     /// Records the event as where to resume from; false for a replay of one already delivered.
     private func isNew(_ event: DockerEvent) -> Bool {
         let key = "\(event.containerID) \(event.action)"
+        let latest = DockerEventTime.now.nanosecondsSince1970.addingReportingOverflow(Self.futureTolerance)
         return state.withLock { state in
+            if !latest.overflow, event.time.nanosecondsSince1970 > latest.partialValue {
+                state.health.futureTimes += 1
+                return true
+            }
             if let last = state.health.lastEventTime, event.time <= last {
                 // An older event is new (the daemon's order is not strictly by time), but not where to resume.
                 guard event.time == last, !state.deliveredAtLast.insert(key).inserted else { return true }

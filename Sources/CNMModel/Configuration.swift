@@ -42,6 +42,15 @@ public struct Configuration: Sendable, Equatable {
     public var hostSys = "/sys"
     public var dockerHost = "unix:///var/run/docker.sock"
     public var httpAddress = ListenAddress(host: "127.0.0.1", port: 7777)
+    /// `DD_CNM_HTTP_ADDR=unix:///path`: the API listens on this unix socket instead of TCP, and
+    /// the socket file's directory decides who may connect.
+    public var httpSocketPath: String?
+    /// Requests other than `/healthz` must carry `Authorization: Bearer <token>`.
+    public var apiToken: APIToken?
+    /// `DD_CNM_API_TOKEN_FILE`: where to read the token at start-up (wins over `DD_CNM_API_TOKEN`).
+    public var apiTokenFile: String?
+    /// Requests the API serves at once; more are answered 503 at once.
+    public var apiMaxConcurrent = 8
     public var terminal = TerminalOutput.auto
     /// Rows in the terminal table.
     public var tableRows = 20
@@ -72,27 +81,59 @@ public struct Configuration: Sendable, Equatable {
 
     public init() {}
 
+    /// A secret: compared, never printed.
+    public struct APIToken: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+        public let bytes: [UInt8]
+        public var description: String { "(\(bytes.count) bytes, hidden)" }
+        public var debugDescription: String { description }
+
+        /// A bearer token (RFC 6750's token68 characters), 16 to 4096 of them; nil otherwise.
+        public init?(_ text: String) {
+            let allowed = { (c: UInt8) -> Bool in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A)
+                    || "-._~+/=".utf8.contains(c)
+            }
+            let bytes = Array(text.utf8)
+            guard (16...4096).contains(bytes.count), bytes.allSatisfy(allowed) else { return nil }
+            self.bytes = bytes
+        }
+
+        /// Whether `candidate` is the token, in time that depends on the token's length only.
+        public func matches(_ candidate: some Collection<UInt8>) -> Bool {
+            var difference: UInt8 = candidate.count == bytes.count ? 0 : 1
+            var given = candidate.makeIterator()
+            for byte in bytes { difference |= byte ^ (given.next() ?? 0) }
+            return difference == 0
+        }
+    }
+
     /// The variables this agent reads, with what each accepts: the README's table is checked against it.
     public static let variables: [(name: String, accepts: String)] = [
         ("DD_SYSTEM_PROBE_NETWORK_ENABLED", "true or false; false: the agent says so and exits 0"),
         ("DD_NETWORK_CONFIG_ENABLE_EBPFLESS", "true or false"),
-        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "whole seconds, at least 1 (default 30)"),
+        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "whole seconds from 1 to 3600 (default 30)"),
         ("DD_HOSTNAME", "host name (default: the system's)"),
         ("DD_TAGS", "key:value tags separated by spaces or commas"),
         ("DD_EXTRA_TAGS", "same as DD_TAGS, appended"),
         ("DD_ENV", "adds env:<value>"),
         ("DD_LOG_LEVEL", "trace, debug, info, warn, error, critical or off"),
-        ("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", "whole number, at least 1 (default 65536)"),
+        ("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", "whole number from 1 to 4194304 (default 65536)"),
         ("DD_DISABLE_TCP_TRACING", "true or false"),
         ("DD_DISABLE_UDP_TRACING", "true or false"),
         ("DD_DISABLE_IPV6_TRACING", "true or false"),
         ("HOST_PROC", "absolute path (default /proc)"),
         ("HOST_SYS", "absolute path (default /sys)"),
         ("DOCKER_HOST", "unix:///path or tcp://host:port"),
-        ("DD_CNM_HTTP_ADDR", "IP:port, [IPv6]:port or localhost:port (default 127.0.0.1:7777)"),
-        ("DD_CNM_SAMPLE_INTERVAL", "seconds, more than 0 (default 2)"),
+        (
+            "DD_CNM_HTTP_ADDR",
+            "IP:port, [IPv6]:port, localhost:port or unix:///absolute/path (default 127.0.0.1:7777)"
+        ),
+        ("DD_CNM_API_TOKEN", "16 to 4096 characters of A-Z a-z 0-9 - . _ ~ + / ="),
+        ("DD_CNM_API_TOKEN_FILE", "absolute path of a file holding the token (wins over DD_CNM_API_TOKEN)"),
+        ("DD_CNM_API_MAX_CONCURRENT", "whole number from 1 to 1024 (default 8)"),
+        ("DD_CNM_SAMPLE_INTERVAL", "seconds from 0.1 to 3600, at most the report interval (default 2)"),
         ("DD_CNM_TERMINAL", "auto, always or never"),
-        ("DD_CNM_TABLE_ROWS", "whole number, at least 1 (default 20)"),
+        ("DD_CNM_TABLE_ROWS", "whole number from 1 to 10000 (default 20)"),
         ("DD_CNM_DESTROY_NOTIFICATIONS", "true or false (default true; false: sample only)"),
         ("DD_CNM_PACKET_CAPTURE", "true or false (default true; eBPF-less mode only)"),
         ("DD_CNM_EBPF_STRATEGY", "auto, sock_length or kernel_counters (default auto)"),
@@ -101,7 +142,7 @@ public struct Configuration: Sendable, Equatable {
         ("DD_CONTAINER_EXCLUDE", "name:<regex> and image:<regex> separated by spaces"),
         ("DD_CONTAINER_INCLUDE", "same as DD_CONTAINER_EXCLUDE; wins over it"),
         ("ECS_CONTAINER_METADATA_URI_V4", "http://host[:port]/path (set by ECS)"),
-        ("DD_ECS_METADATA_TIMEOUT", "whole milliseconds, at least 1 (default 500)"),
+        ("DD_ECS_METADATA_TIMEOUT", "whole milliseconds from 1 to 60000 (default 500)"),
     ]
 
     /// Reads the configuration from an environment. Unset and empty variables take their defaults.
@@ -109,7 +150,7 @@ public struct Configuration: Sendable, Equatable {
         let reader = Reader(environment: environment)
         networkEnabled = try reader.bool("DD_SYSTEM_PROBE_NETWORK_ENABLED") ?? true
         forceEBPFless = try reader.bool("DD_NETWORK_CONFIG_ENABLE_EBPFLESS") ?? false
-        intervalSeconds = try reader.integer("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", atLeast: 1) ?? 30
+        intervalSeconds = try reader.integer("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", in: 1...3600) ?? 30
         hostname = reader.string("DD_HOSTNAME")
         env = reader.string("DD_ENV")
         hostTags = Self.splitTags(reader.string("DD_TAGS")) + Self.splitTags(reader.string("DD_EXTRA_TAGS"))
@@ -123,7 +164,7 @@ public struct Configuration: Sendable, Equatable {
             logLevel = parsed
         }
         maxTrackedConnections =
-            try reader.integer("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", atLeast: 1) ?? 65_536
+            try reader.integer("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", in: 1...4_194_304) ?? 65_536
         tcpEnabled = !(try reader.bool("DD_DISABLE_TCP_TRACING") ?? false)
         udpEnabled = !(try reader.bool("DD_DISABLE_UDP_TRACING") ?? false)
         ipv6Enabled = !(try reader.bool("DD_DISABLE_IPV6_TRACING") ?? false)
@@ -134,13 +175,29 @@ public struct Configuration: Sendable, Equatable {
             dockerHost = docker
         }
         if let address = reader.string("DD_CNM_HTTP_ADDR") {
-            guard let parsed = Self.parseListenAddress(address) else {
-                throw reader.invalid("DD_CNM_HTTP_ADDR", address)
+            if address.hasPrefix("unix://") {
+                let path = String(address.dropFirst("unix://".count))
+                // sun_path holds 107 bytes and a NUL.
+                guard path.hasPrefix("/"), path.utf8.count < 108, !path.hasSuffix("/") else {
+                    throw reader.invalid("DD_CNM_HTTP_ADDR", address)
+                }
+                httpSocketPath = path
+            } else {
+                guard let parsed = Self.parseListenAddress(address) else {
+                    throw reader.invalid("DD_CNM_HTTP_ADDR", address)
+                }
+                httpAddress = parsed
             }
-            httpAddress = parsed
         }
+        if let text = reader.string("DD_CNM_API_TOKEN") {
+            guard let token = APIToken(text) else { throw reader.invalid("DD_CNM_API_TOKEN", "(hidden)") }
+            apiToken = token
+        }
+        apiTokenFile = try reader.absolutePath("DD_CNM_API_TOKEN_FILE")
+        apiMaxConcurrent = try reader.integer("DD_CNM_API_MAX_CONCURRENT", in: 1...1024) ?? 8
         if let text = reader.string("DD_CNM_SAMPLE_INTERVAL") {
-            guard let seconds = Double(text), seconds.isFinite, seconds > 0 else {
+            // Shorter than 0.1 s, the scheduler would do nothing but sample.
+            guard let seconds = Double(text), seconds.isFinite, (0.1...3600).contains(seconds) else {
                 throw reader.invalid("DD_CNM_SAMPLE_INTERVAL", text)
             }
             sampleSeconds = seconds
@@ -152,7 +209,7 @@ public struct Configuration: Sendable, Equatable {
             }
             terminal = parsed
         }
-        tableRows = try reader.integer("DD_CNM_TABLE_ROWS", atLeast: 1) ?? 20
+        tableRows = try reader.integer("DD_CNM_TABLE_ROWS", in: 1...10_000) ?? 20
         destroyNotifications = try reader.bool("DD_CNM_DESTROY_NOTIFICATIONS") ?? true
         packetCapture = try reader.bool("DD_CNM_PACKET_CAPTURE") ?? true
         if let text = reader.string("DD_CNM_EBPF_STRATEGY") {
@@ -171,7 +228,7 @@ public struct Configuration: Sendable, Equatable {
             }
             ecsMetadataURI = uri
         }
-        ecsMetadataTimeoutMilliseconds = try reader.integer("DD_ECS_METADATA_TIMEOUT", atLeast: 1) ?? 500
+        ecsMetadataTimeoutMilliseconds = try reader.integer("DD_ECS_METADATA_TIMEOUT", in: 1...60_000) ?? 500
         intake = try IntakeSettings(reader: reader)
     }
 
@@ -265,9 +322,11 @@ struct Reader {
         }
     }
 
-    func integer(_ name: String, atLeast minimum: Int) throws(ConfigurationError) -> Int? {
+    /// A whole number in `range`: every number the agent reads has an upper bound too, so that no
+    /// value, however large, can overflow what is computed from it.
+    func integer(_ name: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
         guard let text = string(name) else { return nil }
-        guard let value = Int(text), value >= minimum else { throw invalid(name, text) }
+        guard let value = Int(text), range.contains(value) else { throw invalid(name, text) }
         return value
     }
 

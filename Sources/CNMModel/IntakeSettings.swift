@@ -49,14 +49,14 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
         ),
         ("DD_PROCESS_AGENT_URL", "same as DD_PROCESS_CONFIG_PROCESS_DD_URL, which wins"),
         ("DD_SYSTEM_PROBE_CONFIG_MAX_CONNS_PER_MESSAGE", "whole number from 1 to 1000 (default 600)"),
-        ("DD_PROCESS_CONFIG_QUEUE_SIZE", "whole number, at least 1 (default 256)"),
-        ("DD_PROCESS_CONFIG_PROCESS_QUEUE_BYTES", "whole bytes, at least 1 (default 60000000)"),
+        ("DD_PROCESS_CONFIG_QUEUE_SIZE", "whole number from 1 to 100000 (default 256)"),
+        ("DD_PROCESS_CONFIG_PROCESS_QUEUE_BYTES", "whole bytes from 1 to 4294967296 (default 60000000)"),
         ("DD_SKIP_SSL_VALIDATION", "true or false"),
         ("DD_PROXY_HTTPS", "proxy URL such as http://proxy:3128"),
         ("HTTPS_PROXY", "same as DD_PROXY_HTTPS, which wins"),
-        ("DD_FORWARDER_TIMEOUT", "seconds, more than 0 (default 20)"),
-        ("DD_FORWARDER_BACKOFF_BASE", "seconds, more than 0 (default 2)"),
-        ("DD_FORWARDER_BACKOFF_MAX", "seconds, at least DD_FORWARDER_BACKOFF_BASE (default 64)"),
+        ("DD_FORWARDER_TIMEOUT", "seconds, more than 0 and at most 3600 (default 20)"),
+        ("DD_FORWARDER_BACKOFF_BASE", "seconds from 0.1 to 3600, at most the report interval (default 2)"),
+        ("DD_FORWARDER_BACKOFF_MAX", "seconds, from DD_FORWARDER_BACKOFF_BASE to 86400 (default 64)"),
     ]
 
     /// Nil when `DD_API_KEY` is unset or empty.
@@ -88,8 +88,8 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
             }
             maxConnectionsPerMessage = value
         }
-        queueSize = try reader.integer("DD_PROCESS_CONFIG_QUEUE_SIZE", atLeast: 1) ?? 256
-        queueBytes = try reader.integer("DD_PROCESS_CONFIG_PROCESS_QUEUE_BYTES", atLeast: 1) ?? 60_000_000
+        queueSize = try reader.integer("DD_PROCESS_CONFIG_QUEUE_SIZE", in: 1...100_000) ?? 256
+        queueBytes = try reader.integer("DD_PROCESS_CONFIG_PROCESS_QUEUE_BYTES", in: 1...4_294_967_296) ?? 60_000_000
         verifyTLS = !(try reader.bool("DD_SKIP_SSL_VALIDATION") ?? false)
         for name in ["DD_PROXY_HTTPS", "HTTPS_PROXY"] {
             guard let proxy = reader.string(name) else { continue }
@@ -97,9 +97,10 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
             self.proxy = proxy
             break
         }
-        timeoutSeconds = try reader.seconds("DD_FORWARDER_TIMEOUT") ?? 20
-        backoffBaseSeconds = try reader.seconds("DD_FORWARDER_BACKOFF_BASE") ?? 2
-        backoffMaxSeconds = try reader.seconds("DD_FORWARDER_BACKOFF_MAX") ?? max(64, backoffBaseSeconds)
+        timeoutSeconds = try reader.seconds("DD_FORWARDER_TIMEOUT", atMost: 3600) ?? 20
+        backoffBaseSeconds = try reader.seconds("DD_FORWARDER_BACKOFF_BASE", atMost: 3600) ?? 2
+        backoffMaxSeconds =
+            try reader.seconds("DD_FORWARDER_BACKOFF_MAX", atMost: 86_400) ?? max(64, backoffBaseSeconds)
         if backoffMaxSeconds < backoffBaseSeconds {
             throw reader.invalid("DD_FORWARDER_BACKOFF_MAX", reader.string("DD_FORWARDER_BACKOFF_MAX") ?? "")
         }
@@ -107,10 +108,10 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
 }
 
 extension Reader {
-    /// A positive, finite number of seconds.
-    func seconds(_ name: String) throws(ConfigurationError) -> Double? {
+    /// A positive number of seconds, at most `limit`.
+    func seconds(_ name: String, atMost limit: Double) throws(ConfigurationError) -> Double? {
         guard let text = string(name) else { return nil }
-        guard let value = Double(text), value.isFinite, value > 0 else { throw invalid(name, text) }
+        guard let value = Double(text), value.isFinite, value > 0, value <= limit else { throw invalid(name, text) }
         return value
     }
 }

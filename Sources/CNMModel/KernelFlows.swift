@@ -121,3 +121,26 @@ public struct FlowRecord: Sendable, Equatable {
         return c
     }
 }
+
+/// What the eBPF programs could not do, summed over CPUs, counted since they were loaded.
+public struct EBPFTelemetry: Sendable, Equatable {
+    public var tableFull: UInt64 = 0
+    public var ringBufferDeferred: UInt64 = 0
+    public var closedLost: UInt64 = 0
+    public var udpPeerUnknown: UInt64 = 0
+    public var syscallTableFull: UInt64 = 0
+    public init() {}
+
+    /// What each counter gained since `before`; a counter that went down (a read that came back
+    /// short, programs loaded again) gained nothing rather than wrapping around.
+    public func increase(since before: EBPFTelemetry) -> EBPFTelemetry {
+        func gain(_ now: UInt64, _ then: UInt64) -> UInt64 { now > then ? now - then : 0 }
+        var d = EBPFTelemetry()
+        d.tableFull = gain(tableFull, before.tableFull)
+        d.ringBufferDeferred = gain(ringBufferDeferred, before.ringBufferDeferred)
+        d.closedLost = gain(closedLost, before.closedLost)
+        d.udpPeerUnknown = gain(udpPeerUnknown, before.udpPeerUnknown)
+        d.syscallTableFull = gain(syscallTableFull, before.syscallTableFull)
+        return d
+    }
+}

@@ -62,7 +62,7 @@ public struct SockDiagReply: Sendable {
                 // A dump that failed in the kernel ends with its negative errno here.
                 if payload.count >= MemoryLayout<Int32>.size {
                     let status = payload.loadUnaligned(as: Int32.self)
-                    if status < 0 { throw NetlinkError(.kernel(errno: -status), "dump ended with an error") }
+                    if status < 0 { throw NetlinkError(.kernel(errno: Self.errno(status)), "dump ended with an error") }
                 }
                 isComplete = true
             case cnm_linux_nlmsg_error:
@@ -71,7 +71,7 @@ public struct SockDiagReply: Sendable {
                 }
                 let status = payload.loadUnaligned(as: cnm_linux_nlmsgerr.self).error
                 // 0 is an acknowledgement, which nothing here asks for.
-                if status < 0 { throw NetlinkError(.kernel(errno: -status), "sock_diag request refused") }
+                if status < 0 { throw NetlinkError(.kernel(errno: Self.errno(status)), "sock_diag request refused") }
             default: continue  // NLMSG_NOOP and anything else carry no socket
             }
         }
@@ -146,6 +146,10 @@ public struct SockDiagReply: Sendable {
             inode: UInt64(message.idiag_inode), counters: tcpInfo?.counters, rttMicros: tcpInfo?.rtt ?? 0,
             rttVarMicros: tcpInfo?.rttvar ?? 0, ecnNegotiated: tcpInfo?.ecnNegotiated ?? false)
     }
+
+    /// The errno a negative status from the kernel carries; Int32.min, which has no positive
+    /// counterpart, is no errno at all.
+    static func errno(_ status: Int32) -> Int32 { status == .min ? EPROTO : -status }
 
     /// An IPv6 address from the four words of `idiag_src` / `idiag_dst`, which hold its bytes in network order.
     private static func v6(_ words: (UInt32, UInt32, UInt32, UInt32)) -> IPAddress {

@@ -74,7 +74,7 @@ import Testing
             all.last
                 == DockerEvent(
                     action: .die, containerID: Self.id, attributes: ["image": "busybox"],
-                    time: .init(secondsSince1970: 1_461_943_105)))
+                    time: try #require(.init(secondsSince1970: 1_461_943_105))))
     }
 
     @Test func renameCarriesTheOldName() {
@@ -136,7 +136,7 @@ import Testing
                 Self.event(.start, nano: 1_700_000_000_000_000_001),
                 DockerEvent(
                     action: .other("exec_start: sh -c true"), containerID: Self.id,
-                    time: .init(secondsSince1970: 1_700_000_001)),
+                    time: .init(nanosecondsSince1970: 1_700_000_001_000_000_000)),
                 Self.event(.die, nano: 1_700_000_002_000_000_000),
                 Self.event(.destroy, nano: 1_700_000_002_000_000_001),
             ])
@@ -148,6 +148,56 @@ import Testing
         #expect(counters.counts == counts)
         let requests = server.finish().map(\.requestLine)
         #expect(requests == ["GET /events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D HTTP/1.1"])
+    }
+
+    /// Times are outside data: a `time` too large for nanoseconds (no `timeNano`) or before 1970 makes
+    /// the line invalid and is counted, instead of trapping on overflow.
+    @Test func timesThatDoNotFitAreInvalidLines() {
+        var decoder = DockerEventDecoder()
+        let lines = [
+            #"{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":9223372036854775807}"#,
+            #"{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":9300000000}"#,
+            #"{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":-5}"#,
+            #"{"Type":"container","Action":"start","Actor":{"ID":"abc"},"time":1700000000}"#,
+        ]
+        let events = decoder.decode(Array((lines.joined(separator: "\n") + "\n").utf8))
+        #expect(events.map(\.time) == [DockerEventTime(nanosecondsSince1970: 1_700_000_000_000_000_000)])
+        #expect(decoder.counts.invalidLines == 3)
+        #expect(DockerEventTime(secondsSince1970: .max) == nil)
+        #expect(DockerEventTime(nanosecondsSince1970: -1).description == "0.000000000")
+    }
+
+    /// An event stamped far ahead of this host's clock is delivered but is not where a reconnect
+    /// resumes: otherwise every later event would look older, and the reconnect would skip them.
+    @Test(.timeLimit(.minutes(1)))
+    func aFutureEventDoesNotPinTheResumePoint() async throws {
+        let future: Int64 = 4_000_000_000_000_000_000  // the year 2096
+        let t1: Int64 = 1_700_000_000_000_000_123
+        let server = try ScriptedHTTPServer(scripts: [
+            { connection in
+                connection.head()
+                connection.chunk(Self.line("start", nano: future) + Self.line("die", nano: t1))
+                connection.end()
+            },
+            { connection in
+                connection.head()
+                _ = connection.waitForClientToClose(timeout: .seconds(10))
+            },
+        ])
+        let client = try DockerClient(host: "unix://\(server.socketPath)")
+        let watcher = DockerEventWatcher(client: client, backoff: Backoff(base: 0.01, max: 0.04))
+        let inbox = Inbox<DockerEventWatcher.Update>()
+        let task = Task { await watcher.run { inbox.append($0) } }
+        let updates = try await inbox.wait { $0.filter { $0 == .connected }.count == 2 }
+        task.cancel()
+        await task.value
+        #expect(updates.contains(.event(Self.event(.start, nano: future))))
+        #expect(updates.contains(.event(Self.event(.die, nano: t1))))
+        #expect(watcher.health.futureTimes == 1)
+        #expect(watcher.health.lastEventTime == DockerEventTime(nanosecondsSince1970: t1))
+        let requests = server.finish().map(\.requestLine)
+        try #require(requests.count == 2)
+        #expect(requests[1].contains("&since=1700000000.000000123 HTTP/1.1"))
     }
 
     /// A stream lost mid-chunk and one the daemon ends are both reconnected, each from the last

@@ -65,6 +65,14 @@ import Testing
         ("DD_PROCESS_CONFIG_PROCESS_DD_URL", "ftp://x"),
         ("DD_PROCESS_AGENT_URL", "https://"),
         ("DD_FORWARDER_TIMEOUT", "-1"),
+        // Accepted once, then trapped on overflow at the first request or retry.
+        ("DD_FORWARDER_TIMEOUT", "1e300"),
+        ("DD_FORWARDER_TIMEOUT", "3601"),
+        ("DD_FORWARDER_BACKOFF_BASE", "1e300"),
+        ("DD_FORWARDER_BACKOFF_MAX", "1e300"),
+        ("DD_FORWARDER_BACKOFF_MAX", "86401"),
+        ("DD_PROCESS_CONFIG_QUEUE_SIZE", "9223372036854775807"),
+        ("DD_PROCESS_CONFIG_PROCESS_QUEUE_BYTES", "9223372036854775807"),
     ])
     func malformedValuesAreConfigurationErrors(variable: String, value: String) {
         let error = #expect(throws: ConfigurationError.self) {

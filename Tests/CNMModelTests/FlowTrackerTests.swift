@@ -380,3 +380,19 @@ extension FlowTracker {
         #expect(c.allSatisfy { $0.remotePid == nil })
     }
 }
+
+/// The programs' counters only grow; a read that comes back short must not wrap a difference around.
+@Suite struct EBPFTelemetryTests {
+    @Test func aCounterThatWentDownGainedNothing() {
+        var before = EBPFTelemetry()
+        before.tableFull = 10
+        before.closedLost = 3
+        var now = EBPFTelemetry()
+        now.tableFull = 12
+        // closedLost reads 0: a failed or short read.
+        let gained = now.increase(since: before)
+        #expect(gained.tableFull == 2)
+        #expect(gained.closedLost == 0)
+        #expect(EBPFTelemetry().increase(since: before) == EBPFTelemetry())
+    }
+}

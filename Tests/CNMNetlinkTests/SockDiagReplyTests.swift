@@ -48,6 +48,19 @@ import Testing
         }
     }
 
+    /// A status of Int32.min has no errno counterpart: negating it would trap, so it is a protocol error.
+    @Test func aStatusWithNoErrnoIsAProtocolError() {
+        var status: [UInt8] = []
+        status.append(native: Int32.min)
+        let done = Wire.message(type: Wire.done, seq: Self.seq, pid: Self.pid, status)
+        let refused = Wire.message(
+            type: Wire.error, flags: 0, seq: Self.seq, pid: Self.pid, status + [UInt8](repeating: 0, count: 16))
+        for message in [done, refused] {
+            let thrown = error { () throws(NetlinkError) in _ = try parse(message) }
+            #expect(thrown?.code == .kernel(errno: EPROTO), "\(String(describing: thrown))")
+        }
+    }
+
     /// The state is the one tcp_info was read with, next to the counters: a peer's FIN that arrived
     /// after `idiag_state` was read is in `bytes_received` and must be in the state too.
     @Test func theStateIsTheOneReadWithTheCounters() throws {

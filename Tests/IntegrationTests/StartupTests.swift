@@ -24,9 +24,17 @@ struct StartupTests {
         ("DD_LOG_LEVEL", "loud"),
         ("DD_CNM_HTTP_ADDR", "nonsense"),
         ("DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS", "0"),
+        // Each of these once started the agent: the first killed it with an overflow trap (SIGILL),
+        // the second made the scheduler spin, the last two trapped at the first intake retry.
+        ("DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS", "99999999999999"),
+        ("DD_CNM_SAMPLE_INTERVAL", "0.0000001"),
+        ("DD_FORWARDER_BACKOFF_MAX", "1e300"),
+        ("DD_FORWARDER_TIMEOUT", "1e300"),
     ])
     func badValueExits78WithOneLine(variable: String, value: String) throws {
-        let r = try runAgent([variable: value])
+        // The intake's variables are read only when there is a key to ship with.
+        let key = variable.hasPrefix("DD_FORWARDER_") ? ["DD_API_KEY": "0123456789abcdef0123456789abcdef"] : [:]
+        let r = try runAgent([variable: value].merging(key) { $1 })
         #expect(r.status == 78)
         let lines = r.stderr.split(separator: "\n")
         #expect(lines.count == 1, "one line on stderr, got: \(r.stderr)")
