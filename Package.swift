@@ -128,7 +128,12 @@ let package = Package(
         .testTarget(
             name: "CNMProcfsTests", dependencies: ["CNMProcfs", "CNMModel", "CNMTestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "CNMServerTests", dependencies: ["CNMServer", "CNMReport", "CNMModel"], swiftSettings: strict),
+            name: "CNMServerTests",
+            dependencies: [
+                "CNMServer", "CNMReport", "CNMModel", "CNMTestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "CNMCollectorTests",
             dependencies: [

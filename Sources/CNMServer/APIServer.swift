@@ -8,13 +8,48 @@ import NIOCore
 
 /// The local HTTP API: `/api/v1/connections`, `/api/v1/intervals`, `/status`, `/healthz`.
 public enum APIServer {
+    /// Where and to whom the API answers.
+    public struct Access: Sendable {
+        public var address: Configuration.ListenAddress
+        /// A unix socket to listen on instead of `address`.
+        public var socketPath: String?
+        public var token: Configuration.APIToken?
+        public var maxConcurrent: Int
+
+        public init(
+            address: Configuration.ListenAddress, socketPath: String? = nil, token: Configuration.APIToken? = nil,
+            maxConcurrent: Int = 8
+        ) {
+            self.address = address
+            self.socketPath = socketPath
+            self.token = token
+            self.maxConcurrent = maxConcurrent
+        }
+    }
+
     public static func application(
         store: ReportStore,
-        address: Configuration.ListenAddress,
+        access: Access,
         logger: Logger,
         clock: @escaping @Sendable () -> Timestamp
     ) -> some ApplicationProtocol {
+        let address: BindAddress =
+            access.socketPath.map { .unixDomainSocket(path: $0) }
+            ?? .hostname(access.address.host, port: Int(access.address.port))
+        return Application(
+            router: router(store: store, access: access, clock: clock),
+            configuration: .init(address: address, serverName: "cnm-agent"),
+            logger: logger
+        )
+    }
+
+    /// The routes behind the concurrency cap and, when there is a token, the token check.
+    static func router(store: ReportStore, access: Access, clock: @escaping @Sendable () -> Timestamp)
+        -> Router<BasicRequestContext>
+    {
         let router = Router()
+        router.add(middleware: ConcurrencyLimitMiddleware(limit: access.maxConcurrent, store: store))
+        if let token = access.token { router.add(middleware: BearerTokenMiddleware(token: token, store: store)) }
 
         router.get("/api/v1/connections") { _, _ in
             let status = store.status
@@ -38,22 +73,18 @@ public enum APIServer {
             store.status.firstCollectionDone
                 ? try json(["status": "ok"]) : try json(["status": "starting"], status: .serviceUnavailable)
         }
-        return Application(
-            router: router,
-            configuration: .init(address: .hostname(address.host, port: Int(address.port)), serverName: "cnm-agent"),
-            logger: logger
-        )
+        return router
     }
 
-    static func json(_ value: any Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+    static func json(_ value: any Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws
+        -> Response
+    {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let data = try encoder.encode(value)
-        return Response(
-            status: status,
-            headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data))
-        )
+        var fields = headers
+        fields[.contentType] = "application/json"
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 }
 

@@ -27,16 +27,20 @@ var environment = ProcessInfo.processInfo.environment
 if environment["HOST_PROC", default: ""].isEmpty && access("/host/proc/1/ns/net", F_OK) == 0 {
     environment["HOST_PROC"] = "/host/proc"
 }
-let configuration: Configuration
-do {
-    configuration = try Configuration(environment: environment)
-} catch {
-    fail(error.description)
-}
+let configuration: Configuration = {
+    var configuration: Configuration
+    do {
+        configuration = try Configuration(environment: environment)
+    } catch {
+        fail("\(error)")
+    }
+    if let path = configuration.apiTokenFile { configuration.apiToken = readToken(path) }
+    return configuration
+}()
 
 // `cnm-agent health`: the container health check. Asks the running agent's own /healthz.
 if CommandLine.arguments.dropFirst().first == "health" {
-    exit(healthCheck(configuration.httpAddress))
+    exit(healthCheck(configuration))
 }
 
 LoggingSystem.bootstrap { label in
@@ -94,7 +98,11 @@ if terminal {
 if let intake { outputs.append(intake) }
 let collector = CollectionService(
     configuration: configuration, status: store, reports: ReportStream(outputs), logger: logger)
-let api = APIServer.application(store: store, address: configuration.httpAddress, logger: logger) { .now }
+if let path = configuration.httpSocketPath { removeStaleSocket(path) }
+let apiAccess = APIServer.Access(
+    address: configuration.httpAddress, socketPath: configuration.httpSocketPath, token: configuration.apiToken,
+    maxConcurrent: configuration.apiMaxConcurrent)
+let api = APIServer.application(store: store, access: apiAccess, logger: logger) { .now }
 let group = ServiceGroup(
     configuration: .init(
         services: [.init(service: collector), .init(service: api)] + (intake.map { [.init(service: $0)] } ?? []),
@@ -105,27 +113,55 @@ let group = ServiceGroup(
 do {
     try await group.run()
 } catch let error where APIServer.isAddressInUse(error) {
+    let address = configuration.httpSocketPath.map { "unix://\($0)" } ?? "\(configuration.httpAddress)"
     fail(
-        "invalid DD_CNM_HTTP_ADDR=\"\(configuration.httpAddress)\": the address is already in use; "
-            + "expected a free IP:port, [IPv6]:port or localhost:port"
+        "invalid DD_CNM_HTTP_ADDR=\"\(address)\": the address is already in use; "
+            + "expected a free IP:port, [IPv6]:port, localhost:port or unix:///path"
     )
 } catch {
     logger.critical("stopped", metadata: ["error": "\(error)"])
     exit(1)
 }
 
+/// The API token from `DD_CNM_API_TOKEN_FILE`, whose last newline is not part of it; an unreadable
+/// file or a malformed token is a configuration error.
+func readToken(_ path: String) -> Configuration.APIToken {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        fail("invalid DD_CNM_API_TOKEN_FILE=\"\(path)\": expected a readable file holding the token")
+    }
+    var text = String(decoding: data, as: UTF8.self)
+    while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+    guard let token = Configuration.APIToken(text) else {
+        fail(
+            "invalid DD_CNM_API_TOKEN_FILE=\"\(path)\": expected 16 to 4096 characters of A-Z a-z 0-9 - . _ ~ + / =")
+    }
+    return token
+}
+
+/// A socket file left by an agent that did not stop cleanly is removed; anything else at the path
+/// is left alone, and binding then fails as "already in use".
+func removeStaleSocket(_ path: String) {
+    var info = stat()
+    guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFSOCK else { return }
+    unlink(path)
+}
+
 /// 0 when the agent's API answers `/healthz` with 200, else 1 with the reason on stderr. A wildcard
 /// listen address is asked on loopback.
-func healthCheck(_ address: Configuration.ListenAddress) -> Int32 {
+func healthCheck(_ configuration: Configuration) -> Int32 {
+    let address = configuration.httpAddress
     let host =
         switch address.host {
         case "0.0.0.0": "127.0.0.1"
         case "::": "::1"
         default: address.host
         }
-    let url = "http://\(Configuration.ListenAddress(host: host, port: address.port))/healthz"
+    let url =
+        configuration.httpSocketPath == nil
+        ? "http://\(Configuration.ListenAddress(host: host, port: address.port))/healthz" : "http://localhost/healthz"
     do {
-        let response = try HTTPClient(label: "cnm.health").perform(HTTPRequest(url: url, timeout: .seconds(4)))
+        let request = HTTPRequest(url: url, unixSocketPath: configuration.httpSocketPath, timeout: .seconds(4))
+        let response = try HTTPClient(label: "cnm.health").perform(request)
         guard response.status == 200 else {
             writeAll(to: STDERR_FILENO, "cnm-agent health: \(url) answered \(response.status)\n")
             return 1
