@@ -44,7 +44,8 @@ final class DockerTagger: Sendable {
         self.ownContainerID = ownContainerID
         do {
             let client = try DockerClient(host: host, apiVersion: .negotiate)
-            self.cache = DockerMetadataCache(client: client)
+            let variables = Set(configuration.dockerEnvAsTags.keys).union(ContainerMetadata.unifiedServiceVariables)
+            self.cache = DockerMetadataCache(client: client, keepingEnv: variables)
             self.events = DockerEventWatcher(client: client)
             self.invalidHost = nil
         } catch {

@@ -45,15 +45,24 @@ public struct ContainerMetadata: Sendable, Equatable {
         self.ipAddresses = ipAddresses
     }
 
+    /// The environment variables the unified service tags come from.
+    public static let unifiedServiceVariables: Set<String> = ["DD_SERVICE", "DD_ENV", "DD_VERSION"]
+
     /// Builds the metadata from an inspect, falling back to the list entry for what it lacks.
     /// The image name is `Config.Image`, else the list's `Image`, whichever is a name and not an
-    /// image id or a prefix of the container's image id.
-    public init(inspect: DockerContainerInspect, summary: DockerContainerSummary? = nil) {
+    /// image id or a prefix of the container's image id. Of `Config.Env` only the variables in
+    /// `keepingEnv` are kept: the rest (passwords, keys) is nobody's business here.
+    public init(
+        inspect: DockerContainerInspect, summary: DockerContainerSummary? = nil,
+        keepingEnv: Set<String> = unifiedServiceVariables
+    ) {
         let imageID = inspect.image ?? summary?.imageID
         let given = [inspect.config?.image, summary?.image].compactMap { $0 }
         var env: [String: String] = [:]
         for entry in inspect.config?.env ?? [] {
-            guard let equals = entry.firstIndex(of: "=") else { continue }
+            guard let equals = entry.firstIndex(of: "="), keepingEnv.contains(String(entry[..<equals])) else {
+                continue
+            }
             env[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
         }
         let settings = inspect.networkSettings ?? summary?.networkSettings

@@ -171,12 +171,15 @@ public struct DockerClient: Sendable {
 
     /// Lists the running containers and inspects each. A container that is gone by the time it is
     /// inspected (404) is left out; any other failure fails the whole call.
-    public func runningContainers() async throws(DockerError) -> [ContainerMetadata] {
+    /// `keepingEnv`: the environment variables to keep of each container (`ContainerMetadata`).
+    public func runningContainers(keepingEnv: Set<String> = ContainerMetadata.unifiedServiceVariables)
+        async throws(DockerError) -> [ContainerMetadata]
+    {
         var out: [ContainerMetadata] = []
         for summary in try await listContainers() {
             do {
                 let inspect = try await inspectContainer(id: summary.id)
-                out.append(ContainerMetadata(inspect: inspect, summary: summary))
+                out.append(ContainerMetadata(inspect: inspect, summary: summary, keepingEnv: keepingEnv))
             } catch {
                 guard error.httpStatus == 404 else { throw error }
             }

@@ -30,9 +30,12 @@ public final class DockerMetadataCache: Sendable {
 
     private let client: DockerClient
     private let state = Mutex(State())
+    /// The environment variables kept of each container: those the tag rules name.
+    private let keepingEnv: Set<String>
 
-    public init(client: DockerClient) {
+    public init(client: DockerClient, keepingEnv: Set<String> = ContainerMetadata.unifiedServiceVariables) {
         self.client = client
+        self.keepingEnv = keepingEnv
     }
 
     /// Lists and inspects the running containers and replaces the map with them. A failure is
@@ -44,7 +47,7 @@ public final class DockerMetadataCache: Sendable {
             return state.started
         }
         do {
-            let found = try await client.runningContainers()
+            let found = try await client.runningContainers(keepingEnv: keepingEnv)
             state.withLock { state in
                 state.health.consecutiveFailures = 0
                 guard ticket > state.applied else { return }
@@ -67,7 +70,7 @@ public final class DockerMetadataCache: Sendable {
     public func update(containerID id: String) async throws(DockerError) {
         do {
             let inspect = try await client.inspectContainer(id: id)
-            var metadata = ContainerMetadata(inspect: inspect)
+            var metadata = ContainerMetadata(inspect: inspect, keepingEnv: keepingEnv)
             state.withLock { state in
                 // Old daemons give published ports only in the list: keep the ones it gave.
                 if metadata.publishedPorts.isEmpty, let known = state.containers[metadata.id] {

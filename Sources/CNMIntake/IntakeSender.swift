@@ -69,7 +69,7 @@ public final class IntakeSender: Service, Sendable {
         self.publish = publish
         self.client = try HTTPClient(label: "cnm.intake")
         self.backoff = Backoff(base: settings.backoffBaseSeconds, max: settings.backoffMaxSeconds)
-        let status = IntakeStatus(endpoint: settings.endpoint, apiKey: settings.redactedAPIKey)
+        let status = IntakeStatus(endpoint: settings.printableEndpoint, apiKey: settings.redactedAPIKey)
         self.state = Mutex(
             State(queue: DeliveryQueue(maxItems: settings.queueSize, maxBytes: settings.queueBytes), status: status))
         // The encoder keeps up with one report per interval; a small buffer only absorbs a hiccup.
@@ -90,7 +90,7 @@ public final class IntakeSender: Service, Sendable {
         logger.info(
             "shipping connections to Datadog",
             metadata: [
-                "endpoint": "\(settings.endpoint)", "api_key": "\(settings.redactedAPIKey)",
+                "endpoint": "\(settings.printableEndpoint)", "api_key": "\(settings.redactedAPIKey)",
                 "max_conns_per_message": "\(settings.maxConnectionsPerMessage)",
             ])
         await cancelWhenGracefulShutdown {
@@ -168,7 +168,9 @@ public final class IntakeSender: Service, Sendable {
                     defer { state.failing = false }
                     return state.failing
                 }
-                if recovered { logger.notice("intake reachable again", metadata: ["endpoint": "\(settings.endpoint)"]) }
+                if recovered {
+                    logger.notice("intake reachable again", metadata: ["endpoint": "\(settings.printableEndpoint)"])
+                }
                 return true
             case .retry(let reason):
                 let first = update { state in
@@ -180,7 +182,7 @@ public final class IntakeSender: Service, Sendable {
                 let delay = backoff.delay(attempt: attempt)
                 attempt += 1
                 let metadata: Logger.Metadata = [
-                    "endpoint": "\(settings.endpoint)", "error": "\(reason)", "group": "\(pending.groupID)",
+                    "endpoint": "\(settings.printableEndpoint)", "error": "\(reason)", "group": "\(pending.groupID)",
                     "retry_in_s": "\(String(format: "%.2f", delay))",
                 ]
                 if first {
@@ -206,12 +208,13 @@ public final class IntakeSender: Service, Sendable {
                         Datadog rejected the API key ending in \(settings.apiKey.suffix(4)): \(settings.intakeHost) \
                         answered 403 Forbidden; connections are not shipped until DD_API_KEY is fixed
                         """,
-                        metadata: ["endpoint": "\(settings.endpoint)"])
+                        metadata: ["endpoint": "\(settings.printableEndpoint)"])
                 } else if !forbidden {
                     logger.warning(
                         "intake refused a message, dropped it",
                         metadata: [
-                            "endpoint": "\(settings.endpoint)", "reason": "\(reason)", "group": "\(pending.groupID)",
+                            "endpoint": "\(settings.printableEndpoint)", "reason": "\(reason)",
+                            "group": "\(pending.groupID)",
                         ])
                 }
                 return true
@@ -246,7 +249,8 @@ public final class IntakeSender: Service, Sendable {
             let response = try await client.perform(request)
             return Self.classify(status: response.status, body: response.body)
         } catch {
-            return .retry("\(error.kind): \(error.message)")
+            // libcurl's text may quote the proxy's or the intake's URL, credentials and all.
+            return .retry(Redaction.credentials(in: "\(error.kind): \(error.message)"))
         }
     }
 
@@ -260,9 +264,8 @@ public final class IntakeSender: Service, Sendable {
         case 403:
             return .rejected("HTTP 403: API key rejected", forbidden: true)
         default:
-            let text = String(decoding: body.prefix(200), as: UTF8.self)
-                .filter { !$0.isNewline }
-            return .rejected("HTTP \(status)\(text.isEmpty ? "" : ": \(text)")", forbidden: false)
+            // The body is the intake's to say, not ours to store: its length only.
+            return .rejected("HTTP \(status)\(body.isEmpty ? "" : " (\(body.count)-byte body)")", forbidden: false)
         }
     }
 

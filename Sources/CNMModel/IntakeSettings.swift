@@ -24,6 +24,8 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
     }
 
     public var endpoint: String { baseURL + "/api/v1/connections" }
+    /// The endpoint as it may be printed: without credentials.
+    public var printableEndpoint: String { Redaction.credentials(in: endpoint) }
 
     /// The intake's host (and port), as the site that accepts or rejects the key: `process.datadoghq.eu`.
     public var intakeHost: String {
@@ -35,7 +37,7 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
     public var redactedAPIKey: String { "****" + String(apiKey.suffix(4)) }
 
     public var description: String {
-        "intake \(endpoint) (key \(redactedAPIKey), \(maxConnectionsPerMessage) connections per message)"
+        "intake \(printableEndpoint) (key \(redactedAPIKey), \(maxConnectionsPerMessage) connections per message)"
     }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["description": description]) }

@@ -44,14 +44,16 @@ public enum TerminalTable {
         let who =
             tag(c.tags, "container_name") ?? c.processName.map { name in c.key.pid.map { "\(name)[\($0)]" } ?? name }
             ?? "?"
-        return "\(who) \(c.key.local)"
+        // A process names itself (prctl), a container is named by whoever started it: neither may
+        // send the terminal an escape sequence.
+        return Redaction.printable("\(who) \(c.key.local)")
     }
 
     static func remoteName(_ c: Connection) -> String {
         let who =
             tag(c.remoteTags, "container_name")
             ?? c.remoteProcessName.map { name in c.remotePid.map { "\(name)[\($0)]" } ?? name }
-        return who.map { "\($0) \(c.key.remote)" } ?? c.key.remote.description
+        return Redaction.printable(who.map { "\($0) \(c.key.remote)" } ?? c.key.remote.description)
     }
 
     static func arrow(_ d: ConnectionDirection) -> String {

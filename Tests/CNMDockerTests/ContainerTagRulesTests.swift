@@ -10,7 +10,18 @@ import Testing
     /// com.example.version=1.0; one PATH variable; name /boring_euclid, image ubuntu.
     private func reference() throws -> ContainerMetadata {
         let data = try Fixtures.data("moby-api-v1.24/container-inspect.example1.json")
-        return ContainerMetadata(inspect: try JSONDecoder().decode(DockerContainerInspect.self, from: data))
+        return ContainerMetadata(
+            inspect: try JSONDecoder().decode(DockerContainerInspect.self, from: data), keepingEnv: ["PATH"])
+    }
+
+    /// Of a container's environment only what a tag rule names is kept: by default the unified
+    /// service variables, so a PATH (or a password) is not held in memory.
+    @Test func onlyTheEnvironmentVariablesTagRulesNameAreKept() throws {
+        let data = try Fixtures.data("moby-api-v1.24/container-inspect.example1.json")
+        let inspect = try JSONDecoder().decode(DockerContainerInspect.self, from: data)
+        #expect(inspect.config?.env?.contains { $0.hasPrefix("PATH=") } == true)
+        #expect(ContainerMetadata(inspect: inspect).env.isEmpty)
+        #expect(ContainerMetadata(inspect: inspect, keepingEnv: ["PATH"]).env.keys.sorted() == ["PATH"])
     }
 
     @Test func labelsAndEnvironmentAskedForBecomeTags() throws {

@@ -38,7 +38,7 @@ import Testing
             .http(status: 200, body: truncated),
             .closeWithoutAnswer,
         ])
-        let cache = DockerMetadataCache(client: try client(daemon))
+        let cache = DockerMetadataCache(client: try client(daemon), keepingEnv: ["A"])
 
         try await cache.refresh()
         let good = try #require(cache.metadata(forContainerID: Self.id))

@@ -10,8 +10,9 @@ import Testing
         try JSONDecoder().decode(type, from: Fixtures.data(fixture))
     }
 
+    /// Keeps PATH too, to check that the environment decodes.
     private func inspect(_ fixture: String) throws -> ContainerMetadata {
-        ContainerMetadata(inspect: try decode(DockerContainerInspect.self, fixture))
+        ContainerMetadata(inspect: try decode(DockerContainerInspect.self, fixture), keepingEnv: ["PATH"])
     }
 
     private func address(_ text: String) -> IPAddress? { IPAddress(parsing: text) }

@@ -156,3 +156,34 @@ import Testing
         #expect(Endpoint(.v6(high: 0, low: 1), 80).description == "[::1]:80")
     }
 }
+
+/// What may be printed or stored of URLs and names from outside.
+@Suite struct RedactionTests {
+    @Test func credentialsInURLsAreHidden() {
+        #expect(Redaction.credentials(in: "http://user:pa55@proxy:3128") == "http://****@proxy:3128")
+        #expect(
+            Redaction.credentials(in: "Could not resolve proxy: http://u:p@w@bad host; also https://k@x/y?z=1")
+                == "Could not resolve proxy: http://****@bad host; also https://****@x/y?z=1")
+        #expect(
+            Redaction.credentials(in: "https://process.datadoghq.com/api/v1") == "https://process.datadoghq.com/api/v1")
+        #expect(Redaction.credentials(in: "mail me@example.com") == "mail me@example.com")
+        #expect(Redaction.credentials(in: "http://") == "http://")
+    }
+
+    @Test func intakeSettingsPrintTheEndpointWithoutCredentials() throws {
+        let c = try Configuration(environment: [
+            "DD_API_KEY": "0123456789abcdef",
+            "DD_PROCESS_CONFIG_PROCESS_DD_URL": "https://user:secret@intake.example:8443",
+        ])
+        let intake = try #require(c.intake)
+        #expect(intake.endpoint.contains("secret"))
+        #expect(!intake.printableEndpoint.contains("secret"))
+        #expect(!"\(intake)".contains("secret"))
+    }
+
+    @Test func controlCharactersCannotReachTheTerminal() {
+        #expect(Redaction.printable("evil\u{1B}[2Jname\u{7}") == "evil?[2Jname?")
+        #expect(Redaction.printable(String(repeating: "a", count: 300)).count == 256)
+        #expect(Redaction.printable("nginx: worker") == "nginx: worker")
+    }
+}
