@@ -99,6 +99,74 @@ struct AgentImageTests {
         let all = try await api.connections()
         #expect(!all.contains { $0.address("laddr")["container_id"] as? String == agentID })
     }
+
+    /// The ECS daemon's way (ecs/daemon-ec2.json): the host's network, the host's /proc and the API
+    /// on 127.0.0.1:7777. A container on the default bridge (a network namespace of its own) reaches
+    /// a server on the host's bridge address, but not the agent there. With a token, a request
+    /// without it gets 401 and /healthz still answers.
+    @Test func onTheHostsNetworkTheAPIIsLoopbackOnlyAndGuardedByItsToken() async throws {
+        try AgentImage.build()
+        let (holder, _) = try TestSocket.listener(on: "127.0.0.1", port: 7777)
+        close(holder)  // the default port is free: the agent can take it
+        let suffix = String(UInt32.random(in: 0..<UInt32.max), radix: 36)
+        let agentName = "cnm-img-host-\(suffix)"
+        let probe = "cnm-img-probe-\(suffix)"
+        let token = "cnm-test-token-\(suffix)-0123456789"
+        defer { _ = try? Environment.docker("rm", "-f", agentName, probe) }
+        try Environment.docker(
+            "run", "-d", "--name", agentName, "--network", "host", "--pid", "host", "--cgroupns", "host",
+            "--cap-add", "SYS_ADMIN", "--cap-add", "SYS_PTRACE", "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
+            "--security-opt", "apparmor:unconfined",
+            "-v", "/var/run/docker.sock:/var/run/docker.sock:ro", "-v", "/proc:/host/proc:ro",
+            "-v", "/sys/fs/cgroup:/host/sys/fs/cgroup:ro", "-v", "/sys/kernel/debug:/sys/kernel/debug",
+            "-e", "DD_CNM_HTTP_ADDR=127.0.0.1:7777", "-e", "DD_CNM_API_TOKEN=\(token)",
+            "-e", "DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=1", AgentImage.tag)
+
+        _ = try await waitFor("the agent's /healthz on 127.0.0.1:7777", timeout: .seconds(60)) {
+            () async throws -> Bool? in
+            let state = try Environment.docker("inspect", "-f", "{{.State.Status}}", agentName)
+            guard state == "running" else {
+                throw TestFailure(
+                    "the agent exited: \(try Environment.run("/usr/bin/env", ["docker", "logs", agentName]).output)")
+            }
+            return try? await Self.status(of: "http://127.0.0.1:7777/healthz") == 200 ? true : nil
+        }
+        #expect(try await Self.status(of: "http://127.0.0.1:7777/status") == 401)
+        #expect(try await Self.status(of: "http://127.0.0.1:7777/status", token: "wrong-token-0123456789") == 401)
+        #expect(try await Self.status(of: "http://127.0.0.1:7777/status", token: token) == 200)
+
+        try Environment.docker("run", "-d", "--name", probe, "cnm-test/busybox:latest", "sleep", "120")
+        let host = try defaultGateway(of: probe)
+        // The path from the probe to the host works: a server on the host's bridge address answers.
+        let reachable = try ScriptedHTTPServer(
+            answering: .raw("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"), on: host)
+        let control = try Self.connect(from: probe, to: host, port: reachable.port)
+        #expect(control.status == 0, "the probe could not reach the host at all: \(control.output)")
+        // The agent is not there.
+        let agent = try Self.connect(from: probe, to: host, port: 7777)
+        #expect(agent.status != 0, "the agent answered another network namespace: \(agent.output)")
+        #expect(agent.output.lowercased().contains("refused"), "\(agent.output)")
+    }
+
+    /// A request line sent with busybox nc from inside `container`: its exit status and output.
+    static func connect(from container: String, to host: String, port: UInt16) throws -> (status: Int32, output: String)
+    {
+        try Environment.run(
+            "/usr/bin/env",
+            [
+                "docker", "exec", container, "sh", "-c",
+                "printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' | nc -w 5 \(host) \(port) 2>&1",
+            ])
+    }
+
+    /// The HTTP status of a GET, with a bearer token when given.
+    static func status(of url: String, token: String? = nil) async throws -> Int {
+        var request = URLRequest(url: URL(string: url)!)
+        request.timeoutInterval = 10
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        let (_, response) = try await URLSession.shared.data(for: request)
+        return (response as? HTTPURLResponse)?.statusCode ?? 0
+    }
 }
 
 /// The API of an agent running in a container, through its published port.

@@ -120,6 +120,8 @@ import Testing
         #expect(mount["containerPath"] as? String == "/host/proc")
         #expect(mount["readOnly"] as? Bool == true)
         #expect(Self.environment(agent)["HOST_PROC"] == "/host/proc")
+        // On the host's network the API must stay on loopback: it names everything on the instance.
+        #expect(Self.environment(agent)["DD_CNM_HTTP_ADDR"] == "127.0.0.1:7777")
         #expect(
             Set(Self.addedCapabilities(agent)) == [
                 "SYS_ADMIN", "SYS_RESOURCE", "SYS_PTRACE", "NET_ADMIN", "NET_BROADCAST", "NET_RAW", "IPC_LOCK", "CHOWN",
