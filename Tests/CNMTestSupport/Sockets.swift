@@ -246,8 +246,26 @@ public enum TestSocket {
 
 /// An AF_UNIX stream socket bound to `path`, not yet listening: connecting to it is refused.
 public func unixSocket(boundTo path: String) throws -> Int32 {
+    try unixSocket(path, "bind", timeout: nil) { bind($0, $1, $2) }
+}
+
+/// An AF_UNIX stream socket connected to `path`, with 10 s send and receive timeouts.
+public func unixSocket(connectedTo path: String) throws -> Int32 {
+    try unixSocket(path, "connect", timeout: 10) { connect($0, $1, $2) }
+}
+
+/// A new AF_UNIX stream socket on which `call` (bind or connect) was made with `path`.
+private func unixSocket(
+    _ path: String, _ name: String, timeout seconds: Int?, _ call: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32
+) throws -> Int32 {
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw SystemCallError("socket") }
+    if let seconds {
+        var limit = timeval(tv_sec: seconds, tv_usec: 0)
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
+        }
+    }
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     let pathBytes = Array(path.utf8)
@@ -256,13 +274,11 @@ public func unixSocket(boundTo path: String) throws -> Int32 {
         throw SystemCallError("socket path \(path)", errno: ENAMETOOLONG)
     }
     withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
-    let bound = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-        }
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { call(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
     }
-    guard bound == 0 else {
-        let error = SystemCallError("bind \(path)")
+    guard result == 0 else {
+        let error = SystemCallError("\(name) \(path)")
         close(fd)
         throw error
     }
@@ -317,33 +333,4 @@ public struct TestConnection: Sendable {
     public func closeAll() {
         for fd in [client, server, listener] { close(fd) }
     }
-}
-
-/// An AF_UNIX stream socket connected to `path`, with 10 s send and receive timeouts.
-public func unixSocket(connectedTo path: String) throws -> Int32 {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw SystemCallError("socket") }
-    var limit = timeval(tv_sec: 10, tv_usec: 0)
-    for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
-        setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
-    }
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let pathBytes = Array(path.utf8)
-    guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-        close(fd)
-        throw SystemCallError("socket path \(path)", errno: ENAMETOOLONG)
-    }
-    withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-        }
-    }
-    guard connected == 0 else {
-        let error = SystemCallError("connect \(path)")
-        close(fd)
-        throw error
-    }
-    return fd
 }
