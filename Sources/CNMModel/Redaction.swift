@@ -5,9 +5,9 @@ public enum Redaction {
     public static func credentials(in text: String) -> String {
         var out = ""
         var rest = Substring(text)
-        while let scheme = Self.firstSeparator(in: rest) {
-            out += rest[..<scheme]
-            rest = rest[scheme...]
+        while let scheme = rest.firstRange(of: "://") {
+            out += rest[..<scheme.upperBound]
+            rest = rest[scheme.upperBound...]
             // The authority ends at the first of / ? # or a space; its userinfo at its last @.
             let end = rest.firstIndex { "/?# \t\n\"'<>".contains($0) } ?? rest.endIndex
             if let at = rest[..<end].lastIndex(of: "@") {
@@ -16,17 +16,6 @@ public enum Redaction {
             }
         }
         return out + rest
-    }
-
-    /// Where the first `://` in `text` ends.
-    private static func firstSeparator(in text: Substring) -> Substring.Index? {
-        var index = text.startIndex
-        while index < text.endIndex {
-            let rest = text[index...]
-            if rest.hasPrefix("://") { return text.index(index, offsetBy: 3) }
-            index = text.index(after: index)
-        }
-        return nil
     }
 
     /// Printable text of at most `limit` characters: control characters (a terminal's escape
