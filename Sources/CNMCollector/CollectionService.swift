@@ -110,7 +110,7 @@ public final class CollectionService: Service, Sendable {
             "collecting",
             metadata: [
                 "mode": "\(mode.rawValue)", "reason": "\(reason)", "interval_s": "\(configuration.intervalSeconds)",
-                "api": configuration.httpSocketPath.map { "unix://\($0)" } ?? "\(configuration.httpAddress)",
+                "api": "\(configuration.apiListenDescription)",
             ]
         )
         if let programs {

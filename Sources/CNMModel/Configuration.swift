@@ -45,6 +45,8 @@ public struct Configuration: Sendable, Equatable {
     /// `DD_CNM_HTTP_ADDR=unix:///path`: the API listens on this unix socket instead of TCP, and
     /// the socket file's directory decides who may connect.
     public var httpSocketPath: String?
+    /// Where the API listens, as `DD_CNM_HTTP_ADDR` would say it.
+    public var apiListenDescription: String { httpSocketPath.map { "unix://\($0)" } ?? "\(httpAddress)" }
     /// Requests other than `/healthz` must carry `Authorization: Bearer <token>`.
     public var apiToken: APIToken?
     /// `DD_CNM_API_TOKEN_FILE`: where to read the token at start-up (wins over `DD_CNM_API_TOKEN`).

@@ -113,9 +113,8 @@ let group = ServiceGroup(
 do {
     try await group.run()
 } catch let error where APIServer.isAddressInUse(error) {
-    let address = configuration.httpSocketPath.map { "unix://\($0)" } ?? "\(configuration.httpAddress)"
     fail(
-        "invalid DD_CNM_HTTP_ADDR=\"\(address)\": the address is already in use; "
+        "invalid DD_CNM_HTTP_ADDR=\"\(configuration.apiListenDescription)\": the address is already in use; "
             + "expected a free IP:port, [IPv6]:port, localhost:port or unix:///path"
     )
 } catch {
