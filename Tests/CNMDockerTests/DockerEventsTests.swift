@@ -150,6 +150,21 @@ import Testing
         #expect(requests == ["GET /events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D HTTP/1.1"])
     }
 
+    /// Runs a watcher with short backoffs against `server` until it has connected `count` times,
+    /// and returns it with every update it gave.
+    static func watch(_ server: ScriptedHTTPServer, untilConnected count: Int) async throws -> (
+        DockerEventWatcher, [DockerEventWatcher.Update]
+    ) {
+        let client = try DockerClient(host: "unix://\(server.socketPath)")
+        let watcher = DockerEventWatcher(client: client, backoff: Backoff(base: 0.01, max: 0.04))
+        let inbox = Inbox<DockerEventWatcher.Update>()
+        let task = Task { await watcher.run { inbox.append($0) } }
+        let updates = try await inbox.wait { $0.filter { $0 == .connected }.count == count }
+        task.cancel()
+        await task.value
+        return (watcher, updates)
+    }
+
     /// Times are outside data: a `time` too large for nanoseconds (no `timeNano`) or before 1970 makes
     /// the line invalid and is counted, instead of trapping on overflow.
     @Test func timesThatDoNotFitAreInvalidLines() {
@@ -184,13 +199,7 @@ import Testing
                 _ = connection.waitForClientToClose(timeout: .seconds(10))
             },
         ])
-        let client = try DockerClient(host: "unix://\(server.socketPath)")
-        let watcher = DockerEventWatcher(client: client, backoff: Backoff(base: 0.01, max: 0.04))
-        let inbox = Inbox<DockerEventWatcher.Update>()
-        let task = Task { await watcher.run { inbox.append($0) } }
-        let updates = try await inbox.wait { $0.filter { $0 == .connected }.count == 2 }
-        task.cancel()
-        await task.value
+        let (watcher, updates) = try await Self.watch(server, untilConnected: 2)
         #expect(updates.contains(.event(Self.event(.start, nano: future))))
         #expect(updates.contains(.event(Self.event(.die, nano: t1))))
         #expect(watcher.health.futureTimes == 1)
@@ -221,14 +230,7 @@ import Testing
                 _ = connection.waitForClientToClose(timeout: .seconds(10))
             },
         ])
-        let client = try DockerClient(host: "unix://\(server.socketPath)")
-        let backoff = Backoff(base: 0.01, max: 0.04)
-        let watcher = DockerEventWatcher(client: client, backoff: backoff)
-        let inbox = Inbox<DockerEventWatcher.Update>()
-        let task = Task { await watcher.run { inbox.append($0) } }
-        let updates = try await inbox.wait { $0.filter { $0 == .connected }.count == 3 }
-        task.cancel()
-        await task.value
+        let (watcher, updates) = try await Self.watch(server, untilConnected: 3)
 
         let closed = try #require(
             updates.compactMap { if case .disconnected(let error) = $0 { error } else { nil } }.first)
