@@ -84,8 +84,11 @@ public final class KernelPrograms: @unchecked Sendable {
         return thread.drain(timeoutMicros: timeoutMicros)
     }
 
-    /// Why the closed-flow reader ended by itself, if it did.
-    public var closedReaderFailure: String? { consumer.withLock { $0 }?.failureReason }
+    /// Why the closed-flow reader last failed, if it ever did; it is restarted after each failure.
+    public var closedReaderFailure: String? { consumer.withLock { $0 }?.reader.failureReason }
+
+    /// How many times the closed-flow reader failed and was restarted.
+    public var closedReaderFailures: UInt64 { consumer.withLock { $0 }?.reader.failureCount ?? 0 }
 
     /// Every open TCP flow of the network namespace at `namespacePath` (the agent's own when nil),
     /// read by iter/tcp.
@@ -208,7 +211,7 @@ private final class ConsumerThread: @unchecked Sendable {
     private let deliver: @Sendable ([FlowRecord]) -> Void
     /// Drain requests made; the reader's mark is the last one whose records are all delivered.
     private let requested = Atomic<Int64>(0)
-    private var reader: ReaderThread!
+    private(set) var reader: ReaderThread!
     /// Filled by the C callback during one cnm_bpf_consume call, on the reader's thread only.
     fileprivate var batch: [FlowRecord] = []
 
@@ -223,9 +226,6 @@ private final class ConsumerThread: @unchecked Sendable {
     }
 
     func start() { reader.start() }
-
-    /// Why the reader ended by itself, if it did.
-    var failureReason: String? { reader.failureReason }
 
     private func run(_ reader: ReaderThread) {
         let context = Unmanaged.passUnretained(self).toOpaque()
@@ -243,13 +243,14 @@ private final class ConsumerThread: @unchecked Sendable {
                     let me = Unmanaged<ConsumerThread>.fromOpaque(context!).takeUnretainedValue()
                     me.batch.append(FlowRecord(record!.pointee))
                 }, context)
-            if rc < 0 {
-                reader.fail("reading the ring buffer: \(String(cString: strerror(-rc)))")
-                return
-            }
+            // What a failed read took out of the ring before the error is still delivered.
             if !batch.isEmpty {
                 deliver(batch)
                 batch = []
+            }
+            if rc < 0 {
+                reader.fail("reading the ring buffer: \(String(cString: strerror(-rc)))")
+                return
             }
             reader.advance(to: target)
         }

@@ -100,8 +100,11 @@ public final class PacketCapture: @unchecked Sendable {
     /// Starts the reading thread. Call once; `stop` ends it.
     public func start() { reader.start() }
 
-    /// Why the reading thread ended by itself, if it did.
+    /// Why the reading thread last failed, if it ever did; it is restarted after each failure.
     public var readerFailure: String? { reader.failureReason }
+
+    /// How many times the reading thread failed and was restarted.
+    public var readerFailures: UInt64 { reader.failureCount }
 
     /// Stops the thread and closes the socket.
     public func stop() {

@@ -51,6 +51,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
     private var lastScanHealth = ScanHealth()
     private var namespaceCount = 1
     private var lastLateRecords: UInt64 = 0
+    private var lastReaderFailures: UInt64 = 0
     /// The deferred-table count at the last sweep, and whether the next sample must sweep anyway.
     private var deferredAtSweep: UInt64 = 0
     private var sweepAgain = false
@@ -70,9 +71,14 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         if !programs.drainClosed() {
             problems.add(
                 "ring_buffer_reader",
-                programs.closedReaderFailure.map { "the ring buffer's reader stopped: \($0)" }
+                programs.closedReaderFailure.map { "the ring buffer's reader is down, restarting: \($0)" }
                     ?? "the ring buffer's reader did not answer within 2 s")
         }
+        let readerFailures = programs.closedReaderFailures
+        problems.add(
+            "ring_buffer_reader_restarted", by: readerFailures &- lastReaderFailures,
+            "the ring buffer's reader failed and was restarted: \(programs.closedReaderFailure ?? "")")
+        lastReaderFailures = readerFailures
         guard baseline || beforeReport else {
             let telemetry = readTelemetry(&problems)
             var closed = takeClosed(&problems, sweepDeferred: false, deferredCount: telemetry.ringBufferDeferred)

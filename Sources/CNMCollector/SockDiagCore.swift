@@ -18,6 +18,7 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
     private let capture: PacketCapture?
     private var captureState: AgentStatus.Component
     private var lastCaptureStatistics = CaptureStatistics()
+    private var lastCaptureReaderFailures: UInt64 = 0
     private var interfaces: [String] = []
 
     init(configuration: Configuration, logger: Logger) {
@@ -113,10 +114,15 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
         if !drained {
             problems.add(
                 "capture_reader",
-                capture.readerFailure.map { "the packet capture's reader stopped: \($0)" }
+                capture.readerFailure.map { "the packet capture's reader is down, restarting: \($0)" }
                     ?? "the packet capture's reader did not take the ring within 2 s: its connections wait for a later sample"
             )
         }
+        let readerFailures = capture.readerFailures
+        problems.add(
+            "capture_reader_restarted", by: readerFailures &- lastCaptureReaderFailures,
+            "the packet capture's reader failed and was restarted: \(capture.readerFailure ?? "")")
+        lastCaptureReaderFailures = readerFailures
         if beforeReport {
             capture.setLocalAddresses(PacketCapture.namespaceAddresses())
             interfaces = PacketCapture.interfaceNames()
