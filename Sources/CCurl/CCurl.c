@@ -180,6 +180,17 @@ int cnm_curl_set_timeouts_ms(cnm_curl *handle, long connect_ms, long total_ms) {
     return failed ? -1 : 0;
 }
 
+int cnm_curl_set_idle_timeout_s(cnm_curl *handle, long seconds) {
+    if (seconds < 0) {
+        return -1;
+    }
+    // Below 1 byte a second for that long (libcurl averages over its last few seconds) aborts
+    // with CURLE_OPERATION_TIMEDOUT; 0 turns the check off.
+    int failed = curl_easy_setopt(handle->easy, CURLOPT_LOW_SPEED_LIMIT, seconds > 0 ? 1L : 0L) != CURLE_OK;
+    failed |= curl_easy_setopt(handle->easy, CURLOPT_LOW_SPEED_TIME, seconds) != CURLE_OK;
+    return failed ? -1 : 0;
+}
+
 int cnm_curl_add_header(cnm_curl *handle, const char *line) {
     struct curl_slist *appended = curl_slist_append(handle->headers, line);
     if (appended == NULL) {

@@ -136,7 +136,7 @@ final class ContainerMetadataService: Service, Sendable {
                         "events": c.events, "invalid_lines": c.invalidLines, "other_types": c.otherTypes,
                         "other_actions": c.otherActions, "connections": h.connections,
                         "failures": h.failures.values.reduce(0, +), "replayed": h.replayed,
-                        "future_times": h.futureTimes,
+                        "future_times": h.futureTimes, "idle_reconnects": h.idleReconnects,
                     ])
                 store.updateStatus { $0.dockerEvents = status }
             }

@@ -15,6 +15,8 @@ public struct DockerError: Error, Sendable, Equatable, CustomStringConvertible {
         case undecodableBody = "undecodable_body"
         /// The connection closed before a whole response arrived.
         case connectionClosed = "connection_closed"
+        /// An open event stream was silent for longer than its idle timeout.
+        case idle
         /// Something answered, but not in HTTP.
         case badResponse = "bad_response"
         case responseTooLarge = "response_too_large"

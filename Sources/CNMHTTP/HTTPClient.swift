@@ -20,6 +20,10 @@ public struct HTTPRequest: Sendable {
     /// Bounds the whole request, so a silent peer cannot hold the client's thread forever;
     /// `.zero` means no limit.
     public var timeout: Duration
+    /// Fails the request once nothing has arrived for about this long (whole seconds; libcurl
+    /// averages its speed over its last few seconds, so the cut comes up to ~5 s later); `.zero`
+    /// means never. For streams that have no overall bound.
+    public var idleTimeout: Duration = .zero
     /// A longer body fails the request instead of growing memory without bound.
     public var maxResponseBytes: Int
     /// Whether an https server's certificate and name are checked.
@@ -241,6 +245,9 @@ private func configure(_ handle: OpaquePointer, for request: HTTPRequest) -> Str
             handle, request.connectTimeout.wholeMilliseconds, request.timeout.wholeMilliseconds) == 0
     else {
         return "invalid timeouts"
+    }
+    guard cnm_curl_set_idle_timeout_s(handle, Int(request.idleTimeout.components.seconds)) == 0 else {
+        return "invalid idle timeout"
     }
     for header in request.headers {
         guard cnm_curl_add_header(handle, "\(header.name): \(header.value)") == 0 else {

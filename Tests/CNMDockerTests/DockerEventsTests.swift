@@ -258,6 +258,51 @@ import Testing
         #expect(requests[2].contains("&since=1700000005.000000000 HTTP/1.1"))
     }
 
+    /// The daemon sends nothing between events, so a stream that died without a close (a half-open
+    /// connection, a hung daemon) would look connected forever: after the idle timeout the watcher
+    /// opens it again from the last event, counted apart from failures; a daemon that never answers
+    /// at all is a failure (`.timeout`).
+    @Test(.timeLimit(.minutes(1)))
+    func aSilentStreamIsOpenedAgainFromTheLastEvent() async throws {
+        let t1: Int64 = 1_700_000_000_000_000_123
+        let server = try ScriptedHTTPServer(scripts: [
+            { connection in
+                connection.head()
+                connection.chunk(Self.line("start", nano: t1))
+                _ = connection.waitForClientToClose(timeout: .seconds(30))
+            },
+            { connection in
+                // Accepts, never answers.
+                _ = connection.waitForClientToClose(timeout: .seconds(30))
+            },
+            { connection in
+                connection.head()
+                _ = connection.waitForClientToClose(timeout: .seconds(30))
+            },
+        ])
+        let client = try DockerClient(host: "unix://\(server.socketPath)")
+        let watcher = DockerEventWatcher(
+            client: client, backoff: Backoff(base: 0.01, max: 0.04), idleTimeout: .seconds(1))
+        let inbox = Inbox<DockerEventWatcher.Update>()
+        let began = ContinuousClock.now
+        let task = Task { await watcher.run { inbox.append($0) } }
+        let updates = try await inbox.wait(timeout: .seconds(40)) { $0.filter { $0 == .connected }.count == 2 }
+        let took = ContinuousClock.now - began
+        task.cancel()
+        await task.value
+
+        let health = watcher.health
+        #expect(health.idleReconnects == 1)
+        #expect(health.failures.keys.sorted { $0.rawValue < $1.rawValue } == [.timeout])
+        let failures = updates.compactMap { if case .disconnected(let error) = $0 { error } else { nil } }
+        #expect(failures.map(\.kind) == [.timeout], "only the daemon that never answered is reported")
+        #expect(took >= .seconds(2), "each silence lasted at least the idle timeout")
+        let requests = server.finish().map(\.requestLine)
+        try #require(requests.count == 3)
+        #expect(requests[1].contains("&since=1700000000.000000123 HTTP/1.1"))
+        #expect(requests[2].contains("&since=1700000000.000000123 HTTP/1.1"))
+    }
+
     /// A daemon that stays down is retried with growing waits but reported once.
     @Test(.timeLimit(.minutes(1)))
     func watcherReportsAnOutageOnce() async throws {

@@ -45,6 +45,8 @@ int cnm_curl_set_url(cnm_curl *handle, const char *url);
 int cnm_curl_set_unix_socket_path(cnm_curl *handle, const char *path);
 /// 0 for either means libcurl's default (300 s to connect, no total limit).
 int cnm_curl_set_timeouts_ms(cnm_curl *handle, long connect_ms, long total_ms);
+/// Fails the transfer once nothing has come or gone for about `seconds` (0: never).
+int cnm_curl_set_idle_timeout_s(cnm_curl *handle, long seconds);
 /// One request header line, "Name: value".
 int cnm_curl_add_header(cnm_curl *handle, const char *line);
 /// Makes the request a POST of these bytes (length may be 0).
