@@ -147,7 +147,11 @@ let package = Package(
         .testTarget(
             name: "CNMECSTests", dependencies: ["CNMECS", "CNMModel", "CNMTestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "CNMIntakeTests", dependencies: ["CNMIntake", "CNMIntakeProto", "CNMHTTP", "CNMModel"],
+            name: "CNMIntakeTests",
+            dependencies: [
+                "CNMIntake", "CNMIntakeProto", "CNMHTTP", "CNMModel", "CNMTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",

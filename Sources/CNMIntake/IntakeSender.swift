@@ -24,8 +24,9 @@ public final class IntakeSender: Service, Sendable {
 
     enum Outcome: Equatable {
         case accepted
-        /// Worth trying again after a pause: timeouts, connection errors, 408, 429, 5xx.
-        case retry(String)
+        /// Worth trying again after a pause: timeouts, connection errors, 408, 429, 5xx (`serverError`:
+        /// the intake answered 5xx, the one kind that can be the message's fault).
+        case retry(String, serverError: Bool)
         /// The intake will never take this message.
         case rejected(String, forbidden: Bool)
     }
@@ -35,6 +36,8 @@ public final class IntakeSender: Service, Sendable {
         var status: IntakeStatus
         var forbiddenLogged = false
         var failing = false
+        /// Messages out of the queue and not yet sent or dropped.
+        var inFlight = 0
     }
 
     private let settings: IntakeSettings
@@ -101,6 +104,7 @@ public final class IntakeSender: Service, Sendable {
                 group.addTask { await self.sendLoop() }
             }
         }
+        countUnsentAtShutdown()
     }
 
     /// Encodes a report into its messages and queues them as one interval.
@@ -142,37 +146,113 @@ public final class IntakeSender: Service, Sendable {
         wakeInput.yield()
     }
 
+    /// One message taken out of the queue.
+    struct Outgoing: Sendable {
+        var body: [UInt8]
+        var groupID: Int32
+        var timestampSeconds: Int64
+    }
+
+    /// A message the intake answered 5xx this many times in a row is suspected of being what the
+    /// intake cannot take (a poison message): the next message is tried once. If the intake takes
+    /// that one and then answers the suspect 5xx once more, the suspect is dropped and counted; if
+    /// the next fails too, the intake is down and nothing is dropped. Timeouts, connection errors,
+    /// 408 and 429 never make a message suspect.
+    static let suspectAfterServerErrors = 5
+
     private func sendLoop() async {
         var wakeups = wake.makeAsyncIterator()
+        // Messages taken out of the queue, oldest first; the first is the one being delivered.
+        var outgoing: [Outgoing] = []
+        // Every message taken out of the queue is counted here until it is sent or dropped, so that
+        // a shutdown can count what it leaves behind.
+        func setInFlight() { update { $0.inFlight = outgoing.count } }
+        defer { update { $0.inFlight = outgoing.count } }
+        @discardableResult
+        func takeInterval() -> Bool {
+            guard let pending = update({ $0.queue.pop() }) else { return false }
+            outgoing += pending.bodies.map {
+                Outgoing(body: $0, groupID: pending.groupID, timestampSeconds: pending.timestampSeconds)
+            }
+            setInFlight()
+            return true
+        }
+        var attempt = 0
         while !Task.isCancelled {
-            guard let pending = update({ $0.queue.pop() }) else {
+            if outgoing.isEmpty && !takeInterval() {
                 guard await wakeups.next() != nil else { return }
                 continue
             }
-            for (index, body) in pending.bodies.enumerated() {
-                guard await deliver(body, of: pending, index: index) else { return }
+            switch await deliver(outgoing[0], attempt: &attempt) {
+            case .cancelled:
+                return
+            case .done:
+                outgoing.removeFirst()
+                attempt = 0
+                setInFlight()
+            case .suspect(let reason):
+                if outgoing.count < 2 { takeInterval() }
+                // Alone, the suspect holds nothing up: it keeps being retried with backoff.
+                guard outgoing.count >= 2 else { continue }
+                switch await tryOnce(outgoing[1]) {
+                case .cancelled:
+                    return
+                case .rejected:
+                    outgoing.remove(at: 1)
+                    setInFlight()
+                case .failed:
+                    break  // the intake is down, not the message: both wait
+                case .accepted:
+                    outgoing.remove(at: 1)
+                    setInFlight()
+                    // The intake takes messages now: one more try tells a message it cannot take
+                    // from an intake that came back between the two.
+                    switch await tryOnce(outgoing[0]) {
+                    case .cancelled:
+                        return
+                    case .accepted, .rejected:
+                        outgoing.removeFirst()
+                        attempt = 0
+                        setInFlight()
+                    case .failed(serverError: false):
+                        break
+                    case .failed(serverError: true):
+                        let poison = outgoing.removeFirst()
+                        attempt = 0
+                        setInFlight()
+                        update {
+                            $0.status.dropped += 1
+                            $0.status.droppedPoison += 1
+                            $0.status.lastError = reason
+                        }
+                        logger.warning(
+                            "the intake takes other messages but keeps answering one with \(reason): dropped it",
+                            metadata: ["endpoint": "\(settings.printableEndpoint)", "group": "\(poison.groupID)"])
+                    }
+                }
             }
         }
     }
 
-    /// Sends one message until the intake takes or refuses it; false when cancelled first.
-    private func deliver(_ body: [UInt8], of pending: PendingInterval, index: Int) async -> Bool {
-        var attempt = 0
+    enum Delivery {
+        /// Accepted, or refused for good (counted as dropped).
+        case done
+        /// Answered 5xx `suspectAfterServerErrors` times in a row (the last answer given).
+        case suspect(String)
+        case cancelled
+    }
+
+    /// Sends one message until the intake takes or refuses it, or until it is suspect. `attempt`
+    /// carries the backoff across calls for the same message.
+    private func deliver(_ message: Outgoing, attempt: inout Int) async -> Delivery {
+        var serverErrors = 0
         while !Task.isCancelled {
-            let outcome = await post(body, timestampSeconds: pending.timestampSeconds)
+            let outcome = await post(message.body, timestampSeconds: message.timestampSeconds)
             switch outcome {
             case .accepted:
-                let recovered = update { state in
-                    state.status.sent += 1
-                    state.status.lastSuccess = clock()
-                    defer { state.failing = false }
-                    return state.failing
-                }
-                if recovered {
-                    logger.notice("intake reachable again", metadata: ["endpoint": "\(settings.printableEndpoint)"])
-                }
-                return true
-            case .retry(let reason):
+                recordAccepted()
+                return .done
+            case .retry(let reason, let serverError):
                 let first = update { state in
                     state.status.retried += 1
                     state.status.lastError = reason
@@ -182,7 +262,7 @@ public final class IntakeSender: Service, Sendable {
                 let delay = backoff.delay(attempt: attempt)
                 attempt += 1
                 let metadata: Logger.Metadata = [
-                    "endpoint": "\(settings.printableEndpoint)", "error": "\(reason)", "group": "\(pending.groupID)",
+                    "endpoint": "\(settings.printableEndpoint)", "error": "\(reason)", "group": "\(message.groupID)",
                     "retry_in_s": "\(String(format: "%.2f", delay))",
                 ]
                 if first {
@@ -193,34 +273,93 @@ public final class IntakeSender: Service, Sendable {
                 do {
                     try await Task.sleep(for: .milliseconds(Int64(delay * 1000)))
                 } catch {
-                    return false
+                    return .cancelled
                 }
+                serverErrors = serverError ? serverErrors + 1 : 0
+                if serverErrors >= Self.suspectAfterServerErrors { return .suspect(reason) }
             case .rejected(let reason, let forbidden):
-                let firstForbidden = update { state in
-                    state.status.dropped += 1
-                    state.status.lastError = reason
-                    defer { if forbidden { state.forbiddenLogged = true } }
-                    return forbidden && !state.forbiddenLogged
-                }
-                if firstForbidden {
-                    logger.error(
-                        """
-                        Datadog rejected the API key ending in \(settings.apiKey.suffix(4)): \(settings.intakeHost) \
-                        answered 403 Forbidden; connections are not shipped until DD_API_KEY is fixed
-                        """,
-                        metadata: ["endpoint": "\(settings.printableEndpoint)"])
-                } else if !forbidden {
-                    logger.warning(
-                        "intake refused a message, dropped it",
-                        metadata: [
-                            "endpoint": "\(settings.printableEndpoint)", "reason": "\(reason)",
-                            "group": "\(pending.groupID)",
-                        ])
-                }
-                return true
+                recordRejected(reason, forbidden: forbidden, groupID: message.groupID)
+                return .done
             }
         }
-        return false
+        return .cancelled
+    }
+
+    enum Attempt {
+        case accepted, rejected, cancelled
+        case failed(serverError: Bool)
+    }
+
+    /// One attempt at a message, without waiting after a failure.
+    private func tryOnce(_ message: Outgoing) async -> Attempt {
+        guard !Task.isCancelled else { return .cancelled }
+        switch await post(message.body, timestampSeconds: message.timestampSeconds) {
+        case .accepted:
+            recordAccepted()
+            return .accepted
+        case .retry(let reason, let serverError):
+            update {
+                $0.status.retried += 1
+                $0.status.lastError = reason
+            }
+            return .failed(serverError: serverError)
+        case .rejected(let reason, let forbidden):
+            recordRejected(reason, forbidden: forbidden, groupID: message.groupID)
+            return .rejected
+        }
+    }
+
+    private func recordAccepted() {
+        let recovered = update { state in
+            state.status.sent += 1
+            state.status.lastSuccess = clock()
+            defer { state.failing = false }
+            return state.failing
+        }
+        if recovered {
+            logger.notice("intake reachable again", metadata: ["endpoint": "\(settings.printableEndpoint)"])
+        }
+    }
+
+    private func recordRejected(_ reason: String, forbidden: Bool, groupID: Int32) {
+        let firstForbidden = update { state in
+            state.status.dropped += 1
+            state.status.lastError = reason
+            defer { if forbidden { state.forbiddenLogged = true } }
+            return forbidden && !state.forbiddenLogged
+        }
+        if firstForbidden {
+            logger.error(
+                """
+                Datadog rejected the API key ending in \(settings.apiKey.suffix(4)): \(settings.intakeHost) \
+                answered 403 Forbidden; connections are not shipped until DD_API_KEY is fixed
+                """,
+                metadata: ["endpoint": "\(settings.printableEndpoint)"])
+        } else if !forbidden {
+            logger.warning(
+                "intake refused a message, dropped it",
+                metadata: [
+                    "endpoint": "\(settings.printableEndpoint)", "reason": "\(reason)", "group": "\(groupID)",
+                ])
+        }
+    }
+
+    /// What is still queued or in flight when the sender stops is lost with the process: counted as
+    /// dropped and said, not forgotten.
+    private func countUnsentAtShutdown() {
+        let lost = update { state in
+            var lost = UInt64(state.inFlight)
+            while let pending = state.queue.pop() { lost += UInt64(pending.bodies.count) }
+            state.inFlight = 0
+            state.status.dropped += lost
+            state.status.droppedAtShutdown += lost
+            return lost
+        }
+        if lost > 0 {
+            logger.warning(
+                "stopping with intake messages not sent: dropped",
+                metadata: ["messages": "\(lost)", "endpoint": "\(settings.printableEndpoint)"])
+        }
     }
 
     func post(_ body: [UInt8], timestampSeconds: Int64) async -> Outcome {
@@ -250,7 +389,7 @@ public final class IntakeSender: Service, Sendable {
             return Self.classify(status: response.status, body: response.body)
         } catch {
             // libcurl's text may quote the proxy's or the intake's URL, credentials and all.
-            return .retry(Redaction.credentials(in: "\(error.kind): \(error.message)"))
+            return .retry(Redaction.credentials(in: "\(error.kind): \(error.message)"), serverError: false)
         }
     }
 
@@ -259,8 +398,10 @@ public final class IntakeSender: Service, Sendable {
         switch status {
         case 200..<300:
             return .accepted
-        case 408, 429, 500..<600:
-            return .retry("HTTP \(status)")
+        case 408, 429:
+            return .retry("HTTP \(status)", serverError: false)
+        case 500..<600:
+            return .retry("HTTP \(status)", serverError: true)
         case 403:
             return .rejected("HTTP 403: API key rejected", forbidden: true)
         default:
@@ -275,6 +416,7 @@ public final class IntakeSender: Service, Sendable {
             let result = change(&state)
             state.status.queueDepth = state.queue.count
             state.status.queueBytes = state.queue.bytes
+            state.status.inFlight = state.inFlight
             return (result, state.status)
         }
         publish(status)

@@ -7,10 +7,17 @@ public struct IntakeStatus: Sendable, Equatable, Encodable {
     public var sent: UInt64 = 0
     /// Attempts that failed in a way worth trying again (timeouts, connection errors, 408, 429, 5xx).
     public var retried: UInt64 = 0
-    /// Messages given up on: the queue overflowed (oldest first) or the intake refused them (4xx).
+    /// Messages given up on: the queue overflowed (oldest first), the intake refused them (4xx), a
+    /// message kept failing with 5xx while others got through, or the agent stopped before sending.
     public var dropped: UInt64 = 0
     /// Of `dropped`, those pushed out of a full queue.
     public var droppedQueueFull: UInt64 = 0
+    /// Of `dropped`, messages answered 5xx again and again while the message behind each was taken.
+    public var droppedPoison: UInt64 = 0
+    /// Of `dropped`, those still queued or in flight when the agent stopped.
+    public var droppedAtShutdown: UInt64 = 0
+    /// Messages out of the queue and not yet sent or dropped (the interval being sent).
+    public var inFlight = 0
     /// Intervals waiting, besides the one being sent, and their messages' bytes.
     public var queueDepth = 0
     public var queueBytes = 0
@@ -26,6 +33,9 @@ public struct IntakeStatus: Sendable, Equatable, Encodable {
         case endpoint, sent, retried, dropped
         case apiKey = "api_key"
         case droppedQueueFull = "dropped_queue_full"
+        case droppedPoison = "dropped_poison"
+        case droppedAtShutdown = "dropped_at_shutdown"
+        case inFlight = "in_flight"
         case queueDepth = "queue_depth"
         case queueBytes = "queue_bytes"
         case lastError = "last_error"
@@ -40,6 +50,9 @@ public struct IntakeStatus: Sendable, Equatable, Encodable {
         try e.encode(retried, forKey: .retried)
         try e.encode(dropped, forKey: .dropped)
         try e.encode(droppedQueueFull, forKey: .droppedQueueFull)
+        try e.encode(droppedPoison, forKey: .droppedPoison)
+        try e.encode(droppedAtShutdown, forKey: .droppedAtShutdown)
+        try e.encode(inFlight, forKey: .inFlight)
         try e.encode(queueDepth, forKey: .queueDepth)
         try e.encode(queueBytes, forKey: .queueBytes)
         try e.encode(lastError, forKey: .lastError)

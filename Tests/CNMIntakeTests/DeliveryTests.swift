@@ -63,15 +63,16 @@ import Testing
     }
 
     @Test(arguments: [
-        (200, "accepted"), (202, "accepted"), (408, "retry"), (429, "retry"), (500, "retry"), (503, "retry"),
-        (403, "forbidden"), (400, "rejected"), (404, "rejected"), (413, "rejected"),
+        (200, "accepted"), (202, "accepted"), (408, "retry"), (429, "retry"), (500, "server_error"),
+        (503, "server_error"),
+        (403, "forbidden"), (401, "rejected"), (400, "rejected"), (404, "rejected"), (413, "rejected"),
     ])
     func statusesAreClassified(status: Int, expected: String) {
         let outcome = IntakeSender.classify(status: status, body: Data("nope".utf8))
         let kind =
             switch outcome {
             case .accepted: "accepted"
-            case .retry: "retry"
+            case .retry(_, let serverError): serverError ? "server_error" : "retry"
             case .rejected(_, let forbidden): forbidden ? "forbidden" : "rejected"
             }
         #expect(kind == expected)
