@@ -26,6 +26,9 @@ public struct WireFlowTable: Sendable {
         public var packets: UInt64 = 0
         /// Packets of new flows not followed because the table was full.
         public var tableFull: UInt64 = 0
+        /// Walks of the whole table to make room. Only made when a flow was handed over since the
+        /// last, so a flood of new flows into a full table costs each packet a lookup, not a walk.
+        public var sweeps: UInt64 = 0
 
         public init() {}
     }
@@ -131,6 +134,8 @@ public struct WireFlowTable: Sendable {
     /// Ended TCP connections pushed out of `flows` by a new one on the same ends before they were
     /// handed over.
     private var displaced: [Key: [Flow]] = [:]
+    /// Flows in `flows` that were handed over (and linger for late packets): what a sweep can free.
+    private var handedOverCount = 0
 
     public init(maxFlows: Int) {
         self.maxFlows = maxFlows
@@ -146,7 +151,7 @@ public struct WireFlowTable: Sendable {
         if let index = flows.index(forKey: key) {
             if flows.values[index].isEnded && Self.opensAnotherConnection(h, flows.values[index]) {
                 let old = flows.values[index]
-                if !old.state.handedOver { displaced[key, default: []].append(old) }
+                if old.state.handedOver { handedOverCount -= 1 } else { displaced[key, default: []].append(old) }
                 flows.values[index] = Flow(key, at: time)
             }
             Self.update(&flows.values[index], h, way: way, at: time)
@@ -170,14 +175,19 @@ public struct WireFlowTable: Sendable {
 
     /// Makes room by dropping ended connections already handed over. Returns whether there is room.
     private mutating func sweepHandedOver() -> Bool {
-        remove { $0.state.handedOver }
+        guard handedOverCount > 0 else { return false }
+        health.sweeps += 1
+        handedOverCount -= remove { $0.state.handedOver }
         return flows.count < maxFlows
     }
 
-    /// Removes the flows `condition` holds for, in place: rebuilding the table would copy every entry.
-    private mutating func remove(where condition: (Flow) -> Bool) {
+    /// Removes the flows `condition` holds for, in place: rebuilding the table would copy every
+    /// entry. Returns how many went.
+    @discardableResult
+    private mutating func remove(where condition: (Flow) -> Bool) -> Int {
         let gone = flows.compactMap { condition($0.value) ? $0.key : nil }
         for key in gone { flows.removeValue(forKey: key) }
+        return gone.count
     }
 
     private static func update(_ flow: inout Flow, _ h: PacketHeaders, way: PacketWay, at time: Int64) {
@@ -309,8 +319,11 @@ public struct WireFlowTable: Sendable {
             guard ended else { continue }
             out.append(flow.captured)
             flows.values[index].state.handedOver = true
+            handedOverCount += 1
         }
-        if expired > 0 { remove { $0.state.handedOver && $0.state.lastPacket + Self.lingerNanos < now } }
+        if expired > 0 {
+            handedOverCount -= remove { $0.state.handedOver && $0.state.lastPacket + Self.lingerNanos < now }
+        }
         return out
     }
 

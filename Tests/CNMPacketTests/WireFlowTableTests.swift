@@ -229,6 +229,36 @@ func side(_ flow: CapturedFlow, _ endpoint: Endpoint) -> CapturedFlow.Side {
         #expect(t.health.tableFull == 1)
     }
 
+    /// A SYN flood into a full table: each new flow's packet is counted and skipped at the cost of a
+    /// lookup; the table is walked to make room only after a hand-over freed something.
+    @Test func aFloodIntoAFullTableDoesNotWalkItPerPacket() {
+        var t = WireFlowTable(maxFlows: 1_000)
+        var c = Conversation()
+        for port: UInt16 in 1...1_000 {
+            c.client.port = port
+            c.send([c.fromClient(.syn)], to: &t)
+        }
+        for n in 0..<20_000 {
+            c.client.port = UInt16(2_000 + n % 60_000)
+            c.client.address = .v4(0x0A00_0000 + UInt32(n / 60_000))
+            c.send([c.fromClient(.syn)], to: &t)
+        }
+        #expect(t.count == 1_000 && t.health.tableFull == 20_000)
+        #expect(t.health.sweeps == 0, "nothing was handed over: no walk could free anything")
+        // Ten flows end and are handed over: the next new flow walks once, and the nine after it fit.
+        for port: UInt16 in 1...10 {
+            c.client.port = port
+            c.client.address = Conversation().client.address
+            c.send([c.fromServer([.rst, .ack])], to: &t)
+        }
+        #expect(ended(&t, c).count == 10)
+        for port: UInt16 in 30_000..<30_020 {
+            c.client.port = port
+            c.send([c.fromClient(.syn)], to: &t)
+        }
+        #expect(t.health.sweeps == 1 && t.count == 1_000 && t.health.tableFull == 20_010)
+    }
+
     @Test func datagramsPerFourTupleSinceTheLastReport() throws {
         var t = WireFlowTable(maxFlows: 10)
         let client = Endpoint(.v4(0x7F00_0001), 40_000)
