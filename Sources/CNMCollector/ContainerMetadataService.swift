@@ -21,7 +21,18 @@ final class ContainerMetadataService: Service, Sendable {
         /// Reports waiting for the next snapshot, by waiter number.
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
+        /// Containers an event said started or were renamed, not inspected yet, oldest first; each
+        /// once however many events name it.
+        var toInspect: [String] = []
+        var toInspectSet: Set<String> = []
+        /// Times `toInspect` overflowed and was replaced by one full refresh.
+        var inspectOverflows: UInt64 = 0
     }
+
+    /// More containers waiting to be inspected than this (an event flood, a daemon whose inspects
+    /// stall) are dropped in favour of one refresh, which lists them all: the events stream is never
+    /// held up by inspects, and what waits stays bounded.
+    static let maxWaitingInspects = 256
 
     private let docker: DockerTagger
     private let ecs: ECSTagger?
@@ -31,6 +42,8 @@ final class ContainerMetadataService: Service, Sendable {
     private let state = Mutex(State())
     private let requests: AsyncStream<Void>
     private let requestContinuation: AsyncStream<Void>.Continuation
+    private let inspectWake: AsyncStream<Void>
+    private let inspectWakeContinuation: AsyncStream<Void>.Continuation
 
     init(configuration: Configuration, status store: ReportStore, logger: Logger) {
         self.configuration = configuration
@@ -42,6 +55,8 @@ final class ContainerMetadataService: Service, Sendable {
         }
         // Requests that come while a refresh runs make one more refresh, not one each.
         (requests, requestContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        (inspectWake, inspectWakeContinuation) = AsyncStream.makeStream(
+            of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// The latest snapshot.
@@ -76,10 +91,12 @@ final class ContainerMetadataService: Service, Sendable {
             }
             if let events = docker.events {
                 group.addTask { await self.followEvents(events) }
+                group.addTask { await self.inspectChanged() }
             }
             requestRefresh()
             try? await gracefulShutdown()
             requestContinuation.finish()
+            inspectWakeContinuation.finish()
             group.cancelAll()
         }
         // Nobody waits for a snapshot that will not come.
@@ -137,6 +154,7 @@ final class ContainerMetadataService: Service, Sendable {
                         "other_actions": c.otherActions, "connections": h.connections,
                         "failures": h.failures.values.reduce(0, +), "replayed": h.replayed,
                         "future_times": h.futureTimes, "idle_reconnects": h.idleReconnects,
+                        "inspect_overflows": state.withLock { $0.inspectOverflows },
                     ])
                 store.updateStatus { $0.dockerEvents = status }
             }
@@ -149,9 +167,57 @@ final class ContainerMetadataService: Service, Sendable {
             case .event(let event):
                 switch event.action {
                 case .start, .rename:
-                    apply(await docker.containerChanged(id: event.containerID), nil, log: &log)
+                    queueInspect(event.containerID)
                 default:
                     break  // a dead container keeps its tags for the grace period
+                }
+            }
+        }
+    }
+
+    /// Hands a container to the inspecting task; past `maxWaitingInspects` a refresh takes over.
+    private func queueInspect(_ id: String) {
+        let overflowed = state.withLock { s in
+            guard s.toInspectSet.insert(id).inserted else { return false }
+            s.toInspect.append(id)
+            guard s.toInspect.count > Self.maxWaitingInspects else { return false }
+            s.toInspect = []
+            s.toInspectSet = []
+            s.inspectOverflows += 1
+            return true
+        }
+        if overflowed {
+            requestRefresh()
+        } else {
+            inspectWakeContinuation.yield()
+        }
+    }
+
+    /// Inspects the containers events named, one at a time, apart from the events stream. An
+    /// inspect that times out means the daemon is stalled: the rest wait for a refresh instead of
+    /// a timeout each.
+    private func inspectChanged() async {
+        var log = ProblemLog(logger: logger)
+        for await _ in inspectWake {
+            while !Task.isCancelled,
+                let id = state.withLock({ s -> String? in
+                    guard !s.toInspect.isEmpty else { return nil }
+                    let id = s.toInspect.removeFirst()
+                    s.toInspectSet.remove(id)
+                    return id
+                })
+            {
+                let result = await docker.containerChanged(id: id)
+                apply(result, nil, log: &log)
+                if result.problem?.kind == "docker_timeout" {
+                    let dropped = state.withLock { s in
+                        defer {
+                            s.toInspect = []
+                            s.toInspectSet = []
+                        }
+                        return !s.toInspect.isEmpty
+                    }
+                    if dropped { requestRefresh() }
                 }
             }
         }

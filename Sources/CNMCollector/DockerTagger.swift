@@ -117,7 +117,11 @@ final class DockerTagger: Sendable {
             tags: tags, excluded: excluded, containerByAddress: containerByAddress,
             published: published.compactMapValues { $0 },
             status: .init(
-                "ok", "\(listed.count) containers from \(host)", counters: ["containers": UInt64(listed.count)]))
+                "ok", "\(listed.count) containers from \(host)",
+                counters: [
+                    "containers": UInt64(listed.count), "listed_only": UInt64(cache?.health.listedOnly ?? 0),
+                    "inspect_failures": cache?.health.inspectFailures ?? 0,
+                ]))
     }
 
     /// Addresses Docker does not report, read from the containers' own network namespaces: an awsvpc

@@ -66,6 +66,9 @@ public struct DockerContainerInspect: Decodable, Sendable, Equatable {
     public var networkSettings: DockerNetworkSettings?
     public var state: State?
 
+    /// An inspect that says nothing but the id: what is known of a container only listed.
+    public init(id: String) { self.id = id }
+
     public struct State: Decodable, Sendable, Equatable {
         /// The main process in the daemon's pid namespace; 0 once the container stopped.
         public var pid: Int32?

@@ -37,6 +37,10 @@ struct ContainerMetadataServiceTests {
             let containers = Mutex<[(id: String, name: String)]>([])
             let failing = Atomic<Bool>(false)
             let hanging = Atomic<Bool>(false)
+            /// Sent on `/events` at once (then the stream is held open); none by default.
+            let events = Mutex<String>("")
+            /// Inspects are held unanswered (the client's timeout ends them).
+            let stallInspects = Atomic<Bool>(false)
         }
         let state = State()
         let server: ScriptedHTTPServer
@@ -62,7 +66,20 @@ struct ContainerMetadataServiceTests {
             if state.hanging.load(ordering: .relaxed) { return .holdUntilClientCloses }
             let path = request.path
             if path.hasSuffix("/version") { return .http(200, #"{"ApiVersion":"1.43"}"#) }
-            if path.contains("/events") { return .holdUntilClientCloses }
+            if path.contains("/events") {
+                let lines = state.events.withLock { $0 }
+                guard !lines.isEmpty else { return .holdUntilClientCloses }
+                return .script { connection in
+                    connection.head()
+                    connection.chunk(lines)
+                    _ = connection.waitForClientToClose(timeout: .seconds(60))
+                }
+            }
+            if state.stallInspects.load(ordering: .relaxed), path.contains("/containers/"),
+                !path.contains("/containers/json")
+            {
+                return .holdUntilClientCloses
+            }
             if state.failing.load(ordering: .relaxed) { return .http(500, #"{"message":"scripted failure"}"#) }
             let listed = state.containers.withLock { $0 }
             func object(_ text: String) throws -> [String: Any] {
@@ -115,6 +132,39 @@ struct ContainerMetadataServiceTests {
     }
 
     static let id = String(repeating: "ab12", count: 16)
+
+    /// A flood of start events while every inspect stalls: the events stream is read to its end at
+    /// once (inspects run apart from it), each container waits once however many events name it,
+    /// and past the bound the waiting inspects give way to one listing, which names them all.
+    @Test func anEventFloodWithStalledInspectsNeitherHoldsTheStreamNorGrowsWithoutBound() async throws {
+        let docker = try Daemon()
+        let ids = (0..<2_000).map { String(format: "%064x", $0 + 1) }
+        docker.state.containers.withLock { $0 = ids.map { ($0, "flood-\($0.suffix(4))") } }
+        docker.state.stallInspects.store(true, ordering: .relaxed)
+        let base: Int64 = 1_700_000_000_000_000_000
+        docker.state.events.withLock { text in
+            text = ids.enumerated().map { n, id in
+                #"{"Type":"container","Action":"start","Actor":{"ID":"\#(id)","Attributes":{"name":"x"}},"time":1700000000,"timeNano":\#(base + Int64(n))}"#
+                    + "\n"
+            }.joined()
+        }
+        try await Self.withService(docker: docker) { service, store in
+            let status = try await waitFor("every event read", timeout: .seconds(20), every: .milliseconds(10)) {
+                let events = store.status.dockerEvents
+                return events.counters["events"] == 2_000 ? events : nil
+            }
+            #expect(status.counters["inspect_overflows"] ?? 0 >= 1, "\(status.counters)")
+            // The listing names every container although no inspect ever answered.
+            let snapshot = await service.snapshot(knowing: Set(ids), timeout: .seconds(20))
+            #expect(ids.allSatisfy { snapshot.tags[$0] != nil }, "\(snapshot.tags.count) of 2000 named")
+            let inspects = docker.server.requests.filter {
+                $0.path.contains("/containers/") && !$0.path.contains("/containers/json")
+            }
+            // One at a time, and at most a bounded number per refresh: not one per event.
+            #expect(inspects.count < 200, "\(inspects.count) inspects sent")
+            #expect(store.status.docker.counters["inspect_failures"] ?? 0 >= 1)
+        }
+    }
 
     @Test func aSnapshotNamesTheContainersDockerLists() async throws {
         let docker = try Daemon()
