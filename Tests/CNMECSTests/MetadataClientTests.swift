@@ -151,6 +151,25 @@ import Testing
         _ = server.finish().map(\.requestLine)
     }
 
+    /// JSON nested far deeper than any task document (a body built to exhaust a recursive parser's
+    /// stack) is invalid JSON, not a crash; and a body just under the 4 MiB default bound is read
+    /// whole and judged like any other.
+    @Test func deeplyNestedAndFourMebibyteBodiesAreInvalidNotFatal() async throws {
+        let nested = String(repeating: #"{"Containers":["#, count: 100_000)
+        let padded = #"{"Cluster":"default","Padding":""# + String(repeating: "x", count: (4 << 20) - 200) + #""}"#
+        let server = try ScriptedHTTPServer(
+            .loopback,
+            replies: [
+                .http(200, nested), .http(200, nested), .http(200, padded), .http(200, padded),
+            ])
+        let client = try ECSMetadataClient(baseURI: server.baseURL)
+        let deep = await fetchTaskError(client)
+        #expect(deep?.kind == "ecs_invalid_json")
+        let large = await fetchTaskError(client)
+        #expect(large?.kind == "ecs_invalid_json", "a task without TaskARN or containers: \(String(describing: large))")
+        #expect(server.finish().count == 4)
+    }
+
     @Test func responseTooLarge() async throws {
         let body = try fixture("awsdocs/examples/ec2-v4-task.json")
         let server = try ScriptedHTTPServer(
