@@ -52,6 +52,58 @@ struct DegradationTests {
         #expect(warnings.count == 1, "logged once, not per refresh: \(agent.log)")
     }
 
+    /// Network namespaces created and deleted 20 times a second while the agent reads them all (each
+    /// lives 0.2 s in a process of its own, as short-lived containers do): the agent keeps reporting
+    /// exact bytes, holds no namespace it no longer needs (its fd count comes back), and what it
+    /// could not read in time is counted, not fatal.
+    @Test(
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"), "needs unshare (util-linux)"),
+        arguments: [CollectionMode.sockLength, .ebpfless])
+    func namespaceChurnLeavesNoFdsBehind(mode: CollectionMode) async throws {
+        let agent = try await mode.startAgent()
+        defer { agent.stop() }
+        let agentPID = agent.process.processIdentifier
+        func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agentPID)/fd").count) ?? -1 }
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
+        let before = fds()
+
+        // 200 namespaces over 10 s, at most a handful alive at once.
+        var children: [Process] = []
+        for _ in 0..<200 {
+            let child = Process()
+            child.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            child.arguments = ["--net", "--", "/bin/sleep", "0.2"]
+            try child.run()
+            children.append(child)
+            try await Task.sleep(for: .milliseconds(50))
+            children.removeAll { !$0.isRunning }
+        }
+        for child in children { child.waitUntilExit() }
+
+        // A connection after the churn is still counted exactly.
+        let sequence = try await agent.latestSequence()
+        let connection = try TestConnection()
+        defer { close(connection.listener) }
+        try TestSocket.send(connection.client, count: 4321)
+        try TestSocket.receive(connection.server, count: 4321)
+        let port = connection.listenPort
+        let sent = try await waitFor("the connection reported") { () async throws -> Int? in
+            let total = try await agent.connections(after: sequence).filter { $0.port("raddr") == Int(port) }
+                .sum("bytes_sent")
+            return total == 4321 ? total : nil
+        }
+        close(connection.client)
+        close(connection.server)
+        #expect(sent == 4321)
+        // Two more intervals: every namespace of the churn has been let go.
+        _ = try await agent.waitForIntervals(after: try await agent.latestSequence(), count: 2)
+        let after = fds()
+        #expect(before > 0 && after <= before + 2, "fds before the churn \(before), after \(after)")
+        #expect(agent.process.isRunning)
+        let status = try await agent.json("/status")
+        #expect(status["mode"] as? String == (mode.isEBPF ? "ebpf" : "ebpfless"))
+    }
+
     /// Where destroy notifications cannot be had, sampling keeps every byte of a connection that lives
     /// across a sample.
     @Test func withoutDestroyNotificationsItSamplesAndSaysSo() async throws {
