@@ -19,7 +19,11 @@ public final class DestroyListener {
     /// (`NL_CFG_F_NONROOT_RECV`). Measured on 6.18, a process with uid 65534 and no capabilities joins and receives
     /// the notifications of every socket in its namespace. A kernel or security module that refuses throws
     /// `.permissionDenied`. Without CAP_NET_ADMIN the receive queue is capped at `net.core.rmem_max`.
-    public convenience init(namespacePath: String? = nil) throws(NetlinkError) {
+    ///
+    /// `receiveBufferBytes` is the queue asked for (the kernel doubles it, and keeps a floor).
+    public convenience init(
+        namespacePath: String? = nil, receiveBufferBytes: Int32 = DestroyListener.receiveBufferBytes
+    ) throws(NetlinkError) {
         let groups = [
             cnm_linux_sknlgrp_inet_tcp_destroy, cnm_linux_sknlgrp_inet6_tcp_destroy, cnm_linux_sknlgrp_inet_udp_destroy,
             cnm_linux_sknlgrp_inet6_udp_destroy,
@@ -27,9 +31,9 @@ public final class DestroyListener {
         let socket = try NetlinkSocket(namespacePath: namespacePath, groups: groups, nonBlocking: true)
         // SO_RCVBUFFORCE passes net.core.rmem_max but needs CAP_NET_ADMIN; SO_RCVBUF is capped by it.
         do {
-            try socket.setOption(SO_RCVBUFFORCE, Self.receiveBufferBytes, "SO_RCVBUFFORCE")
+            try socket.setOption(SO_RCVBUFFORCE, receiveBufferBytes, "SO_RCVBUFFORCE")
         } catch {
-            try socket.setOption(SO_RCVBUF, Self.receiveBufferBytes, "SO_RCVBUF")
+            try socket.setOption(SO_RCVBUF, receiveBufferBytes, "SO_RCVBUF")
         }
         self.init(socket)
     }

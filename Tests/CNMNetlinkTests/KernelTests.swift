@@ -80,6 +80,34 @@ import Testing
         #expect(server.counters?.bytesReceived == UInt64(Self.clientBytes) + 1)
     }
 
+    /// A burst of closes overflows a small receive queue: the kernel drops notifications and says so
+    /// with ENOBUFS, which the listener counts as lost and reads past; the next close is notified
+    /// as usual.
+    @Test func anOverflowingQueueIsCountedAndTheListenerGoesOn() throws {
+        let netns = try NetworkNamespace.currentInode()
+        let listener = try DestroyListener(receiveBufferBytes: 4096)
+        let (server, port) = try TestSocket.listener()
+        defer { close(server) }
+        for _ in 0..<300 {
+            let client = try TestSocket.connect(port: port)
+            let accepted = try TestSocket.accept(server)
+            close(client)
+            close(accepted)
+        }
+        let (_, lost) = try drainUntil(listener, netns: netns) { _ in true }
+        #expect(lost >= 1, "600 notifications cannot fit in a 4 KiB queue")
+
+        let last = try TestConnection(.v4)
+        try last.exchange(clientBytes: 100, serverBytes: 200)
+        let clientPort = last.clientPort
+        last.closeAll()
+        let (after, _) = try drainUntil(listener, netns: netns) { all in
+            all.contains { $0.local.port == clientPort && $0.transport == .tcp }
+        }
+        let client = try #require(after.first { $0.local.port == clientPort })
+        #expect(client.counters?.bytesSent == 100)
+    }
+
     /// Abortive close (SO_LINGER 0 sends RST). Measured on 6.18: the aborting side goes through `tcp_disconnect`,
     /// which zeroes its counters, local address and peer port before the notification, so `DestroyListener` leaves
     /// it out. The side that received the RST is notified in state CLOSE with its counters, and its
