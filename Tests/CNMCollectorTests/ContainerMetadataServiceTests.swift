@@ -41,6 +41,8 @@ struct ContainerMetadataServiceTests {
             let events = Mutex<String>("")
             /// Inspects are held unanswered (the client's timeout ends them).
             let stallInspects = Atomic<Bool>(false)
+            /// The list says every container exited.
+            let exited = Atomic<Bool>(false)
         }
         let state = State()
         let server: ScriptedHTTPServer
@@ -82,6 +84,7 @@ struct ContainerMetadataServiceTests {
             }
             if state.failing.load(ordering: .relaxed) { return .http(500, #"{"message":"scripted failure"}"#) }
             let listed = state.containers.withLock { $0 }
+            let exited = state.exited.load(ordering: .relaxed)
             func object(_ text: String) throws -> [String: Any] {
                 try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
             }
@@ -90,7 +93,7 @@ struct ContainerMetadataServiceTests {
                     var entry = try object(summary)
                     entry["Id"] = c.id
                     entry["Names"] = ["/" + c.name]
-                    entry["State"] = "running"
+                    entry["State"] = exited ? "exited" : "running"
                     return entry
                 }
                 return .http(200, try ContainerMetadataServiceTests.json(entries))
@@ -163,6 +166,25 @@ struct ContainerMetadataServiceTests {
             // One at a time, and at most a bounded number per refresh: not one per event.
             #expect(inspects.count < 200, "\(inspects.count) inspects sent")
             #expect(store.status.docker.counters["inspect_failures"] ?? 0 >= 1)
+        }
+    }
+
+    /// A host that kept thousands of exited containers: each refresh inspects a bounded number of
+    /// them (never-inspected first), the rest are named from the list, and every one is named.
+    @Test func thousandsOfExitedContainersCostABoundedNumberOfInspectsPerRefresh() async throws {
+        let docker = try Daemon()
+        let ids = (0..<3_000).map { String(format: "%064x", $0 + 1) }
+        docker.state.containers.withLock { $0 = ids.map { ($0, "old-\($0.suffix(4))") } }
+        docker.state.exited.store(true, ordering: .relaxed)
+        try await Self.withService(docker: docker) { service, store in
+            let snapshot = await service.snapshot(knowing: Set(ids), timeout: .seconds(20))
+            #expect(ids.allSatisfy { snapshot.tags[$0] != nil }, "\(snapshot.tags.count) of 3000 named")
+            let listings = docker.listings
+            let inspects = docker.server.requests.filter {
+                $0.path.contains("/containers/") && !$0.path.contains("/containers/json")
+            }.count
+            #expect(inspects <= (listings + 1) * 32, "\(inspects) inspects for \(listings) listings")
+            #expect(store.status.docker.counters["listed_only"] ?? 0 > 0)
         }
     }
 
