@@ -104,6 +104,16 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // One entry point per parser of outside data, for cnm-fuzz and the tests that replay its seeds.
+        .target(
+            name: "CNMFuzzTargets",
+            dependencies: [
+                "CNMModel", "CNMPacket", "CNMNetlink", "CNMProcfs", "CNMDocker", "CNMECS", "CNMIntake",
+                "CNMIntakeProto",
+            ],
+            swiftSettings: strict
+        ),
+
         .executableTarget(
             name: "cnm-agent",
             dependencies: [
@@ -153,6 +163,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        .testTarget(name: "CNMFuzzTargetsTests", dependencies: ["CNMFuzzTargets"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["CNMModel", "CCurl", "CLinux", "CNMIntake", "CNMIntakeProto", "CNMTestSupport"],
@@ -161,3 +172,17 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// The libFuzzer executable over CNMFuzzTargets (`make fuzz`, scripts/fuzz.sh), only when built with
+// `CNM_FUZZ=1` and `--sanitize=fuzzer`: libFuzzer supplies its `main`, so no other build can link it.
+if Context.environment["CNM_FUZZ"] == "1" {
+    package.products.append(.executable(name: "cnm-fuzz", targets: ["cnm-fuzz"]))
+    package.targets.append(
+        .executableTarget(
+            name: "cnm-fuzz",
+            dependencies: ["CNMFuzzTargets"],
+            path: "Fuzz/cnm-fuzz",
+            swiftSettings: strict + [.unsafeFlags(["-parse-as-library"])]
+        )
+    )
+}

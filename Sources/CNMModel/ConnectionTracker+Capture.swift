@@ -135,17 +135,17 @@ extension ConnectionTracker {
         // The raw count of bytes received includes the FIN once it was taken off.
         let received = raw.bytesReceived - (s.finSubtracted && raw.bytesReceived > 0 ? 1 : 0)
         func rest(_ total: UInt64, _ counted: UInt64) -> UInt64 { total > counted ? total - counted : 0 }
-        s.pending.bytesSent += rest(side.sent.bytes, raw.bytesSent)
-        s.pending.bytesReceived += rest(peer.sent.bytes, received)
+        s.pending.bytesSent.addSaturating(rest(side.sent.bytes, raw.bytesSent))
+        s.pending.bytesReceived.addSaturating(rest(peer.sent.bytes, received))
         // One byte more than the wire carried is the peer's FIN, counted at a read whose socket state
         // did not show it yet (the dump reads the state and the counters at different instants).
         if received == peer.sent.bytes + 1 && !s.finSubtracted && s.pending.bytesReceived > 0 {
             s.pending.bytesReceived -= 1
             s.finSubtracted = true
         }
-        s.pending.packetsSent += rest(side.sent.packets, raw.packetsSent)
-        s.pending.packetsReceived += rest(peer.sent.packets, raw.packetsReceived)
-        s.pending.retransmits += rest(side.sent.retransmits, raw.retransmits)
+        s.pending.packetsSent.addSaturating(rest(side.sent.packets, raw.packetsSent))
+        s.pending.packetsReceived.addSaturating(rest(peer.sent.packets, raw.packetsReceived))
+        s.pending.retransmits.addSaturating(rest(side.sent.retransmits, raw.retransmits))
         if !wire.outcomeApplied { applyOutcome(&s, side, wire.flow) }
         return true
     }

@@ -22,36 +22,45 @@ public struct ConnectionStats: Sendable, Equatable {
 
     public init() {}
 
+    /// Sums saturate: the counters are the kernel's, and a reply that put one near 2^64 must not trap.
     public mutating func add(_ delta: SocketCounters) {
-        bytesSent += delta.bytesSent
-        bytesReceived += delta.bytesReceived
-        packetsSent += delta.packetsSent
-        packetsReceived += delta.packetsReceived
-        retransmits += delta.retransmits
-        rtoCount += delta.rtoCount
-        reorderingSeen += delta.reorderingSeen
-        outOfOrderReceived += delta.outOfOrderReceived
-        deliveredCE += delta.deliveredCE
+        bytesSent.addSaturating(delta.bytesSent)
+        bytesReceived.addSaturating(delta.bytesReceived)
+        packetsSent.addSaturating(delta.packetsSent)
+        packetsReceived.addSaturating(delta.packetsReceived)
+        retransmits.addSaturating(delta.retransmits)
+        rtoCount.addSaturating(delta.rtoCount)
+        reorderingSeen.addSaturating(delta.reorderingSeen)
+        outOfOrderReceived.addSaturating(delta.outOfOrderReceived)
+        deliveredCE.addSaturating(delta.deliveredCE)
     }
 
     public mutating func merge(_ other: ConnectionStats) {
-        bytesSent += other.bytesSent
-        bytesReceived += other.bytesReceived
-        packetsSent += other.packetsSent
-        packetsReceived += other.packetsReceived
-        retransmits += other.retransmits
+        bytesSent.addSaturating(other.bytesSent)
+        bytesReceived.addSaturating(other.bytesReceived)
+        packetsSent.addSaturating(other.packetsSent)
+        packetsReceived.addSaturating(other.packetsReceived)
+        retransmits.addSaturating(other.retransmits)
         tcpEstablished += other.tcpEstablished
         tcpClosed += other.tcpClosed
         tcpFailures.merge(other.tcpFailures, uniquingKeysWith: +)
-        rtoCount += other.rtoCount
-        reorderingSeen += other.reorderingSeen
-        outOfOrderReceived += other.outOfOrderReceived
-        deliveredCE += other.deliveredCE
+        rtoCount.addSaturating(other.rtoCount)
+        reorderingSeen.addSaturating(other.reorderingSeen)
+        outOfOrderReceived.addSaturating(other.outOfOrderReceived)
+        deliveredCE.addSaturating(other.deliveredCE)
         ecnNegotiated = ecnNegotiated || other.ecnNegotiated
         if other.rttMicros != 0 {
             rttMicros = other.rttMicros
             rttVarMicros = other.rttVarMicros
         }
+    }
+}
+
+extension UInt64 {
+    /// `self + other`, or `.max` where that would overflow.
+    public mutating func addSaturating(_ other: UInt64) {
+        let (sum, overflow) = addingReportingOverflow(other)
+        self = overflow ? .max : sum
     }
 }
 

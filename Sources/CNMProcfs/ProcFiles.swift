@@ -101,7 +101,7 @@ func readLink(
 }
 
 /// The N of `<kind>:[N]`, the form of socket fd and namespace links.
-func linkInode(_ target: UnsafeBufferPointer<UInt8>, kind: StaticString) -> UInt64? {
+public func linkInode(_ target: UnsafeBufferPointer<UInt8>, kind: StaticString) -> UInt64? {
     let prefix = UnsafeBufferPointer(start: kind.utf8Start, count: kind.utf8CodeUnitCount)
     guard target.count > prefix.count + 3, target.starts(with: prefix), target[prefix.count] == UInt8(ascii: ":"),
         target[prefix.count + 1] == UInt8(ascii: "["), target.last == UInt8(ascii: "]")
@@ -126,7 +126,7 @@ func parseDecimal(_ digits: some Collection<UInt8>) -> UInt64? {
 /// Field 22 of `/proc/<pid>/stat`, the start time in clock ticks since boot: with the pid, it tells
 /// a process from a later one that reused its pid. Fields are counted after the last ')' because the
 /// command name in field 2 may itself hold spaces and parentheses.
-func startTime(fromStat stat: [UInt8]) -> UInt64? {
+public func startTime(fromStat stat: [UInt8]) -> UInt64? {
     guard let close = stat.lastIndex(of: UInt8(ascii: ")")) else { return nil }
     // Field 3 (state) is the first after ')'; field 22 is the 20th.
     let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "), maxSplits: 20)

@@ -34,7 +34,11 @@ public enum TerminalTable {
         return out
     }
 
-    static func total(_ c: Connection) -> UInt64 { c.stats.bytesSent + c.stats.bytesReceived }
+    static func total(_ c: Connection) -> UInt64 {
+        var total = c.stats.bytesSent
+        total.addSaturating(c.stats.bytesReceived)
+        return total
+    }
 
     static func tag(_ tags: [String], _ key: String) -> String? {
         tags.first { $0.hasPrefix(key + ":") }.map { String($0.dropFirst(key.count + 1)) }
