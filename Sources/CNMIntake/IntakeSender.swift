@@ -162,19 +162,17 @@ public final class IntakeSender: Service, Sendable {
 
     private func sendLoop() async {
         var wakeups = wake.makeAsyncIterator()
-        // Messages taken out of the queue, oldest first; the first is the one being delivered.
-        var outgoing: [Outgoing] = []
-        // Every message taken out of the queue is counted here until it is sent or dropped, so that
-        // a shutdown can count what it leaves behind.
-        func setInFlight() { update { $0.inFlight = outgoing.count } }
-        defer { update { $0.inFlight = outgoing.count } }
+        // Messages taken out of the queue, oldest first; the first is the one being delivered. Each
+        // counts as in flight until it is sent or dropped, so that a shutdown can count what it leaves.
+        var outgoing: [Outgoing] = [] {
+            didSet { update { $0.inFlight = outgoing.count } }
+        }
         @discardableResult
         func takeInterval() -> Bool {
             guard let pending = update({ $0.queue.pop() }) else { return false }
             outgoing += pending.bodies.map {
                 Outgoing(body: $0, groupID: pending.groupID, timestampSeconds: pending.timestampSeconds)
             }
-            setInFlight()
             return true
         }
         var attempt = 0
@@ -189,7 +187,6 @@ public final class IntakeSender: Service, Sendable {
             case .done:
                 outgoing.removeFirst()
                 attempt = 0
-                setInFlight()
             case .suspect(let reason):
                 if outgoing.count < 2 { takeInterval() }
                 // Alone, the suspect holds nothing up: it keeps being retried with backoff.
@@ -199,12 +196,10 @@ public final class IntakeSender: Service, Sendable {
                     return
                 case .rejected:
                     outgoing.remove(at: 1)
-                    setInFlight()
                 case .failed:
                     break  // the intake is down, not the message: both wait
                 case .accepted:
                     outgoing.remove(at: 1)
-                    setInFlight()
                     // The intake takes messages now: one more try tells a message it cannot take
                     // from an intake that came back between the two.
                     switch await tryOnce(outgoing[0]) {
@@ -213,13 +208,11 @@ public final class IntakeSender: Service, Sendable {
                     case .accepted, .rejected:
                         outgoing.removeFirst()
                         attempt = 0
-                        setInFlight()
                     case .failed(serverError: false):
                         break
                     case .failed(serverError: true):
                         let poison = outgoing.removeFirst()
                         attempt = 0
-                        setInFlight()
                         update {
                             $0.status.dropped += 1
                             $0.status.droppedPoison += 1
