@@ -36,15 +36,25 @@ import Testing
         }
     }
 
-    static func sender(_ server: ScriptedHTTPServer, status: Published) throws -> IntakeSender {
+    /// Runs a sender against `baseURL` for `body`, then stops it and returns its last status.
+    static func running(
+        _ baseURL: String, timeoutSeconds: Double = 5, _ body: (IntakeSender, Published) async throws -> Void
+    ) async throws -> IntakeStatus {
         var settings = IntakeSettings(apiKey: "cnm-test-key-0000abcd")
-        settings.baseURL = server.baseURL
+        settings.baseURL = baseURL
         settings.backoffBaseSeconds = 0.005
         settings.backoffMaxSeconds = 0.02
-        settings.timeoutSeconds = 5
-        return try IntakeSender(
+        settings.timeoutSeconds = timeoutSeconds
+        let status = Published()
+        let sender = try IntakeSender(
             settings: settings, host: PayloadTests.host, version: "test", logger: Logger(label: "test"),
             clock: { Timestamp(nanoseconds: 0) }, publish: { s in status.latest.withLock { $0 = s } })
+        let run = Task { try await sender.run() }
+        defer { run.cancel() }
+        try await body(sender, status)
+        run.cancel()
+        _ = try? await run.value
+        return try #require(status.withLock { $0 })
     }
 
     /// An interval with one connection, ending at `seconds`.
@@ -54,14 +64,10 @@ import Testing
             end: .init(nanoseconds: seconds * 1_000_000_000), connections: [PayloadTests.connection(Int(sequence))])
     }
 
+    /// The project's `waitFor`, polling often: these waits are for a few milliseconds of backoff.
     static func waitFor(_ what: String, _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !condition() {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("timed out waiting for \(what)")
-                return
-            }
-            try await Task.sleep(for: .milliseconds(5))
+        _ = try await CNMTestSupport.waitFor(what, timeout: .seconds(20), every: .milliseconds(5)) {
+            condition() ? true : nil
         }
     }
 
@@ -72,17 +78,12 @@ import Testing
         let intake = Intake()
         intake.answers.withLock { $0.byTimestamp["1000"] = 500 }
         let server = try Self.start(intake)
-        let status = Published()
-        let sender = try Self.sender(server, status: status)
-        let run = Task { try await sender.run() }
-        sender.submit(Self.report(1, endingAt: 1000))
-        sender.submit(Self.report(2, endingAt: 2000))
-        sender.submit(Self.report(3, endingAt: 3000))
-        try await Self.waitFor("both good messages sent") { status.withLock { $0?.sent } == 2 }
-        run.cancel()
-        _ = try? await run.value
-
-        let final = try #require(status.withLock { $0 })
+        let final = try await Self.running(server.baseURL) { sender, status in
+            sender.submit(Self.report(1, endingAt: 1000))
+            sender.submit(Self.report(2, endingAt: 2000))
+            sender.submit(Self.report(3, endingAt: 3000))
+            try await Self.waitFor("both good messages sent") { status.withLock { $0?.sent } == 2 }
+        }
         #expect(final.droppedPoison == 1 && final.dropped == 1)
         #expect(intake.count("1000", 500) == IntakeSender.suspectAfterServerErrors + 1)
         #expect(intake.count("2000", 202) == 1 && intake.count("3000", 202) == 1)
@@ -97,21 +98,17 @@ import Testing
         let intake = Intake()
         intake.answers.withLock { $0.otherwise = 503 }
         let server = try Self.start(intake)
-        let status = Published()
-        let sender = try Self.sender(server, status: status)
-        let run = Task { try await sender.run() }
-        sender.submit(Self.report(1, endingAt: 1000))
-        sender.submit(Self.report(2, endingAt: 2000))
-        // Well past the point where the first would be suspect, and its probe failed too.
-        try await Self.waitFor("three rounds of suspicion") {
-            intake.count("1000", 503) >= 3 * IntakeSender.suspectAfterServerErrors && intake.count("2000", 503) >= 2
+        let final = try await Self.running(server.baseURL) { sender, status in
+            sender.submit(Self.report(1, endingAt: 1000))
+            sender.submit(Self.report(2, endingAt: 2000))
+            // Well past the point where the first would be suspect, and its probe failed too.
+            try await Self.waitFor("three rounds of suspicion") {
+                intake.count("1000", 503) >= 3 * IntakeSender.suspectAfterServerErrors
+                    && intake.count("2000", 503) >= 2
+            }
+            intake.answers.withLock { $0.otherwise = 202 }
+            try await Self.waitFor("both sent after recovery") { status.withLock { $0?.sent } == 2 }
         }
-        intake.answers.withLock { $0.otherwise = 202 }
-        try await Self.waitFor("both sent after recovery") { status.withLock { $0?.sent } == 2 }
-        run.cancel()
-        _ = try? await run.value
-
-        let final = try #require(status.withLock { $0 })
         #expect(final.dropped == 0 && final.droppedPoison == 0)
         #expect(intake.log.filter { $0.status == 202 }.map(\.timestamp).sorted() == ["1000", "2000"])
     }
@@ -122,17 +119,12 @@ import Testing
         let intake = Intake()
         intake.answers.withLock { $0.otherwise = 503 }
         let server = try Self.start(intake)
-        let status = Published()
-        let sender = try Self.sender(server, status: status)
-        let run = Task { try await sender.run() }
-        for n in 1...4 { sender.submit(Self.report(UInt64(n), endingAt: Int64(n) * 1000)) }
-        try await Self.waitFor("all four queued or in flight") {
-            status.withLock { ($0?.queueDepth ?? 0) + ($0?.inFlight ?? 0) } == 4 && intake.log.count >= 2
+        let final = try await Self.running(server.baseURL) { sender, status in
+            for n in 1...4 { sender.submit(Self.report(UInt64(n), endingAt: Int64(n) * 1000)) }
+            try await Self.waitFor("all four queued or in flight") {
+                status.withLock { ($0?.queueDepth ?? 0) + ($0?.inFlight ?? 0) } == 4 && intake.log.count >= 2
+            }
         }
-        run.cancel()
-        _ = try? await run.value
-
-        let final = try #require(status.withLock { $0 })
         #expect(final.droppedAtShutdown == 4 && final.dropped == 4)
         #expect(final.queueDepth == 0 && final.inFlight == 0 && final.sent == 0)
     }
@@ -148,23 +140,12 @@ import Testing
                     if connection.waitForClientToClose(timeout: .seconds(1)) { return }
                 }
             })
-        var settings = IntakeSettings(apiKey: "cnm-test-key-0000abcd")
-        settings.baseURL = trickle.baseURL
-        settings.backoffBaseSeconds = 0.005
-        settings.backoffMaxSeconds = 0.02
-        settings.timeoutSeconds = 1
-        let status = Published()
-        let sender = try IntakeSender(
-            settings: settings, host: PayloadTests.host, version: "test", logger: Logger(label: "test"),
-            clock: { Timestamp(nanoseconds: 0) }, publish: { s in status.latest.withLock { $0 = s } })
-        let run = Task { try await sender.run() }
-        sender.submit(Self.report(1, endingAt: 1000))
-        let began = ContinuousClock.now
-        try await Self.waitFor("two attempts cut off") { (status.withLock { $0?.retried } ?? 0) >= 2 }
-        #expect(ContinuousClock.now - began < .seconds(10))
-        run.cancel()
-        _ = try? await run.value
-        let final = try #require(status.withLock { $0 })
+        let final = try await Self.running(trickle.baseURL, timeoutSeconds: 1) { sender, status in
+            sender.submit(Self.report(1, endingAt: 1000))
+            let began = ContinuousClock.now
+            try await Self.waitFor("two attempts cut off") { (status.withLock { $0?.retried } ?? 0) >= 2 }
+            #expect(ContinuousClock.now - began < .seconds(10))
+        }
         #expect(final.sent == 0 && final.droppedPoison == 0, "a timeout never makes a message suspect")
         #expect((final.lastError ?? "").contains("timedOut"), "\(final.lastError ?? "")")
     }
