@@ -122,12 +122,7 @@ public final class ReaderThread: @unchecked Sendable {
             if ContinuousClock.now - began >= Self.healthyRun { delay = firstRestartDelay }
             let deadline = Self.monotonicNanos() + Self.nanos(delay)
             pthread_mutex_lock(&mutex)
-            while !stopping && Self.monotonicNanos() < deadline {
-                var until = timespec()
-                until.tv_sec = Int(deadline / 1_000_000_000)
-                until.tv_nsec = Int(deadline % 1_000_000_000)
-                _ = pthread_cond_timedwait(&changed, &mutex, &until)
-            }
+            while !stopping && Self.monotonicNanos() < deadline { waitForChange(until: deadline) }
             let stoppedMeanwhile = stopping
             down = false
             pthread_cond_broadcast(&changed)
@@ -165,13 +160,17 @@ public final class ReaderThread: @unchecked Sendable {
                 nextWake = now + Self.nanos(wakeEvery)
                 continue
             }
-            var until = timespec()
-            let target = min(deadline, nextWake)
-            until.tv_sec = Int(target / 1_000_000_000)
-            until.tv_nsec = Int(target % 1_000_000_000)
-            _ = pthread_cond_timedwait(&changed, &mutex, &until)
+            waitForChange(until: min(deadline, nextWake))
         }
         return true
+    }
+
+    /// With the lock held: sleeps until something changes or the monotonic clock reaches `nanos`.
+    private func waitForChange(until nanos: Int64) {
+        var until = timespec()
+        until.tv_sec = Int(nanos / 1_000_000_000)
+        until.tv_nsec = Int(nanos % 1_000_000_000)
+        _ = pthread_cond_timedwait(&changed, &mutex, &until)
     }
 
     /// Reads under the lock: the reader checks `isStopping` every turn, so reads wake nobody.
