@@ -169,24 +169,6 @@ public struct DockerClient: Sendable {
         return try await decode(DockerContainerInspect.self, path: "/containers/\(Self.percentEncoded(id))/json")
     }
 
-    /// Lists the running containers and inspects each. A container that is gone by the time it is
-    /// inspected (404) is left out; any other failure fails the whole call.
-    /// `keepingEnv`: the environment variables to keep of each container (`ContainerMetadata`).
-    public func runningContainers(keepingEnv: Set<String> = ContainerMetadata.unifiedServiceVariables)
-        async throws(DockerError) -> [ContainerMetadata]
-    {
-        var out: [ContainerMetadata] = []
-        for summary in try await listContainers() {
-            do {
-                let inspect = try await inspectContainer(id: summary.id)
-                out.append(ContainerMetadata(inspect: inspect, summary: summary, keepingEnv: keepingEnv))
-            } catch {
-                guard error.httpStatus == 404 else { throw error }
-            }
-        }
-        return out
-    }
-
     private func decode<T: Decodable>(_ type: T.Type, path: String) async throws(DockerError) -> T {
         let body = try await get(path)
         do {

@@ -121,8 +121,9 @@ import Testing
             .http(status: 404, body: #"{"message": "No such container"}"#),
             .http(status: 200, body: Self.inspect),
         ])
-        let containers = try await client(daemon).runningContainers()
-        #expect(containers.map(\.id) == [Self.id])
+        let cache = DockerMetadataCache(client: try client(daemon))
+        try await cache.refresh()
+        #expect(cache.containers.map(\.key) == [Self.id])
         _ = daemon.finish()
     }
 
