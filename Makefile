@@ -91,7 +91,7 @@ test: test-deps
 	$(MAKE) --no-print-directory bench-unit
 
 # libFuzzer over every parser of outside data (scripts/fuzz.sh, targets in Sources/CNMFuzzTargets), each
-# target for FUZZ_SECONDS; fuzz-ci: 15 s each (about 6 minutes with the sanitized build, on 2 cores). A
+# target for FUZZ_SECONDS; fuzz-ci: 15 s each (5 minutes on 2 cores, the sanitized build from scratch). A
 # crash or timeout fails it, its input saved in Fuzz/crashes/<target>/; once fixed, the input goes to
 # Fuzz/regressions/<target>/, which `swift test` replays.
 FUZZ_SECONDS ?= 60

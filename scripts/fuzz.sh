@@ -27,7 +27,7 @@ CNM_FUZZ=1 nice "${swift_build[@]}"
 fuzzer=$(CNM_FUZZ=1 "${swift_build[@]}" --show-bin-path)/cnm-fuzz
 
 # The binary lists its targets when started without one.
-mapfile -t known < <("$fuzzer" 2>&1 | sed -n 's/.*one of: //p' | tr ' ' '\n')
+mapfile -t known < <(env -u CNM_FUZZ_TARGET "$fuzzer" 2>&1 | sed -n 's/.*one of: //p' | tr ' ' '\n')
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${known[@]}"); fi
 for target in "${targets[@]}"; do
     if ! printf '%s\n' "${known[@]}" | grep -qx -- "$target"; then
@@ -65,14 +65,15 @@ for target in "${targets[@]}"; do
     # SWIFT_BACKTRACE off leaves a trap to libFuzzer's handler, which saves the input.
     (cd "$logs" && CNM_FUZZ_TARGET=$target SWIFT_BACKTRACE=enable=no "$fuzzer" \
         -max_total_time="$seconds" -jobs=1 -rss_limit_mb="$rss_mb" -timeout=10 \
-        -artifact_prefix="$crashes/" -print_final_stats=1 "${options[@]}" "${inputs[@]}" >/dev/null 2>&1) || status=$?
+        -artifact_prefix="$crashes/" -print_final_stats=1 "${options[@]}" "${inputs[@]}" \
+        >/dev/null 2>&1) || status=$?
     elapsed=$(($(date +%s) - start))
     log=$logs/fuzz-0.log
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" 2>/dev/null | tail -1)
     found=$(($(find "$crashes" -type f | wc -l) - before))
     if [ "$status" -ne 0 ] || [ "$found" -gt 0 ]; then
         failed=1
-        echo "fuzz: $target failed (exit status $status); the end of $log:" >&2
+        echo "fuzz: $target failed (exit status $status); from $log:" >&2
         # The trap's message (a failed invariant, or a runtime failure and the line it is on).
         grep -E -A1 "Fatal error|Swift runtime failure|ERROR: libFuzzer|Test unit written" "$log" 2>/dev/null \
             | grep -v "^--" | head -8 >&2 || true
