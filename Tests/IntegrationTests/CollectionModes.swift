@@ -93,11 +93,120 @@ struct TestDatagramSocket {
                 }
             }
         }
-        guard n >= 0 else { throw TestFailure("receive: errno \(errno)") }
+        guard n >= 0 else {
+            if errno == EAGAIN || errno == EWOULDBLOCK { throw DatagramTimeout() }
+            throw TestFailure("receive: errno \(errno)")
+        }
         return (n, UInt16(bigEndian: peer.sin_port))
     }
 
     func close() { _ = Glibc.close(fd) }
+}
+
+/// No datagram arrived within the socket's receive timeout.
+struct DatagramTimeout: Error, CustomStringConvertible {
+    var description: String { "no datagram within the receive timeout" }
+}
+
+/// What one end of a UDP exchange really sent and received: every successful send and receive call.
+struct DatagramTally: Equatable {
+    var bytesSent = 0
+    var packetsSent = 0
+    var bytesReceived = 0
+    var packetsReceived = 0
+
+    mutating func sent(_ size: Int) {
+        bytesSent += size
+        packetsSent += 1
+    }
+
+    mutating func received(_ size: Int) {
+        bytesReceived += size
+        packetsReceived += 1
+    }
+}
+
+/// The kernel's own counts of packets it dropped on the way in: per-CPU backlog overflows
+/// (`/proc/net/softnet_stat`), UDP receive errors (`/proc/net/snmp`) and drops on `lo`. Loopback UDP
+/// is not reliable: when the other tests flood loopback, a backlog overflow can drop a datagram.
+/// Such a loss is the test's bad luck only when one of these counts moved.
+struct KernelDropCounts: Equatable {
+    let counts: [String: Int]
+
+    static func read() -> KernelDropCounts {
+        var counts: [String: Int] = [:]
+        let softnet = (try? String(contentsOfFile: "/proc/net/softnet_stat", encoding: .utf8)) ?? ""
+        counts["softnet_dropped"] = softnet.split(separator: "\n").reduce(0) { sum, line in
+            let fields = line.split(separator: " ")
+            return sum + (fields.count > 1 ? Int(fields[1], radix: 16) ?? 0 : 0)
+        }
+        let snmp = ((try? String(contentsOfFile: "/proc/net/snmp", encoding: .utf8)) ?? "")
+            .split(separator: "\n").filter { $0.hasPrefix("Udp: ") }
+        if snmp.count == 2 {
+            for (name, value) in zip(snmp[0].split(separator: " "), snmp[1].split(separator: " "))
+            where ["InErrors", "RcvbufErrors", "MemErrors"].contains(name) {
+                counts["udp_\(name)"] = Int(value) ?? 0
+            }
+        }
+        let dev = (try? String(contentsOfFile: "/proc/net/dev", encoding: .utf8)) ?? ""
+        if let lo = dev.split(separator: "\n").first(where: { $0.trimmingCharacters(in: .whitespaces).hasPrefix("lo:") }
+        ) {
+            let fields = lo.split(separator: ":", maxSplits: 1).last?.split(separator: " ") ?? []
+            if fields.count > 11 {
+                counts["lo_rx_drop"] = Int(fields[3]) ?? 0
+                counts["lo_tx_drop"] = Int(fields[11]) ?? 0
+            }
+        }
+        return KernelDropCounts(counts: counts)
+    }
+}
+
+/// One request from `client` and its answer from `server`, with what each end really sent and
+/// received added to its tally. A loaded machine can stall a thread for seconds, so a datagram has
+/// 30 s to arrive; one that never does is sent again (up to three times), but only when the kernel
+/// counted a drop meanwhile: any other loss fails the test.
+func datagramRoundTrip(
+    _ client: TestDatagramSocket, _ server: TestDatagramSocket, up: Int, down: Int, connected: Bool,
+    client clientTally: inout DatagramTally, server serverTally: inout DatagramTally
+) throws {
+    func patiently(_ socket: TestDatagramSocket, from: Bool) throws -> (size: Int, port: UInt16)? {
+        for _ in 0..<6 {
+            do { return try socket.receive(from: from) } catch is DatagramTimeout { continue }
+        }
+        return nil
+    }
+    func lost(_ what: String, since drops: KernelDropCounts) throws {
+        let now = KernelDropCounts.read()
+        guard now != drops else {
+            throw TestFailure("the \(what) datagram was lost on loopback and the kernel counted no drop: \(now.counts)")
+        }
+        print(
+            "the kernel dropped a datagram while the \(what) was lost (\(drops.counts) -> \(now.counts)); sending again"
+        )
+    }
+    for _ in 1...3 {
+        let drops = KernelDropCounts.read()
+        try client.send(up, to: connected ? nil : server.port)
+        clientTally.sent(up)
+        guard let (size, from) = try patiently(server, from: true) else {
+            try lost("request", since: drops)
+            continue
+        }
+        serverTally.received(size)
+        guard size == up, from == client.port else {
+            throw TestFailure("server got \(size) bytes from port \(from), sent \(up) from \(client.port)")
+        }
+        try server.send(down, to: from)
+        serverTally.sent(down)
+        guard let answer = try patiently(client, from: !connected)?.size else {
+            try lost("answer", since: drops)
+            continue
+        }
+        clientTally.received(answer)
+        guard answer == down else { throw TestFailure("client got \(answer) bytes, server sent \(down)") }
+        return
+    }
+    throw TestFailure("three datagrams of \(up) bytes lost in a row")
 }
 
 /// What a test's short connections carried, by the client's port: bytes each way and how many

@@ -144,16 +144,15 @@ struct KernelAccountingTests {
             client.close()
         }
         if connected { try client.connect(port: server.port) }
-        let count = 25
-        for i in 0..<count {
-            try client.send(100 + i, to: connected ? nil : server.port)
-            let (size, from) = try server.receive(from: true)
-            #expect(size == 100 + i && from == client.port)
-            try server.send(1000 + 7 * i, to: from)
-            #expect(try client.receive(from: !connected).size == 1000 + 7 * i)
+        var sent = DatagramTally()
+        var answered = DatagramTally()
+        for i in 0..<25 {
+            try datagramRoundTrip(
+                client, server, up: 100 + i, down: 1000 + 7 * i, connected: connected, client: &sent,
+                server: &answered)
         }
-        let up = (0..<count).map { 100 + $0 }.reduce(0, +)
-        let down = (0..<count).map { 1000 + 7 * $0 }.reduce(0, +)
+        let up = sent.bytesSent
+        let down = answered.bytesSent
         let (out, inc) = try await waitFor("both UDP ends with every byte") {
             () async throws -> ([[String: Any]], [[String: Any]])? in
             let all = try await agent.connections(after: before).filter { $0["type"] as? String == "udp" }
@@ -165,10 +164,11 @@ struct KernelAccountingTests {
         _ = try await agent.waitForIntervals(after: try await agent.latestSequence())
         let again = try await agent.connections(after: before).filter { $0["type"] as? String == "udp" }
         #expect(again.filter { $0.port("laddr") == Int(client.port) }.sum("bytes_sent") == up)
-        #expect(out.sum("bytes_sent") == up && out.sum("bytes_received") == down)
-        #expect(out.sum("packets_sent") == count && out.sum("packets_received") == count)
-        #expect(inc.sum("bytes_sent") == down && inc.sum("bytes_received") == up)
-        #expect(inc.sum("packets_sent") == count && inc.sum("packets_received") == count)
+        #expect(out.sum("bytes_sent") == up && out.sum("bytes_received") == sent.bytesReceived)
+        #expect(out.sum("packets_sent") == sent.packetsSent && out.sum("packets_received") == sent.packetsReceived)
+        #expect(inc.sum("bytes_sent") == down && inc.sum("bytes_received") == answered.bytesReceived)
+        #expect(
+            inc.sum("packets_sent") == answered.packetsSent && inc.sum("packets_received") == answered.packetsReceived)
         #expect((out + inc).allSatisfy { $0["counters_known"] as? Bool == true })
         let pid = Int(getpid())
         #expect((out + inc).allSatisfy { $0.int("pid") == pid })
@@ -184,20 +184,17 @@ struct KernelAccountingTests {
         let server = try TestDatagramSocket()
         defer { server.close() }
         var expected: [Int: (sent: Int, received: Int)] = [:]
+        var answered = DatagramTally()
         for i in 0..<300 {
             let client = try TestDatagramSocket()
+            defer { client.close() }
             try client.connect(port: server.port)
-            let up = 64 + i % 50
-            let down = 500 + i
-            try client.send(up, to: nil)
-            let (size, from) = try server.receive(from: true)
-            #expect(size == up && from == client.port)
-            try server.send(down, to: from)
-            #expect(try client.receive(from: false).size == down)
+            var tally = DatagramTally()
+            try datagramRoundTrip(
+                client, server, up: 64 + i % 50, down: 500 + i, connected: true, client: &tally, server: &answered)
             let port = Int(client.port)
-            expected[port, default: (0, 0)].sent += up
-            expected[port, default: (0, 0)].received += down
-            client.close()
+            expected[port, default: (0, 0)].sent += tally.bytesSent
+            expected[port, default: (0, 0)].received += tally.bytesReceived
         }
         let total = expected.values.reduce(0) { $0 + $1.sent }
         let out = try await waitFor("every client's datagrams") { () async throws -> [[String: Any]]? in
