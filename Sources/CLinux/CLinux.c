@@ -165,3 +165,9 @@ int cnm_linux_netlink_port_id(int fd, uint32_t *port_id) {
 int cnm_linux_malloc_limit_arenas(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
 
 int cnm_linux_malloc_trim(void) { return malloc_trim(0); }
+
+void cnm_linux_heap_usage(uint64_t *in_use, uint64_t *free_kept) {
+    struct mallinfo2 info = mallinfo2();
+    *in_use = (uint64_t)info.uordblks + (uint64_t)info.hblkhd;
+    *free_kept = (uint64_t)info.fordblks;
+}

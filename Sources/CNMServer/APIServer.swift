@@ -31,22 +31,24 @@ public enum APIServer {
         store: ReportStore,
         access: Access,
         logger: Logger,
+        memory: @escaping @Sendable () -> MemoryUsage? = { nil },
         clock: @escaping @Sendable () -> Timestamp
     ) -> some ApplicationProtocol {
         let address: BindAddress =
             access.socketPath.map { .unixDomainSocket(path: $0) }
             ?? .hostname(access.address.host, port: Int(access.address.port))
         return Application(
-            router: router(store: store, access: access, clock: clock),
+            router: router(store: store, access: access, memory: memory, clock: clock),
             configuration: .init(address: address, serverName: "cnm-agent"),
             logger: logger
         )
     }
 
     /// The routes behind the concurrency cap and, when there is a token, the token check.
-    static func router(store: ReportStore, access: Access, clock: @escaping @Sendable () -> Timestamp)
-        -> Router<BasicRequestContext>
-    {
+    static func router(
+        store: ReportStore, access: Access, memory: @escaping @Sendable () -> MemoryUsage? = { nil },
+        clock: @escaping @Sendable () -> Timestamp
+    ) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ConcurrencyLimitMiddleware(limit: access.maxConcurrent, store: store))
         if let token = access.token { router.add(middleware: BearerTokenMiddleware(token: token, store: store)) }
@@ -66,7 +68,9 @@ public enum APIServer {
         }
         router.get("/status") { _, _ in
             try json(
-                StatusJSON(s: store.status, connectionsInLastReport: store.latest?.connections.count ?? 0, now: clock())
+                StatusJSON(
+                    s: store.status, connectionsInLastReport: store.latest?.connections.count ?? 0, memory: memory(),
+                    now: clock())
             )
         }
         router.get("/healthz") { _, _ in

@@ -127,10 +127,12 @@ struct ConnectionJSON: Encodable {
 struct StatusJSON: Encodable {
     let s: AgentStatus
     let connectionsInLastReport: Int
+    var memory: MemoryUsage? = nil
     let now: Timestamp
 
     enum CodingKeys: String, CodingKey {
         case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker, capture
+        case memory
         case intake
         case dockerEvents = "docker_events"
         case modeReason = "mode_reason"
@@ -161,6 +163,18 @@ struct StatusJSON: Encodable {
             state = c.state
             reason = c.reason
             counters = c.counters
+        }
+    }
+
+    struct MemoryJSON: Encodable {
+        var rssBytes: UInt64
+        var heapInUseBytes: UInt64
+        var heapFreeBytes: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case rssBytes = "rss_bytes"
+            case heapInUseBytes = "heap_in_use_bytes"
+            case heapFreeBytes = "heap_free_bytes"
         }
     }
 
@@ -206,6 +220,11 @@ struct StatusJSON: Encodable {
         try e.encode(s.polls, forKey: .polls)
         try e.encode(s.reports, forKey: .reports)
         try e.encode(s.lastPollMicros, forKey: .lastPollMicros)
+        try e.encodeIfPresent(
+            memory.map {
+                MemoryJSON(
+                    rssBytes: $0.residentBytes, heapInUseBytes: $0.heapInUseBytes, heapFreeBytes: $0.heapFreeBytes)
+            }, forKey: .memory)
         try e.encode(s.namespaces, forKey: .namespaces)
         try e.encode(ComponentJSON(s.docker), forKey: .docker)
         try e.encode(ComponentJSON(s.dockerEvents), forKey: .dockerEvents)

@@ -76,6 +76,21 @@ struct APIAccessTests {
         }
     }
 
+    /// `/status` says what the process holds, read at the request.
+    @Test func statusCarriesTheProcessMemory() async throws {
+        let router = APIServer.router(
+            store: Self.store(), access: .init(address: .init(host: "127.0.0.1", port: 1)),
+            memory: { MemoryUsage(residentBytes: 3 << 20, heapInUseBytes: 2 << 20, heapFreeBytes: 1 << 20) },
+            clock: { Timestamp(nanoseconds: 0) })
+        try await Self.serving(router) { path in
+            let reply = try await Self.get("/status", on: path)
+            #expect(reply.status == 200)
+            for field in ["\"rss_bytes\":3145728", "\"heap_in_use_bytes\":2097152", "\"heap_free_bytes\":1048576"] {
+                #expect(reply.body.contains(field), "\(field) not in \(reply.body)")
+            }
+        }
+    }
+
     @Test func theTokenComparisonLooksAtEveryByte() {
         let token = Self.token
         #expect(token.matches(Array("s3cret-token-0123456789".utf8)))

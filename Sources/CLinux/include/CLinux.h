@@ -202,4 +202,8 @@ int cnm_linux_malloc_limit_arenas(int arenas);
 /// Returns freed heap memory to the kernel (malloc_trim), after a collection's large temporary arrays.
 int cnm_linux_malloc_trim(void);
 
+/// The heap, from glibc's mallinfo2: bytes allocated (in the arenas and in mmapped chunks), and bytes
+/// freed but still held by the arenas (part of the RSS until a trim returns them).
+void cnm_linux_heap_usage(uint64_t *in_use, uint64_t *free_kept);
+
 #endif
