@@ -117,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "cnm-agent",
             dependencies: [
-                "CNMModel", "CNMReport", "CNMCollector", "CNMServer", "CNMHTTP", "CNMIntake", "CLinux",
+                "CNMModel", "CNMReport", "CNMCollector", "CNMServer", "CNMHTTP", "CNMIntake", "CNMSystem", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -16,6 +16,8 @@ public struct Configuration: Sendable, Equatable {
         public var host: String
         public var port: UInt16
         public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+        /// Only this host's own processes (in the same network namespace) can connect.
+        public var isLoopback: Bool { host == "localhost" || host == "::1" || host.hasPrefix("127.") }
 
         public init(host: String, port: UInt16) {
             self.host = host

@@ -5,6 +5,7 @@ import CNMIntake
 import CNMModel
 import CNMReport
 import CNMServer
+import CNMSystem
 import FoundationEssentials
 import Glibc
 import Logging
@@ -17,6 +18,12 @@ let version = "0.1.0"
 func fail(_ line: String) -> Never {
     writeAll(to: STDERR_FILENO, "cnm-agent: \(line)\n")
     exit(exitConfigurationError)
+}
+
+// `cnm-agent version`: prints the version (the image build runs it to check every library loads).
+if ["version", "--version"].contains(CommandLine.arguments.dropFirst().first) {
+    writeAll(to: STDOUT_FILENO, "cnm-agent \(version)\n")
+    exit(0)
 }
 
 // Two arenas are enough for a collection thread and the HTTP server; more only strand freed memory.
@@ -99,10 +106,17 @@ if let intake { outputs.append(intake) }
 let collector = CollectionService(
     configuration: configuration, status: store, reports: ReportStream(outputs), logger: logger)
 if let path = configuration.httpSocketPath { removeStaleSocket(path) }
+if configuration.httpSocketPath == nil, !configuration.httpAddress.isLoopback, configuration.apiToken == nil {
+    // Every process, container and label of the host is in the answers: say it where people look.
+    logger.warning(
+        "the API answers anyone who reaches \(configuration.httpAddress) without a token: publish it to loopback only, or set DD_CNM_API_TOKEN"
+    )
+}
 let apiAccess = APIServer.Access(
     address: configuration.httpAddress, socketPath: configuration.httpSocketPath, token: configuration.apiToken,
     maxConcurrent: configuration.apiMaxConcurrent)
-let api = APIServer.application(store: store, access: apiAccess, logger: logger) { .now }
+let api = APIServer.application(
+    store: store, access: apiAccess, logger: logger, memory: { ProcessMemory.current() }, clock: { .now })
 let group = ServiceGroup(
     configuration: .init(
         services: [.init(service: collector), .init(service: api)] + (intake.map { [.init(service: $0)] } ?? []),

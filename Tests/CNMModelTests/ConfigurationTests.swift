@@ -131,6 +131,16 @@ import Testing
         #expect(try Configuration(environment: ["DD_CNM_HTTP_ADDR": "localhost:8080"]).httpAddress.port == 8080)
         #expect(try Configuration(environment: ["DD_CNM_HTTP_ADDR": "[::]:7777"]).httpAddress.host == "::")
     }
+
+    /// What the start-up warning about an API open beyond this host goes by.
+    @Test(arguments: [
+        ("127.0.0.1:7777", true), ("127.1.2.3:80", true), ("localhost:80", true), ("[::1]:80", true),
+        ("0.0.0.0:7777", false), ("[::]:7777", false), ("10.0.0.1:80", false), ("128.0.0.1:80", false),
+    ])
+    func loopbackListenAddresses(address: String, loopback: Bool) throws {
+        #expect(try Configuration(environment: ["DD_CNM_HTTP_ADDR": address]).httpAddress.isLoopback == loopback)
+        #expect(try Configuration(environment: [:]).httpAddress.isLoopback)
+    }
 }
 
 @Suite struct AddressTests {

@@ -36,7 +36,7 @@ enum AgentImage {
             "-v", "/proc:/host/proc:ro",
             "-v", "/sys/fs/cgroup:/host/sys/fs/cgroup:ro",
             "-v", "/sys/kernel/debug:/sys/kernel/debug",
-            "-p", "127.0.0.1::7777",
+            "-e", "DD_CNM_HTTP_ADDR=0.0.0.0:7777", "-p", "127.0.0.1::7777",
         ]
         let r = try Environment.run("/usr/bin/env", ["docker"] + arguments + extra + [tag])
         guard r.status == 0 else { throw TestFailure("docker run \(tag): \(r.output)") }
@@ -100,8 +100,8 @@ struct AgentImageTests {
         #expect(!all.contains { $0.address("laddr")["container_id"] as? String == agentID })
     }
 
-    /// The ECS daemon's way (ecs/daemon-ec2.json): the host's network, the host's /proc and the API
-    /// on 127.0.0.1:7777. A container on the default bridge (a network namespace of its own) reaches
+    /// The ECS daemon's way (ecs/daemon-ec2.json): the host's network, the host's /proc, and the API
+    /// where the image puts it when DD_CNM_HTTP_ADDR is not set: 127.0.0.1:7777. A container on the default bridge (a network namespace of its own) reaches
     /// a server on the host's bridge address, but not the agent there. With a token, a request
     /// without it gets 401 and /healthz still answers.
     @Test func onTheHostsNetworkTheAPIIsLoopbackOnlyAndGuardedByItsToken() async throws {
@@ -119,7 +119,7 @@ struct AgentImageTests {
             "--security-opt", "apparmor:unconfined",
             "-v", "/var/run/docker.sock:/var/run/docker.sock:ro", "-v", "/proc:/host/proc:ro",
             "-v", "/sys/fs/cgroup:/host/sys/fs/cgroup:ro", "-v", "/sys/kernel/debug:/sys/kernel/debug",
-            "-e", "DD_CNM_HTTP_ADDR=127.0.0.1:7777", "-e", "DD_CNM_API_TOKEN=\(token)",
+            "-e", "DD_CNM_API_TOKEN=\(token)",
             "-e", "DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=1", AgentImage.tag)
 
         _ = try await waitFor("the agent's /healthz on 127.0.0.1:7777", timeout: .seconds(60)) {
@@ -146,6 +146,20 @@ struct AgentImageTests {
         let agent = try Self.connect(from: probe, to: host, port: 7777)
         #expect(agent.status != 0, "the agent answered another network namespace: \(agent.output)")
         #expect(agent.output.lowercased().contains("refused"), "\(agent.output)")
+    }
+
+    /// The runtime stage holds the agent, its libraries and a CA bundle: nothing to get a shell or
+    /// install a package with, and the agent still starts (its libraries all load).
+    @Test func theImageHasNoShellAndNoPackageManager() throws {
+        try AgentImage.build()
+        for program in ["/bin/sh", "/bin/bash", "/usr/bin/apt-get", "/usr/bin/dpkg", "/bin/busybox"] {
+            let r = try Environment.run(
+                "/usr/bin/env", ["docker", "run", "--rm", "--entrypoint", program, AgentImage.tag, "--version"])
+            #expect(r.status != 0, "\(program) runs in the image: \(r.output)")
+            #expect(r.output.lowercased().contains("no such file or directory"), "\(program): \(r.output)")
+        }
+        let version = try Environment.docker("run", "--rm", AgentImage.tag, "version")
+        #expect(version.hasPrefix("cnm-agent "), "\(version)")
     }
 
     /// A request line sent with busybox nc from inside `container`: its exit status and output.

@@ -64,6 +64,9 @@ struct FargateSimulationTests {
             on: gateway)
         let env = [
             "DD_NETWORK_CONFIG_ENABLE_EBPFLESS=true", "DD_PROCESS_CONFIG_INTERVALS_CONNECTIONS=1",
+            // The test reads the API from the host, at the task's address (the sidecar's definition
+            // keeps it on loopback).
+            "DD_CNM_HTTP_ADDR=0.0.0.0:7777",
             "ECS_CONTAINER_METADATA_URI_V4=http://\(gateway):\(endpoint.port)/v4/\(suffix)",
         ].flatMap { ["-e", $0] }
         try Environment.docker(
