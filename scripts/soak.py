@@ -9,14 +9,16 @@ Load, all at once for --minutes (default 30):
   - two API readers: one reads every interval as it comes (/api/v1/intervals?after=) and adds up
     the churn's bytes, the other reads /api/v1/connections and /status in a loop.
 
-Every second the agent's RSS and heap in use (/status `memory`, from glibc: what is allocated,
-whatever the RSS still holds of what was freed); every minute its open fds and threads (/proc/PID)
-and, from /status, its tracked connections and every loss counter. Pass: after warm-up (the first
-third, at least 5 min) the floors of the RSS and of the heap in use (the lowest of each minute's
-samples: what the agent keeps, not a report being built) grow less than 1 MiB per hour
-(least-squares slope, printed with its standard error), fds and threads are flat (the same at the
-end as at the end of warm-up, within 2), and every byte the churn carried is in the intervals read
-unless /status counted a loss. The table goes to docs/soak.md, a section per mode (--out).
+Every second the agent's RSS, heap in use (/status `memory`, from glibc: what is allocated,
+whatever the RSS still holds of what was freed), open fds and threads (/proc/PID); every minute,
+from /status, its tracked connections and every loss counter. Each minute keeps the floor (the
+lowest of its samples: what the agent keeps, not a report being built or a request being served)
+and the peak of each; for fds also what the peak's extra fds were. Pass: after warm-up (the first
+third, at least 5 min) the floors of the RSS and of the heap in use grow less than 1 MiB per hour
+(Theil-Sen slope: the median of the slopes between every two minutes, which one odd minute cannot
+move; the least-squares slope and its standard error are printed beside it), every minute's fd and
+thread floor is within 2 of the first after warm-up, and every byte the churn carried is in the
+intervals read unless /status counted a loss. The table goes to docs/soak.md, a section per mode.
 
   scripts/soak.py --mode ebpf|ebpfless [--minutes 30] [--rate 1000] [--held 20000]
 """
@@ -31,6 +33,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
 from cnmbench.collectors import agent_lost  # noqa: E402
@@ -74,13 +77,28 @@ class Agent:
             return json.load(r)
 
     def sample(self):
-        """RSS (KiB), fds and threads of the agent process."""
+        """RSS (KiB), the kinds of the open fds (a Counter) and the threads of the agent process."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             text = f.read()
         rss = int(re.search(r"VmRSS:\s+(\d+)", text).group(1))
         threads = int(re.search(r"Threads:\s+(\d+)", text).group(1))
-        fds = len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-        return rss, fds, threads
+        return rss, fd_kinds(f"/proc/{self.proc.pid}/fd"), threads
+
+
+def fd_kinds(directory):
+    """What each open fd is: "socket", "pipe", "anon_inode:[eventpoll]", or a path's first two parts."""
+    kinds = Counter()
+    for fd in os.listdir(directory):
+        try:
+            target = os.readlink(os.path.join(directory, fd))
+        except OSError:
+            continue  # closed between the listing and the link
+        if target.startswith(("socket:", "pipe:")):
+            target = target.split(":")[0]
+        elif target.startswith("/"):
+            target = "/".join(target.split("/")[:3])
+        kinds[target] += 1
+    return kinds
 
 
 class IntervalReader(threading.Thread):
@@ -169,6 +187,16 @@ class ContainerChurn(threading.Thread):
             self.removed += 1
 
 
+def robust_slope_per_hour(points):
+    """Theil-Sen slope of (minute, value) points, per hour: the median of the pairwise slopes."""
+    slopes = sorted((y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1:]
+                    if x2 != x1)
+    if not slopes:
+        return 0.0
+    middle = len(slopes) // 2
+    return 60 * (slopes[middle] if len(slopes) % 2 else (slopes[middle - 1] + slopes[middle]) / 2)
+
+
 def slope_per_hour(points):
     """Least-squares slope of (minute, value) points, per hour, and its standard error."""
     n = len(points)
@@ -247,17 +275,26 @@ def main():
                              env=dict(os.environ, CONN_WORKLOAD_TRUTH=truth))
 
     # RSS swings by hundreds of MiB within a minute (a report of 60,000 connections is built and
-    # served as JSON, then freed): one sample a minute would be noise. Each minute's row has the
-    # lowest and highest of its one-second samples; the lowest is what the agent keeps.
+    # served as JSON, then freed), and fds by a few (API requests, Docker calls): one sample a minute
+    # would be noise. Each minute's row has the lowest and highest of its one-second samples; the
+    # lowest is what the agent keeps.
     rows = []
     began = time.monotonic()
-    window, heap = [], []
+    window = {"rss": [], "heap": [], "fds": [], "threads": []}
+    floor_kinds = peak_kinds = None
     for minute in range(0, int(opts.minutes) + 1):
         while True:
-            rss, fds, threads = agent.sample()
-            window.append(rss)
+            rss, kinds, threads = agent.sample()
+            fds = sum(kinds.values())
+            window["rss"].append(rss)
+            window["threads"].append(threads)
+            if not window["fds"] or fds < min(window["fds"]):
+                floor_kinds = kinds
+            if not window["fds"] or fds > max(window["fds"]):
+                peak_kinds = kinds
+            window["fds"].append(fds)
             try:
-                heap.append(agent.get("/status", 30)["memory"]["heap_in_use_bytes"] // 1024)
+                window["heap"].append(agent.get("/status", 30)["memory"]["heap_in_use_bytes"] // 1024)
             except (OSError, ValueError, KeyError):
                 pass
             wait = began + 60 * minute - time.monotonic()
@@ -265,15 +302,19 @@ def main():
                 break
             time.sleep(min(1, wait))
         status = agent.get("/status")
-        tracked = (status.get("tracker") or {}).get("tracked")
-        lost = agent_lost(status)
         heap_now = (status.get("memory") or {}).get("heap_in_use_bytes", 0) // 1024
-        rows.append((minute, min(window), max(window), min(heap or [heap_now]), max(heap or [heap_now]), fds, threads,
-                     tracked, lost))
-        window, heap = [rss], []
-        log(f"min {minute}: rss {rows[-1][1] / 1024:.1f}-{rows[-1][2] / 1024:.1f} MiB, "
-            f"heap {rows[-1][3] / 1024:.1f}-{rows[-1][4] / 1024:.1f} MiB, fds {fds}, threads {threads}, "
-            f"tracked {tracked}, lost {lost or 0}, containers {containers.started}/{containers.removed}")
+        window["heap"] = window["heap"] or [heap_now]
+        row = {k: (min(v), max(v)) for k, v in window.items()}
+        row.update(minute=minute, heap_samples=len(window["heap"]),
+                   tracked=(status.get("tracker") or {}).get("tracked"), lost=agent_lost(status),
+                   extra_fds=peak_kinds - floor_kinds)
+        rows.append(row)
+        window = {"rss": [rss], "heap": [], "fds": [fds], "threads": [threads]}
+        floor_kinds = peak_kinds = kinds
+        log(f"min {minute}: rss {row['rss'][0] / 1024:.1f}-{row['rss'][1] / 1024:.1f} MiB, "
+            f"heap {row['heap'][0] / 1024:.1f}-{row['heap'][1] / 1024:.1f} MiB ({row['heap_samples']} samples), "
+            f"fds {row['fds'][0]}-{row['fds'][1]} (+{dict(row['extra_fds'])}), threads {row['threads'][0]}-{row['threads'][1]}, "
+            f"tracked {row['tracked']}, lost {row['lost'] or 0}, containers {containers.started}/{containers.removed}")
         if agent.proc.poll() is not None:
             raise RuntimeError(f"the agent exited ({agent.proc.returncode})")
 
@@ -306,17 +347,19 @@ def main():
     missed = intervals.sequences and intervals.sequences[-1] - intervals.sequences[0] + 1 - len(intervals.sequences)
 
     warm = max(5, int(opts.minutes / 3))
-    after = [r for r in rows if r[0] >= warm]
-    growth, growth_error = slope_per_hour([(r[0], r[1] / 1024) for r in after])
-    heap_growth, heap_error = slope_per_hour([(r[0], r[3] / 1024) for r in after])
-    fd_drift = after[-1][5] - after[0][5] if after else 0
-    thread_drift = after[-1][6] - after[0][6] if after else 0
+    after = [r for r in rows if r["minute"] >= warm]
+    rss_points = [(r["minute"], r["rss"][0] / 1024) for r in after]
+    heap_points = [(r["minute"], r["heap"][0] / 1024) for r in after]
+    growth, heap_growth = robust_slope_per_hour(rss_points), robust_slope_per_hour(heap_points)
+    (ls_growth, ls_error), (ls_heap, ls_heap_error) = slope_per_hour(rss_points), slope_per_hour(heap_points)
+    fd_drift = max((abs(r["fds"][0] - after[0]["fds"][0]) for r in after), default=0)
+    thread_drift = max((abs(r["threads"][0] - after[0]["threads"][0]) for r in after), default=0)
     bytes_ok = (got_sent, got_received) == (expected_sent, expected_received) or bool(lost)
     verdict = {
         "heap in use (floor) grows < 1 MiB/h after warm-up": heap_growth < 1,
         "RSS floor grows < 1 MiB/h after warm-up": growth < 1,
-        "fds flat (±2)": abs(fd_drift) <= 2,
-        "threads flat (±2)": abs(thread_drift) <= 2,
+        "fd floor flat (±2)": fd_drift <= 2,
+        "thread floor flat (±2)": thread_drift <= 2,
         "every churn byte reported, or the loss counted": bytes_ok and not missed,
     }
 
@@ -329,17 +372,20 @@ def main():
             f"{status_reader.reads} reads of /api/v1/connections + /status "
             f"(errors: {', '.join(f'{k} ×{v}' for k, v in status_reader.errors.items()) or 'none'}). "
             f"{opts.note}\n",
-            "| minute | RSS floor (MiB) | RSS peak (MiB) | heap in use, floor (MiB) | heap in use, peak (MiB) | fds | "
+            "| minute | RSS floor–peak (MiB) | heap in use, floor–peak (MiB) | fds floor–peak | the peak's extra fds | "
             "threads | tracked | lost (from /status) |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for minute, low, high, heap_low, heap_high, fds, threads, tracked, lost_now in rows:
-        text.append(f"| {minute} | {low / 1024:.1f} | {high / 1024:.1f} | {heap_low / 1024:.1f} | {heap_high / 1024:.1f} | "
-                    f"{fds} | {threads} | {tracked} | "
-                    f"{', '.join(f'{k} {v}' for k, v in lost_now.items()) or '0'} |")
+            "|---:|---:|---:|---:|---|---:|---:|---|"]
+    for r in rows:
+        extra = ", ".join(f"{k} {v}" for k, v in sorted(r["extra_fds"].items())) or "–"
+        text.append(f"| {r['minute']} | {r['rss'][0] / 1024:.1f}–{r['rss'][1] / 1024:.1f} | "
+                    f"{r['heap'][0] / 1024:.1f}–{r['heap'][1] / 1024:.1f} | {r['fds'][0]}–{r['fds'][1]} | {extra} | "
+                    f"{r['threads'][0]}–{r['threads'][1]} | {r['tracked']} | "
+                    f"{', '.join(f'{k} {v}' for k, v in r['lost'].items()) or '0'} |")
     text.append("")
-    text.append(f"After warm-up (minute {warm} on), least-squares slopes ± one standard error: heap in use (floor) "
-                f"{heap_growth:+.2f} ± {heap_error:.2f} MiB/h, RSS floor {growth:+.2f} ± {growth_error:.2f} MiB/h; fds {fd_drift:+d}, "
-                f"threads {thread_drift:+d}. Churn bytes reported: {got_sent:,} sent / {got_received:,} received of "
+    text.append(f"After warm-up (minute {warm} on), Theil-Sen slopes (least squares ± one standard error): heap in use "
+                f"(floor) {heap_growth:+.2f} MiB/h ({ls_heap:+.2f} ± {ls_heap_error:.2f}), RSS floor {growth:+.2f} MiB/h "
+                f"({ls_growth:+.2f} ± {ls_error:.2f}); fd floor within ±{fd_drift}, thread floor within ±{thread_drift}. "
+                f"Churn bytes reported: {got_sent:,} sent / {got_received:,} received of "
                 f"{expected_sent:,} / {expected_received:,}; losses counted at the end: {lost or 'none'}.\n")
     for rule, ok in verdict.items():
         text.append(f"- {'pass' if ok else 'FAIL'}: {rule}")
