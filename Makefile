@@ -10,7 +10,7 @@ TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nf
 # test that decodes an intake message with it.
 PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 
-.PHONY: deps test-deps python-deps bpf proto build release run test fuzz fuzz-ci fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-unit soak clean
+.PHONY: deps test-deps python-deps bpf proto build release run test fuzz fuzz-ci fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-encode bench-unit soak clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
 # object, and turned by bpftool into a libbpf skeleton that embeds it (Sources/CBPF/cnm.skel.h,
@@ -104,10 +104,10 @@ fuzz-ci: deps
 	FUZZ_SECONDS=15 scripts/fuzz.sh
 
 fmt:
-	swift format -i -r Package.swift Sources Tests Fuzz
+	swift format -i -r Package.swift Sources Tests Fuzz Benchmarks
 
 lint:
-	swift format lint --strict -r Package.swift Sources Tests Fuzz
+	swift format lint --strict -r Package.swift Sources Tests Fuzz Benchmarks
 	swift package describe --type json | python3 scripts/check-targets.py
 
 # Overhead, accuracy and scale against pmacctd and bpftrace, every workload and collector side by side
@@ -132,6 +132,14 @@ bench-quick: release bench-deps
 bench-modes: release
 	@scripts/apt-ensure.sh python3 gcc iproute2
 	/usr/bin/python3 scripts/bench/bench.py --modes
+
+# CPU to encode one interval per output format, per 10,000 connections (Benchmarks/EncodeCost;
+# ENCODE_CONNECTIONS, ENCODE_RUNS).
+ENCODE_CONNECTIONS ?= 10000
+ENCODE_RUNS ?= 21
+bench-encode: bpf
+	swift build -c release --product cnm-encode-bench
+	$$(swift build -c release --show-bin-path)/cnm-encode-bench $(ENCODE_CONNECTIONS) $(ENCODE_RUNS)
 
 # CPU per collection and RSS with 10,000 open loopback TCP connections (the former `make bench`;
 # scripts/bench/bench.py --collection; CONNECTIONS, WINDOW_SECONDS).

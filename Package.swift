@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "CNMModel", swiftSettings: strict),
         // Packet headers and the flows they make up, from bytes handed in. Pure Swift too.
         .target(name: "CNMPacket", dependencies: ["CNMModel"], swiftSettings: strict),
-        // The report stream every output subscribes to, the store the API reads, and `/status`.
+        // The report stream every output subscribes to, and the agent's status that `/status` shows.
         .target(name: "CNMReport", dependencies: ["CNMModel"], swiftSettings: strict),
 
         // C interop, one small target per C library, every symbol prefixed.
@@ -123,6 +123,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+
+        // What encoding an interval costs per format (`make bench-encode`).
+        .executableTarget(
+            name: "cnm-encode-bench", dependencies: ["CNMModel", "CNMReport", "CNMServer", "CNMIntake"],
+            path: "Benchmarks/EncodeCost", swiftSettings: strict),
 
         // What tests share: one scripted HTTP server (unix socket or loopback), socket helpers.
         .target(name: "CNMTestSupport", path: "Tests/CNMTestSupport", swiftSettings: strict),

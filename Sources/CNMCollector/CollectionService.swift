@@ -18,12 +18,12 @@ import Synchronization
 public final class CollectionService: Service, Sendable {
     private let configuration: Configuration
     /// Where `/status` is kept.
-    private let store: ReportStore
+    private let store: StatusStore
     private let reports: ReportStream
     private let logger: Logger
     /// Blocking kernel and /proc reads run here, never on the async pool.
     private let queue = DispatchQueue(label: "cnm.collector")
-    public init(configuration: Configuration, status store: ReportStore, reports: ReportStream, logger: Logger) {
+    public init(configuration: Configuration, status store: StatusStore, reports: ReportStream, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.reports = reports

@@ -36,7 +36,7 @@ final class ContainerMetadataService: Service, Sendable {
 
     private let docker: DockerTagger
     private let ecs: ECSTagger?
-    private let store: ReportStore
+    private let store: StatusStore
     private let logger: Logger
     private let configuration: Configuration
     private let state = Mutex(State())
@@ -45,7 +45,7 @@ final class ContainerMetadataService: Service, Sendable {
     private let inspectWake: AsyncStream<Void>
     private let inspectWakeContinuation: AsyncStream<Void>.Continuation
 
-    init(configuration: Configuration, status store: ReportStore, logger: Logger) {
+    init(configuration: Configuration, status store: StatusStore, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.logger = logger

@@ -21,7 +21,3 @@ public struct ReportStream: Sendable {
         for subscriber in subscribers { subscriber.receive(report) }
     }
 }
-
-extension ReportStore: ReportSubscriber {
-    public func receive(_ report: IntervalReport) { publish(report) }
-}

@@ -9,7 +9,7 @@ import Synchronization
 /// scanner must not fill the log.
 struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     let token: Configuration.APIToken
-    let store: ReportStore
+    let store: StatusStore
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
@@ -39,7 +39,7 @@ struct ConcurrencyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
 
     let limit: Int
     let counter = Counter()
-    let store: ReportStore
+    let store: StatusStore
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response

@@ -28,7 +28,8 @@ public enum APIServer {
     }
 
     public static func application(
-        store: ReportStore,
+        store: StatusStore,
+        intervals: IntervalHistory,
         access: Access,
         logger: Logger,
         memory: @escaping @Sendable () -> MemoryUsage? = { nil },
@@ -38,7 +39,7 @@ public enum APIServer {
             access.socketPath.map { .unixDomainSocket(path: $0) }
             ?? .hostname(access.address.host, port: Int(access.address.port))
         return Application(
-            router: router(store: store, access: access, memory: memory, clock: clock),
+            router: router(store: store, intervals: intervals, access: access, memory: memory, clock: clock),
             configuration: .init(address: address, serverName: "cnm-agent"),
             logger: logger
         )
@@ -46,30 +47,35 @@ public enum APIServer {
 
     /// The routes behind the concurrency cap and, when there is a token, the token check.
     static func router(
-        store: ReportStore, access: Access, memory: @escaping @Sendable () -> MemoryUsage? = { nil },
+        store: StatusStore, intervals: IntervalHistory, access: Access,
+        memory: @escaping @Sendable () -> MemoryUsage? = { nil },
         clock: @escaping @Sendable () -> Timestamp
     ) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ConcurrencyLimitMiddleware(limit: access.maxConcurrent, store: store))
         if let token = access.token { router.add(middleware: BearerTokenMiddleware(token: token, store: store)) }
 
+        // The intervals' JSON was written once, when each was published: a read copies no bytes.
         router.get("/api/v1/connections") { _, _ in
-            let status = store.status
-            guard let report = store.latest else {
+            guard let latest = intervals.latest else {
                 return try json(["error": "no interval completed yet"], status: .serviceUnavailable)
             }
-            return try json(ReportJSON(report, host: status.hostname, mode: status.mode))
+            return Response(status: .ok, headers: jsonHeaders, body: .init(byteBuffer: latest.json))
         }
         router.get("/api/v1/intervals") { request, _ in
             let after = request.uri.queryParameters.get("after", as: UInt64.self) ?? 0
-            let status = store.status
-            let reports = store.reports(after: after).map { ReportJSON($0, host: status.hostname, mode: status.mode) }
-            return try json(["intervals": reports])
+            var parts = [ByteBuffer(string: #"{"intervals":["#)]
+            for (index, interval) in intervals.intervals(after: after).enumerated() {
+                if index > 0 { parts.append(ByteBuffer(string: ",")) }
+                parts.append(interval.json)
+            }
+            parts.append(ByteBuffer(string: "]}"))
+            return Response(status: .ok, headers: jsonHeaders, body: .init(contentsOf: parts))
         }
         router.get("/status") { _, _ in
             try json(
                 StatusJSON(
-                    s: store.status, connectionsInLastReport: store.latest?.connections.count ?? 0, memory: memory(),
+                    s: store.status, connectionsInLastReport: intervals.latest?.connections ?? 0, memory: memory(),
                     now: clock())
             )
         }
@@ -79,6 +85,8 @@ public enum APIServer {
         }
         return router
     }
+
+    static let jsonHeaders: HTTPFields = [.contentType: "application/json"]
 
     static func json(_ value: any Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws
         -> Response

@@ -64,7 +64,7 @@ guard configuration.networkEnabled else {
 }
 
 let hostname = configuration.hostname ?? ProcessInfo.processInfo.hostName
-let store = ReportStore(
+let store = StatusStore(
     status: AgentStatus(
         version: version,
         hostname: hostname,
@@ -98,7 +98,8 @@ let intake = configuration.intake.map { settings in
 if intake == nil { logger.info("DD_API_KEY is not set: connections are served locally only") }
 
 // The outputs: each takes every interval's report from the one stream.
-var outputs: [any ReportSubscriber] = [store]
+let intervals = IntervalHistory(status: store)
+var outputs: [any ReportSubscriber] = [intervals]
 if terminal {
     outputs.append(TerminalOutput(rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds))
 }
@@ -116,7 +117,8 @@ let apiAccess = APIServer.Access(
     address: configuration.httpAddress, socketPath: configuration.httpSocketPath, token: configuration.apiToken,
     maxConcurrent: configuration.apiMaxConcurrent)
 let api = APIServer.application(
-    store: store, access: apiAccess, logger: logger, memory: { ProcessMemory.current() }, clock: { .now })
+    store: store, intervals: intervals, access: apiAccess, logger: logger, memory: { ProcessMemory.current() },
+    clock: { .now })
 let group = ServiceGroup(
     configuration: .init(
         services: [.init(service: collector), .init(service: api)] + (intake.map { [.init(service: $0)] } ?? []),

@@ -111,12 +111,12 @@ struct ContainerMetadataServiceTests {
     /// Runs a service for `body`, then shuts it down and waits for it to end.
     static func withService(
         docker: Daemon, ecs: String? = nil,
-        _ body: (ContainerMetadataService, ReportStore) async throws -> Void
+        _ body: (ContainerMetadataService, StatusStore) async throws -> Void
     ) async throws {
         var configuration = Configuration()
         configuration.dockerHost = docker.host
         configuration.ecsMetadataURI = ecs
-        let store = ReportStore(
+        let store = StatusStore(
             status: AgentStatus(
                 version: "0", hostname: "h", startedAt: Timestamp(nanoseconds: 0), intervalSeconds: 30,
                 mode: .ebpf, modeReason: "test"))

@@ -16,8 +16,8 @@ import Testing
 struct APIAccessTests {
     static let token = Configuration.APIToken("s3cret-token-0123456789")!
 
-    static func store() -> ReportStore {
-        ReportStore(
+    static func store() -> StatusStore {
+        StatusStore(
             status: AgentStatus(
                 version: "0", hostname: "h", startedAt: Timestamp(nanoseconds: 0), intervalSeconds: 30, mode: .ebpf,
                 modeReason: "test"))
@@ -39,9 +39,10 @@ struct APIAccessTests {
         try await body(path)
     }
 
-    static func api(_ store: ReportStore, token: Configuration.APIToken?) -> Router<BasicRequestContext> {
+    static func api(_ store: StatusStore, token: Configuration.APIToken?) -> Router<BasicRequestContext> {
         APIServer.router(
-            store: store, access: .init(address: .init(host: "127.0.0.1", port: 1), token: token),
+            store: store, intervals: IntervalHistory(status: store),
+            access: .init(address: .init(host: "127.0.0.1", port: 1), token: token),
             clock: { Timestamp(nanoseconds: 0) })
     }
 
@@ -78,8 +79,10 @@ struct APIAccessTests {
 
     /// `/status` says what the process holds, read at the request.
     @Test func statusCarriesTheProcessMemory() async throws {
+        let store = Self.store()
         let router = APIServer.router(
-            store: Self.store(), access: .init(address: .init(host: "127.0.0.1", port: 1)),
+            store: store, intervals: IntervalHistory(status: store),
+            access: .init(address: .init(host: "127.0.0.1", port: 1)),
             memory: { MemoryUsage(residentBytes: 3 << 20, heapInUseBytes: 2 << 20, heapFreeBytes: 1 << 20) },
             clock: { Timestamp(nanoseconds: 0) })
         try await Self.serving(router) { path in
@@ -88,6 +91,33 @@ struct APIAccessTests {
             for field in ["\"rss_bytes\":3145728", "\"heap_in_use_bytes\":2097152", "\"heap_free_bytes\":1048576"] {
                 #expect(reply.body.contains(field), "\(field) not in \(reply.body)")
             }
+        }
+    }
+
+    /// Each interval's bytes, written once at publication, are what every reader gets.
+    @Test func intervalsAreServedAsTheyWereEncoded() async throws {
+        let store = Self.store()
+        let intervals = IntervalHistory(status: store)
+        let router = APIServer.router(
+            store: store, intervals: intervals, access: .init(address: .init(host: "127.0.0.1", port: 1)),
+            clock: { Timestamp(nanoseconds: 0) })
+        try await Self.serving(router) { path in
+            #expect(try await Self.get("/api/v1/connections", on: path).status == 503)
+            let empty = try await Self.get("/api/v1/intervals", on: path)
+            #expect(empty.status == 200 && empty.body == #"{"intervals":[]}"#, "\(empty.body)")
+            for sequence in 1...3 as ClosedRange<UInt64> {
+                intervals.receive(IntervalJSONTests.report(sequence, connections: Int(sequence) * 10))
+            }
+            let latest = try await Self.get("/api/v1/connections", on: path)
+            #expect(latest.status == 200 && latest.head.contains("\r\ncontent-type: application/json\r\n"))
+            #expect(latest.body == String(buffer: try #require(intervals.latest).json))
+            let all = try await Self.get("/api/v1/intervals?after=1", on: path)
+            let object = try JSONSerialization.jsonObject(with: Data(all.body.utf8)) as? [String: [[String: Any]]]
+            let read = try #require(object?["intervals"])
+            #expect(read.map { ($0["sequence"] as? NSNumber)?.intValue } == [2, 3])
+            #expect(read.map { ($0["connections"] as? [Any])?.count } == [20, 30])
+            let status = try await Self.get("/status", on: path)
+            #expect(status.body.contains(#""connections_in_last_report":30"#), "\(status.body)")
         }
     }
 
@@ -146,8 +176,10 @@ struct APIAccessTests {
     /// The agent's own application on `DD_CNM_HTTP_ADDR=unix:///path`.
     @Test func theAPIListensOnAUnixSocket() async throws {
         let path = try makeTemporaryDirectory() + "/api.sock"
+        let store = Self.store()
         let app = APIServer.application(
-            store: Self.store(), access: .init(address: .init(host: "127.0.0.1", port: 1), socketPath: path),
+            store: store, intervals: IntervalHistory(status: store),
+            access: .init(address: .init(host: "127.0.0.1", port: 1), socketPath: path),
             logger: Logger(label: "test"), clock: { Timestamp(nanoseconds: 0) })
         let server = Task { try await app.runService() }
         defer { server.cancel() }

@@ -1,6 +1,7 @@
 import CNMModel
 import CNMReport
 import Foundation
+import NIOCore
 import Testing
 
 @testable import CNMServer
@@ -35,8 +36,7 @@ import Testing
             end: Timestamp(nanoseconds: 1_700_000_030_500_000_000),
             connections: [connection(pid: nil, bytes: 42, name: nil)]
         )
-        let data = try JSONEncoder().encode(ReportJSON(report, host: "h", mode: .ebpfless))
-        let text = String(decoding: data, as: UTF8.self)
+        let text = String(buffer: IntervalJSON.encode(report, host: "h", mode: .ebpfless))
         #expect(text.contains(#""pid":null"#), "pid is null, not absent, when unknown")
         #expect(text.contains(#""container_id":null"#))
         #expect(text.contains(#""tcp_failures":{"111":1}"#))

@@ -1,0 +1,125 @@
+import CNMModel
+import CNMReport
+
+/// The JSON of `/status`: small, so it goes through `JSONEncoder`.
+struct StatusJSON: Encodable {
+    let s: AgentStatus
+    let connectionsInLastReport: Int
+    var memory: MemoryUsage? = nil
+    let now: Timestamp
+
+    enum CodingKeys: String, CodingKey {
+        case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker, capture
+        case memory
+        case intake
+        case dockerEvents = "docker_events"
+        case modeReason = "mode_reason"
+        case intervalSeconds = "interval_seconds"
+        case sampleSeconds = "sample_seconds"
+        case closedConnections = "closed_connections"
+        case startedAt = "started_at"
+        case uptimeSeconds = "uptime_seconds"
+        case connectionsTracked = "connections_tracked"
+        case connectionsInLastReport = "connections_in_last_report"
+        case lastPollMicros = "last_poll_us"
+        case healthy
+    }
+
+    struct StrategyJSON: Encodable {
+        var name: String
+        var chosen: Bool
+        var reason: String
+    }
+
+    /// `{state, reason, counters}`, the shape of every component.
+    struct ComponentJSON: Encodable {
+        var state: String
+        var reason: String
+        var counters: [String: UInt64]
+
+        init(_ c: AgentStatus.Component) {
+            state = c.state
+            reason = c.reason
+            counters = c.counters
+        }
+    }
+
+    struct MemoryJSON: Encodable {
+        var rssBytes: UInt64
+        var heapInUseBytes: UInt64
+        var heapFreeBytes: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case rssBytes = "rss_bytes"
+            case heapInUseBytes = "heap_in_use_bytes"
+            case heapFreeBytes = "heap_free_bytes"
+        }
+    }
+
+    struct ProblemJSON: Encodable {
+        var count: UInt64
+        var last: String?
+    }
+
+    struct TrackerJSON: Encodable {
+        var tracked: Int
+        var droppedTableFull: UInt64
+        var closedWithoutFinalCounters: UInt64
+        var counterRegressions: UInt64
+        var completedFromCapture: UInt64
+        var capturedWithoutSocket: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case tracked
+            case droppedTableFull = "dropped_table_full"
+            case closedWithoutFinalCounters = "closed_without_final_counters"
+            case counterRegressions = "counter_regressions"
+            case completedFromCapture = "completed_from_capture"
+            case capturedWithoutSocket = "captured_without_socket"
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var e = encoder.container(keyedBy: CodingKeys.self)
+        try e.encode(s.version, forKey: .version)
+        try e.encode(s.hostname, forKey: .hostname)
+        try e.encode(s.mode.rawValue, forKey: .mode)
+        try e.encode(s.modeReason, forKey: .modeReason)
+        try e.encode(
+            s.strategies.map { StrategyJSON(name: $0.name, chosen: $0.chosen, reason: $0.reason) }, forKey: .strategies)
+        try e.encode(s.intervalSeconds, forKey: .intervalSeconds)
+        try e.encode(s.sampleSeconds, forKey: .sampleSeconds)
+        try e.encode(ComponentJSON(s.closedConnections), forKey: .closedConnections)
+        try e.encode(ComponentJSON(s.capture), forKey: .capture)
+        try e.encode(formatTimestamp(s.startedAt), forKey: .startedAt)
+        try e.encode(Double(now.nanoseconds - s.startedAt.nanoseconds) / 1e9, forKey: .uptimeSeconds)
+        try e.encode(s.tracker.tracked, forKey: .connectionsTracked)
+        try e.encode(connectionsInLastReport, forKey: .connectionsInLastReport)
+        try e.encode(s.polls, forKey: .polls)
+        try e.encode(s.reports, forKey: .reports)
+        try e.encode(s.lastPollMicros, forKey: .lastPollMicros)
+        try e.encodeIfPresent(
+            memory.map {
+                MemoryJSON(
+                    rssBytes: $0.residentBytes, heapInUseBytes: $0.heapInUseBytes, heapFreeBytes: $0.heapFreeBytes)
+            }, forKey: .memory)
+        try e.encode(s.namespaces, forKey: .namespaces)
+        try e.encode(ComponentJSON(s.docker), forKey: .docker)
+        try e.encode(ComponentJSON(s.dockerEvents), forKey: .dockerEvents)
+        try e.encodeIfPresent(s.ecs.map(ComponentJSON.init), forKey: .ecs)
+        try e.encodeIfPresent(s.intake, forKey: .intake)
+        try e.encode(s.firstCollectionDone, forKey: .healthy)
+        try e.encode(
+            TrackerJSON(
+                tracked: s.tracker.tracked,
+                droppedTableFull: s.tracker.droppedTableFull,
+                closedWithoutFinalCounters: s.tracker.closedWithoutFinalCounters,
+                counterRegressions: s.tracker.counterRegressions,
+                completedFromCapture: s.tracker.completedFromCapture,
+                capturedWithoutSocket: s.tracker.capturedWithoutSocket
+            ),
+            forKey: .tracker
+        )
+        try e.encode(s.problems.mapValues { ProblemJSON(count: $0.count, last: $0.last) }, forKey: .problems)
+    }
+}
