@@ -12,6 +12,8 @@ import Glibc
 
 let connections = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 10_000 : 10_000
 let runs = CommandLine.arguments.count > 2 ? Int(CommandLine.arguments[2]) ?? 21 : 21
+/// `json` or `intake` measures only that one (for a profile of it).
+let only = CommandLine.arguments.count > 3 ? CommandLine.arguments[3] : nil
 
 func threadCPUNanoseconds() -> Int64 {
     var t = timespec()
@@ -73,15 +75,21 @@ func measure(_ body: () throws -> Int) rethrows -> (nanoseconds: Int64, bytes: I
 
 let report = interval(connections)
 let history = IntervalHistory(retained: 1) { ("bench-host", .ebpf) }
-let json = measure {
-    history.receive(report)
-    return history.bytes
-}
 let host = HostDescription(hostname: "bench-host", hostTags: ["env:bench"])
-let intake = try measure {
-    let messages = ConnectionsPayload.messages(for: report, host: host, groupID: 1, maxPerMessage: 1_000)
-    return try messages.reduce(0) { $0 + (try IntakeMessage.encode($1, timestampMilliseconds: 0)).count }
-}
+let json =
+    only == "intake"
+    ? nil
+    : measure {
+        history.receive(report)
+        return history.bytes
+    }
+let intake =
+    only == "json"
+    ? nil
+    : try measure {
+        let messages = ConnectionsPayload.messages(for: report, host: host, groupID: 1, maxPerMessage: 1_000)
+        return try messages.reduce(0) { $0 + (try IntakeMessage.encode($1, timestampMilliseconds: 0)).count }
+    }
 
 func row(_ name: String, _ m: (nanoseconds: Int64, bytes: Int)) {
     let per10k = Double(m.nanoseconds) / 1e6 * 10_000 / Double(connections)
@@ -92,5 +100,5 @@ func row(_ name: String, _ m: (nanoseconds: Int64, bytes: Int)) {
 }
 print("encode cost of one interval of \(connections) connections, median CPU of \(runs) runs")
 print("format".padding(toLength: 34, withPad: " ", startingAt: 0) + "per 10,000   per connection   output")
-row("API JSON (IntervalJSON)", json)
-row("intake (protobuf + zstd, 1,000/msg)", intake)
+if let json { row("API JSON (IntervalJSON)", json) }
+if let intake { row("intake (protobuf + zstd, 1,000/msg)", intake) }

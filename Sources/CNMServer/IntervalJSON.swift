@@ -31,7 +31,7 @@ enum IntervalJSON {
         for connection in report.connections { write(connection, to: &w) }
         w.endArray()
         w.endObject()
-        return w.buffer
+        return w.finish()
     }
 
     static func write(_ c: Connection, to w: inout JSONWriter) {
@@ -123,7 +123,7 @@ enum IntervalJSON {
         }
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 15) { text in
             var end = 0
-            for shift in [24, 16, 8, 0] as [UInt32] {
+            for shift in stride(from: UInt32(24), through: 0, by: -8) {
                 if shift != 24 {
                     text[end] = UInt8(ascii: ".")
                     end += 1
@@ -140,7 +140,7 @@ enum IntervalJSON {
                 text[end] = UInt8(ascii: "0") + octet % 10
                 end += 1
             }
-            w.string(ascii: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: text[..<end])))
+            w.string(ascii: UnsafeBufferPointer(rebasing: text[..<end]))
         }
     }
 }

@@ -1,53 +1,70 @@
 import NIOCore
 
-/// Writes JSON text straight into a byte buffer, in the order it is called: no tree of values is
-/// built and no keys are sorted, so an interval of 60,000 connections costs one pass over them.
-/// Callers write keys in their documented order; strings are escaped as RFC 8259 requires.
+/// Writes JSON text straight into bytes, in the order it is called: no tree of values is built and
+/// no keys are sorted, so an interval of 60,000 connections costs one pass over them. Callers write
+/// keys in their documented order; strings are escaped as RFC 8259 requires.
+///
+/// Bytes go to an array first and to the buffer a chunk at a time: a `ByteBuffer` write checks its
+/// storage's exclusivity on every call, which per byte cost more than the JSON itself.
 struct JSONWriter {
-    private(set) var buffer: ByteBuffer
+    private var out: ByteBuffer
+    private var bytes: [UInt8] = []
     /// Whether the next key or value in the open object or array needs a comma before it.
     private var needsComma = false
+    private static let chunk = 64 << 10
 
     init(capacity: Int = 4096) {
-        buffer = ByteBufferAllocator().buffer(capacity: capacity)
+        out = ByteBufferAllocator().buffer(capacity: capacity)
+        bytes.reserveCapacity(min(capacity, Self.chunk) + 1024)
+    }
+
+    /// What was written.
+    mutating func finish() -> ByteBuffer {
+        flush()
+        return out
+    }
+
+    private mutating func flush() {
+        out.writeBytes(bytes)
+        bytes.removeAll(keepingCapacity: true)
     }
 
     mutating func beginObject() {
         separate()
-        buffer.writeInteger(UInt8(ascii: "{"))
+        bytes.append(UInt8(ascii: "{"))
         needsComma = false
     }
 
     mutating func endObject() {
-        buffer.writeInteger(UInt8(ascii: "}"))
+        bytes.append(UInt8(ascii: "}"))
         needsComma = true
     }
 
     mutating func beginArray() {
         separate()
-        buffer.writeInteger(UInt8(ascii: "["))
+        bytes.append(UInt8(ascii: "["))
         needsComma = false
     }
 
     mutating func endArray() {
-        buffer.writeInteger(UInt8(ascii: "]"))
+        bytes.append(UInt8(ascii: "]"))
         needsComma = true
     }
 
     /// An object key: plain ASCII the caller chose, so it is not escaped.
     mutating func key(_ name: StaticString) {
         separate()
-        buffer.writeInteger(UInt8(ascii: "\""))
-        name.withUTF8Buffer { _ = buffer.writeBytes($0) }
-        buffer.writeInteger(UInt8(ascii: "\""))
-        buffer.writeInteger(UInt8(ascii: ":"))
+        bytes.append(UInt8(ascii: "\""))
+        name.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
         needsComma = false
     }
 
     /// An object key made at run time (a map's keys), escaped like any string.
     mutating func key(_ name: String) {
         string(name)
-        buffer.writeInteger(UInt8(ascii: ":"))
+        bytes.append(UInt8(ascii: ":"))
         needsComma = false
     }
 
@@ -71,7 +88,7 @@ struct JSONWriter {
 
     mutating func number(_ value: Int64) {
         separate()
-        if value < 0 { buffer.writeInteger(UInt8(ascii: "-")) }
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
         writeDigits(value.magnitude)
         needsComma = true
     }
@@ -82,10 +99,10 @@ struct JSONWriter {
 
     mutating func string(_ value: String) {
         separate()
-        buffer.writeInteger(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: "\""))
         var value = value
         value.withUTF8 { writeEscaped($0) }
-        buffer.writeInteger(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: "\""))
         needsComma = true
     }
 
@@ -94,19 +111,20 @@ struct JSONWriter {
     }
 
     /// Text that is already valid JSON string content (digits and dots of an address), quoted.
-    mutating func string(ascii bytes: UnsafeRawBufferPointer) {
+    mutating func string(ascii: UnsafeBufferPointer<UInt8>) {
         separate()
-        buffer.writeInteger(UInt8(ascii: "\""))
-        buffer.writeBytes(bytes)
-        buffer.writeInteger(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(contentsOf: ascii)
+        bytes.append(UInt8(ascii: "\""))
         needsComma = true
     }
 
     /// Bytes that are already a whole JSON value (an interval encoded earlier).
     mutating func raw(_ json: ByteBuffer) {
         separate()
+        flush()
         var json = json
-        buffer.writeBuffer(&json)
+        out.writeBuffer(&json)
         needsComma = true
     }
 
@@ -117,11 +135,12 @@ struct JSONWriter {
     }
 
     private mutating func separate() {
-        if needsComma { buffer.writeInteger(UInt8(ascii: ",")) }
+        if bytes.count >= Self.chunk { flush() }
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
     }
 
     private mutating func writeStatic(_ text: StaticString) {
-        text.withUTF8Buffer { _ = buffer.writeBytes($0) }
+        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
 
     private mutating func writeDigits(_ value: UInt64) {
@@ -133,39 +152,65 @@ struct JSONWriter {
                 digits[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
                 rest /= 10
             } while rest != 0
-            buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: digits[start...])))
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
         }
     }
 
     /// UTF-8 as is (a Swift string is valid UTF-8), with `"`, `\` and control characters escaped.
+    /// Eight bytes are checked at a time: almost no string in a report has anything to escape.
     private mutating func writeEscaped(_ utf8: UnsafeBufferPointer<UInt8>) {
+        let raw = UnsafeRawBufferPointer(utf8)
         var clean = 0
-        for index in 0..<utf8.count {
-            let byte = utf8[index]
-            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-            if clean < index {
-                buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: utf8[clean..<index])))
+        var index = 0
+        while index < utf8.count {
+            if index + 8 <= utf8.count,
+                !Self.anyNeedsEscape(raw.loadUnaligned(fromByteOffset: index, as: UInt64.self))
+            {
+                index += 8
+                continue
             }
-            clean = index + 1
-            buffer.writeInteger(UInt8(ascii: "\\"))
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"): buffer.writeInteger(byte)
-            case 0x0A: buffer.writeInteger(UInt8(ascii: "n"))
-            case 0x0D: buffer.writeInteger(UInt8(ascii: "r"))
-            case 0x09: buffer.writeInteger(UInt8(ascii: "t"))
-            case 0x08: buffer.writeInteger(UInt8(ascii: "b"))
-            case 0x0C: buffer.writeInteger(UInt8(ascii: "f"))
-            default:
-                let hex: StaticString = "0123456789abcdef"
-                writeStatic("u00")
-                hex.withUTF8Buffer {
-                    buffer.writeInteger($0[Int(byte >> 4)])
-                    buffer.writeInteger($0[Int(byte & 0xF)])
+            let end = min(index + 8, utf8.count)
+            while index < end {
+                let byte = utf8[index]
+                if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                    if clean < index { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index])) }
+                    clean = index + 1
+                    escape(byte)
                 }
+                index += 1
             }
         }
-        if clean < utf8.count {
-            buffer.writeBytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: utf8[clean...])))
+        if clean < utf8.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean...])) }
+    }
+
+    /// Whether any of eight bytes is below 0x20, `"` or `\` (the "has less" and "has zero byte"
+    /// word tests: exact as a yes or no).
+    @inline(__always)
+    private static func anyNeedsEscape(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        let below = (word &- ones &* 0x20) & ~word
+        return (below | ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash)) & highs != 0
+    }
+
+    private mutating func escape(_ byte: UInt8) {
+        bytes.append(UInt8(ascii: "\\"))
+        switch byte {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(byte)
+        case 0x0A: bytes.append(UInt8(ascii: "n"))
+        case 0x0D: bytes.append(UInt8(ascii: "r"))
+        case 0x09: bytes.append(UInt8(ascii: "t"))
+        case 0x08: bytes.append(UInt8(ascii: "b"))
+        case 0x0C: bytes.append(UInt8(ascii: "f"))
+        default:
+            let hex: StaticString = "0123456789abcdef"
+            writeStatic("u00")
+            hex.withUTF8Buffer {
+                bytes.append($0[Int(byte >> 4)])
+                bytes.append($0[Int(byte & 0xF)])
+            }
         }
     }
 }

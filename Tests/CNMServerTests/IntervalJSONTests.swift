@@ -21,7 +21,27 @@ import Testing
         for text in nasty {
             var w = JSONWriter()
             w.string(text)
-            #expect(try Self.parse(w.buffer) as? String == text, "\(Array(text.utf8))")
+            #expect(try Self.parse(w.finish()) as? String == text, "\(Array(text.utf8))")
+        }
+    }
+
+    /// Strings are checked eight bytes at a time: every ASCII byte, at every place of a word and of
+    /// the tail, is escaped or not as it must be.
+    @Test func everyASCIIByteAtEveryPlace() throws {
+        for byte in 0..<0x80 as Range<UInt8> {
+            for place in 0..<19 {
+                var utf8 = [UInt8](repeating: UInt8(ascii: "a"), count: 19)
+                utf8[place] = byte
+                let text = String(decoding: utf8, as: UTF8.self)
+                var w = JSONWriter()
+                w.string(text)
+                let json = w.finish()
+                #expect(try Self.parse(json) as? String == text, "byte \(byte) at \(place)")
+                let escaped = byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
+                #expect(
+                    json.readableBytes == 21
+                        + (escaped ? (byte < 0x20 && ![8, 9, 10, 12, 13].contains(byte) ? 5 : 1) : 0))
+            }
         }
     }
 
@@ -52,12 +72,13 @@ import Testing
         w.number(7)
         w.endObject()
         w.endObject()
-        let text = String(buffer: w.buffer)
+        let buffer = w.finish()
+        let text = String(buffer: buffer)
         #expect(
             text
                 == #"{"u":18446744073709551615,"i":-9223372036854775808,"small":-2147483648,"zero":0,"#
                 + #""list":[{},[],null,true,false],"map":{"key \"quoted\"":7}}"#)
-        #expect(try Self.parse(w.buffer) is [String: Any])
+        #expect(try Self.parse(buffer) is [String: Any])
     }
 
     /// A connection with every field set to something odd, and its JSON read back field by field.
@@ -173,7 +194,7 @@ import Testing
             let address = IPAddress.v4(octet << 24 | (255 - octet) << 16 | octet / 3 << 8 | octet % 10)
             var w = JSONWriter()
             IntervalJSON.write(address, to: &w)
-            #expect(String(buffer: w.buffer) == "\"\(address)\"")
+            #expect(String(buffer: w.finish()) == "\"\(address)\"")
         }
     }
 
