@@ -8,6 +8,8 @@ struct FlowEnd {
     var direction: ConnectionDirection
     var stats: ConnectionStats
     var countersKnown: Bool
+    /// How long the socket had lived when it closed in this interval; nil while open or when its start is unknown.
+    var closedLifetimeNanos: UInt64? = nil
 }
 
 /// Groups an interval's flow ends by connection, and describes the remote end of each from the
@@ -48,6 +50,9 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
         )
         if let i = index[key] {
             grouped[i].stats.merge(ends[e].stats)
+            // Two sockets of one key: closed short-lived only if both were.
+            let (a, b) = (grouped[i].closedLifetimeNanos, ends[e].closedLifetimeNanos)
+            grouped[i].closedLifetimeNanos = a.flatMap { a in b.map { max(a, $0) } }
             continue
         }
         let peerEnd = byEnds[endsKey(key.transport, key.remote, key.local, key.netns)]
@@ -64,7 +69,8 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
                 remoteProcessName: peer?.processName,
                 remoteContainerID: peer?.containerID,
                 intraHost: peerEnd != nil || remote.isLoopback || localAddresses.contains(remote.unmappedV4 ?? remote),
-                countersKnown: ends[e].countersKnown
+                countersKnown: ends[e].countersKnown,
+                closedLifetimeNanos: ends[e].closedLifetimeNanos
             ))
     }
     return grouped

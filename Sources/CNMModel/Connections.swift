@@ -106,6 +106,9 @@ public struct Connection: Sendable, Equatable {
     /// False where the kernel gives no byte counters for this kind of socket (UDP without eBPF):
     /// the byte and packet fields are then 0 because they are unknown, not because nothing flowed.
     public var countersKnown: Bool
+    /// How long the connection had lived when it closed in this interval; nil while it is open, or
+    /// when the agent did not see it start (what rollups call short-lived).
+    public var closedLifetimeNanos: UInt64?
     public var tags: [String] = []
     public var remoteTags: [String] = []
 
@@ -118,7 +121,8 @@ public struct Connection: Sendable, Equatable {
         remoteProcessName: String? = nil,
         remoteContainerID: String? = nil,
         intraHost: Bool = false,
-        countersKnown: Bool = true
+        countersKnown: Bool = true,
+        closedLifetimeNanos: UInt64? = nil
     ) {
         self.key = key
         self.stats = stats
@@ -129,6 +133,7 @@ public struct Connection: Sendable, Equatable {
         self.remoteContainerID = remoteContainerID
         self.intraHost = intraHost
         self.countersKnown = countersKnown
+        self.closedLifetimeNanos = closedLifetimeNanos
     }
 }
 
