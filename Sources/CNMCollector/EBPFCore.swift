@@ -46,7 +46,9 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
     private var scanner: SocketOwnerScanner
     private let ownNamespace = SocketOwnerScanner.ownNetworkNamespace()
     private var problemLog: ProblemLog
-    private var containerByCgroup: [UInt64: String?] = [:]
+    /// Containers by cgroup id, of this interval and the one before: a host that starts and removes
+    /// containers all day must not keep every cgroup it ever saw.
+    private var containerByCgroup = Generations<UInt64, String?>()
     private var lastTelemetry = EBPFTelemetry()
     private var lastScanHealth = ScanHealth()
     private var namespaceCount = 1
@@ -187,6 +189,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
     func flush() -> [Connection] {
         // The interval's records are freed by now: give their pages back rather than keep the peak.
         defer { _ = cnm_linux_malloc_trim() }
+        containerByCgroup.advance()
         return tracker.flush()
     }
 
@@ -202,11 +205,12 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
             let id = records[i].cgroupID
             if let known = containerByCgroup[id] {
                 records[i].containerID = known
+                containerByCgroup.set(known, for: id)  // still in use: kept another interval
                 continue
             }
             guard let name = programs.cgroupName(id) else { continue }
             let container = containerID(fromCgroupName: name)
-            containerByCgroup[id] = .some(container)
+            containerByCgroup.set(container, for: id)
             records[i].containerID = container
         }
     }

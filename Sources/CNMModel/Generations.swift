@@ -1,18 +1,20 @@
 /// Values learnt in this pass and in the one before: what one pass learns may be asked for in the
 /// next (a destroy notification comes in the pass its connection ended, or the one after), and no
 /// longer.
-struct Generations<Key: Hashable, Value> {
+public struct Generations<Key: Hashable, Value> {
     private var current: [Key: Value] = [:]
     private var previous: [Key: Value] = [:]
 
+    public init() {}
+
     /// This pass's value, else the one before's.
-    subscript(key: Key) -> Value? { current[key] ?? previous[key] }
+    public subscript(key: Key) -> Value? { current[key] ?? previous[key] }
 
     /// Sets this pass's value.
-    mutating func set(_ value: Value, for key: Key) { current[key] = value }
+    public mutating func set(_ value: Value, for key: Key) { current[key] = value }
 
     /// Starts a new pass: this pass's values become the one before's, older ones are forgotten.
-    mutating func advance() {
+    public mutating func advance() {
         // Swapped, not copied: nothing that is kept is copied.
         swap(&current, &previous)
         current.removeAll()
