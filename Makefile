@@ -10,7 +10,7 @@ TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nf
 # test that decodes an intake message with it.
 PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 
-.PHONY: deps test-deps python-deps bpf proto build release run test fuzz fuzz-ci fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-encode bench-unit soak clean
+.PHONY: deps test-deps python-deps bpf proto build release run test fuzz fuzz-ci fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-encode bench-api bench-unit soak clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
 # object, and turned by bpftool into a libbpf skeleton that embeds it (Sources/CBPF/cnm.skel.h,
@@ -132,6 +132,12 @@ bench-quick: release bench-deps
 bench-modes: release
 	@scripts/apt-ensure.sh python3 gcc iproute2
 	/usr/bin/python3 scripts/bench/bench.py --modes
+
+# What a read of /api/v1/connections costs the agent with 5,000 held connections, and 20 concurrent
+# readers (scripts/api-read-cost.py; CNM_AGENT=path measures another build).
+bench-api: release
+	@scripts/apt-ensure.sh python3 gcc
+	/usr/bin/python3 scripts/api-read-cost.py
 
 # CPU to encode one interval per output format, per 10,000 connections (Benchmarks/EncodeCost;
 # ENCODE_CONNECTIONS, ENCODE_RUNS).
