@@ -203,9 +203,8 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
     private func resolveContainers(_ records: inout [FlowRecord]) {
         for i in records.indices where records[i].cgroupID != 0 {
             let id = records[i].cgroupID
-            if let known = containerByCgroup[id] {
+            if let known = containerByCgroup.refresh(id) {  // still in use: kept another interval
                 records[i].containerID = known
-                containerByCgroup.set(known, for: id)  // still in use: kept another interval
                 continue
             }
             guard let name = programs.cgroupName(id) else { continue }

@@ -10,6 +10,15 @@ public struct Generations<Key: Hashable, Value> {
     /// This pass's value, else the one before's.
     public subscript(key: Key) -> Value? { current[key] ?? previous[key] }
 
+    /// The value, kept for the next pass too: one of the pass before is moved into this one, and one
+    /// of this pass costs no write.
+    public mutating func refresh(_ key: Key) -> Value? {
+        if let value = current[key] { return value }
+        guard let value = previous.removeValue(forKey: key) else { return nil }
+        current[key] = value
+        return value
+    }
+
     /// Sets this pass's value.
     public mutating func set(_ value: Value, for key: Key) { current[key] = value }
 

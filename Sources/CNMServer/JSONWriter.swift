@@ -119,15 +119,6 @@ struct JSONWriter {
         needsComma = true
     }
 
-    /// Bytes that are already a whole JSON value (an interval encoded earlier).
-    mutating func raw(_ json: ByteBuffer) {
-        separate()
-        flush()
-        var json = json
-        out.writeBuffer(&json)
-        needsComma = true
-    }
-
     mutating func strings(_ values: [String]) {
         beginArray()
         for value in values { string(value) }

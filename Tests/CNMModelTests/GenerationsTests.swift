@@ -12,7 +12,7 @@ import Testing
         cache.set("c3", for: 3)
         for _ in 0..<5 {
             cache.advance()
-            if let used = cache[1] { cache.set(used, for: 1) }
+            #expect(cache.refresh(1) == .some("c1"))
         }
         #expect(cache[1] == .some("c1"))
         #expect(cache[3] == nil, "unused for five intervals")
