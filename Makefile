@@ -75,7 +75,7 @@ build: bpf
 	swift build
 
 release: bpf
-	swift build -c release --static-swift-stdlib
+	swift build -c release --static-swift-stdlib --product cnm-agent
 
 # Runs the agent on this host (as root: it reads every process's sockets).
 run: release
