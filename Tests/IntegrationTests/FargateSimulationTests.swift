@@ -83,17 +83,31 @@ struct FargateSimulationTests {
             "region:us-west-2", "availability_zone:us-west-2a",
         ]
         // The worker's calls, inside the task and to the peer outside it.
-        let (inside, outside) = try await waitFor("the worker's flows, tagged", timeout: .seconds(60)) {
-            () async throws -> ([String: Any], [String: Any])? in
-            let flows = try await api.connections().filter {
-                $0.port("raddr") == 8080 && $0["direction"] as? String == "outgoing"
-                    && task.allSatisfy($0.tags.contains)
+        let inside: [String: Any]
+        let outside: [String: Any]
+        do {
+            (inside, outside) = try await waitFor("the worker's flows, tagged", timeout: .seconds(60)) {
+                () async throws -> ([String: Any], [String: Any])? in
+                let flows = try await api.connections().filter {
+                    $0.port("raddr") == 8080 && $0["direction"] as? String == "outgoing"
+                        && task.allSatisfy($0.tags.contains)
+                }
+                let named =
+                    privileges == .none ? flows : flows.filter { $0.tags.contains("ecs_container_name:worker") }
+                guard let a = named.first(where: { $0.address("raddr")["ip"] as? String == "127.0.0.1" }),
+                    let b = named.first(where: { $0.address("raddr")["ip"] as? String == peerIP })
+                else { return nil }
+                return (a, b)
             }
-            let named = privileges == .none ? flows : flows.filter { $0.tags.contains("ecs_container_name:worker") }
-            guard let a = named.first(where: { $0.address("raddr")["ip"] as? String == "127.0.0.1" }),
-                let b = named.first(where: { $0.address("raddr")["ip"] as? String == peerIP })
-            else { return nil }
-            return (a, b)
+        } catch {
+            // What the agent did see, so a failure says which part was missing.
+            let seen = (try? await api.connections().filter { $0.port("raddr") == 8080 }) ?? []
+            let described = seen.prefix(6).map { "\($0.address("raddr")) \($0["direction"] ?? "") \($0.tags)" }
+            let status = (try? await api.json("/status")).map { "\($0)" } ?? "no /status"
+            let logs =
+                (try? Environment.run("/usr/bin/env", ["docker", "logs", "--tail", "40", agentName]).output) ?? ""
+            Issue.record("flows to 8080 seen: \(seen.count)\n\(described.joined(separator: "\n"))\n\(status)\n\(logs)")
+            throw error
         }
         if privileges != .none {
             // No Docker daemon on Fargate: the metadata names the containers, by their DockerId.
