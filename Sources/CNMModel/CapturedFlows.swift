@@ -37,6 +37,8 @@ public struct CapturedFlow: Sendable, Equatable {
         /// The errno this side's socket ended with: 111 its SYN was answered by a reset, 104 a reset
         /// arrived on the open connection, 32 one arrived after the peer's FIN.
         public var failure: UInt32?
+        /// Sent a FIN: the peer's `bytes_received` counts one byte more than this side's payload.
+        public var sentFin: Bool
 
         public init(
             endpoint: Endpoint,
@@ -46,7 +48,8 @@ public struct CapturedFlow: Sendable, Equatable {
             sent: WireCounts = WireCounts(),
             initiated: Bool = false,
             sentReset: Bool = false,
-            failure: UInt32? = nil
+            failure: UInt32? = nil,
+            sentFin: Bool = false
         ) {
             self.endpoint = endpoint
             self.isLocal = isLocal
@@ -56,6 +59,7 @@ public struct CapturedFlow: Sendable, Equatable {
             self.initiated = initiated
             self.sentReset = sentReset
             self.failure = failure
+            self.sentFin = sentFin
         }
     }
 

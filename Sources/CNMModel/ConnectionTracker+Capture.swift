@@ -44,6 +44,15 @@ extension ConnectionTracker {
             for (sideIsA, side, peer) in [(true, flow.a, flow.b), (false, flow.b, flow.a)] where side.isLocal {
                 let tuple = Tuple(.tcp, side.endpoint, peer.endpoint)
                 if destroyNotified {
+                    if flow.fromStart && peer.sentFin {
+                        capture.finishedPayloads.set(peer.sent.bytes, for: tuple)
+                        if followed == nil { followed = followedTCP(netns: netns) }
+                        for id in followed?[tuple] ?? [] {
+                            if let index = sockets.index(forKey: id) {
+                                Self.takeOffCountedFin(&sockets.values[index], peerPayload: peer.sent.bytes)
+                            }
+                        }
+                    }
                     let silent = side.sent.bytes == 0 && peer.sent.bytes == 0
                     let disconnected = side.failure == TCPFailure.refused || side.sentReset
                     guard side.failure != nil || (flow.established && silent) || disconnected else { continue }
@@ -80,6 +89,30 @@ extension ConnectionTracker {
                 reportFromWire(flow, side, peer, netns: netns)
             }
         }
+    }
+
+    /// Gives sockets of the captured namespace destroyed in this pass what capture saw of their peer's
+    /// FIN in this pass or the one before (`takeOffCountedFin`).
+    mutating func takeOffCountedFins(_ destroyed: [SocketObservation]) {
+        guard let netns = capture.netns, !capture.finishedPayloads.isEmpty else { return }
+        for o in destroyed where o.id.netns == netns && o.transport == .tcp {
+            guard let payload = capture.finishedPayloads[Tuple(.tcp, o.local, o.remote)],
+                let index = sockets.index(forKey: o.id)
+            else { continue }
+            Self.takeOffCountedFin(&sockets.values[index], peerPayload: payload)
+        }
+    }
+
+    /// Takes the peer's FIN byte off a socket whose `bytes_received` counted it at a read whose state
+    /// did not show it yet: sock_diag reads the state before it locks the socket for the counters, so
+    /// the FIN can land in between. No later delta then receives anything to take it off, and a
+    /// reset looks the same to the counters; the wire tells them apart (`peerPayload` bytes, then a
+    /// FIN). A byte an earlier interval reported already cannot be taken back.
+    static func takeOffCountedFin(_ s: inout Tracked, peerPayload: UInt64) {
+        guard !s.finSubtracted, s.rawAccounted.bytesReceived == peerPayload + 1, s.pending.bytesReceived > 0
+        else { return }
+        s.pending.bytesReceived -= 1
+        s.finSubtracted = true
     }
 
     /// A connection end only capture saw, reported from the wire.

@@ -137,6 +137,10 @@ public struct ConnectionTracker: Sendable {
         var pendingOutcomes: [Tuple: PendingOutcome] = [:]
         /// Who opened each connection capture followed from its SYN, by the ends of each local side.
         var directions = Generations<Tuple, ConnectionDirection>()
+        /// The payload the peer sent before its FIN, for local sides of connections that capture followed
+        /// from the SYN to a FIN both ways, by the side's ends: kept for this pass and the next, as the
+        /// socket's destroy notification comes in the same pass or the one after.
+        var finishedPayloads = Generations<Tuple, UInt64>()
     }
 
     public let maxTracked: Int
@@ -232,6 +236,7 @@ public struct ConnectionTracker: Sendable {
             observe(o, baseline: false, final: true)
         }
         applyPendingOutcomes(poll.destroyed)
+        takeOffCountedFins(poll.destroyed)
         if let traffic = traffic, traffic.netns == capturedNamespace {
             takeEnded(
                 traffic.ended, netns: traffic.netns, destroyNotified: poll.destroyNotified.contains(traffic.netns))
@@ -263,6 +268,7 @@ public struct ConnectionTracker: Sendable {
             takeDatagrams(traffic.datagrams, netns: traffic.netns)
         }
         capture.wireTotals.advance()
+        capture.finishedPayloads.advance()
         health.tracked = sockets.count
     }
 

@@ -80,7 +80,8 @@ public struct WireFlowTable: Sendable {
                     bytes: transport == .tcp ? span.bytes : bytes, packets: packets, retransmits: retransmits),
                 initiated: initiated,
                 sentReset: sentReset,
-                failure: failure
+                failure: failure,
+                sentFin: transport == .tcp && finSequence != nil
             )
         }
     }

@@ -358,3 +358,45 @@ extension CaptureJoinTests {
         #expect(report[0].stats.tcpEstablished == 0 && report[0].stats.tcpClosed == 0)
     }
 }
+
+extension CaptureJoinTests {
+    /// A read counted the server's FIN in the client's `bytes_received` while its state did not show
+    /// it yet (sock_diag reads the state first), so the destroy notification moves nothing: the wire,
+    /// which saw 100 bytes and then a FIN, says the 101st is the FIN. Either order of the
+    /// notification and capture's end of the connection takes it off; a reset (no FIN) keeps it.
+    @Test(arguments: [(notificationFirst: true, fin: true), (false, true), (true, false), (false, false)])
+    func aFinCountedBeforeItsStateShowedIsTakenOff(notificationFirst: Bool, fin: Bool) throws {
+        var t = tracker()
+        let notified: Set<UInt64> = [Self.netns]
+        let id = SocketID(netns: Self.netns, cookie: 11)
+        func observation(_ state: TCPState) -> SocketObservation {
+            SocketObservation(
+                id: id, transport: .tcp, local: client, remote: server, state: state, inode: state == .close ? 0 : 5,
+                counters: SocketCounters(bytesSent: 100, bytesReceived: 101, packetsSent: 4, packetsReceived: 4))
+        }
+        t.apply(
+            Poll(dumps: [Self.netns: [listener(8080), observation(.finWait2)]], destroyNotified: notified))
+        var f = flow(
+            clientSent: WireCounts(bytes: 100, packets: 4), serverSent: WireCounts(bytes: fin ? 100 : 101, packets: 4),
+            clientSeen: true)
+        f.a.sentFin = true
+        f.b.sentFin = fin
+        if !fin { f.b.failure = nil; f.a.failure = 104 }
+        let destroyed = Poll(
+            dumps: [Self.netns: [listener(8080)]], destroyed: [observation(.close)], destroyNotified: notified)
+        let ended = CapturedTraffic(netns: Self.netns, ended: [f])
+        if notificationFirst {
+            t.apply(destroyed)
+            t.apply(Poll(dumps: [Self.netns: [listener(8080)]], destroyNotified: notified), captured: ended)
+        } else {
+            t.apply(
+                Poll(dumps: [Self.netns: [listener(8080), observation(.finWait2)]], destroyNotified: notified),
+                captured: ended)
+            t.apply(destroyed)
+        }
+        let report = t.flush()
+        let out = try #require(report.first { $0.key.local == client })
+        #expect(out.stats.bytesReceived == (fin ? 100 : 101))
+        #expect(out.stats.bytesSent == 100)
+    }
+}
