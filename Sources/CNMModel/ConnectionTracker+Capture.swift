@@ -46,11 +46,8 @@ extension ConnectionTracker {
                 if destroyNotified {
                     if flow.fromStart && peer.sentFin {
                         capture.finishedPayloads.set(peer.sent.bytes, for: tuple)
-                        if followed == nil { followed = followedTCP(netns: netns) }
-                        for id in followed?[tuple] ?? [] {
-                            if let index = sockets.index(forKey: id) {
-                                Self.takeOffCountedFin(&sockets.values[index], peerPayload: peer.sent.bytes)
-                            }
+                        if let id = capture.destroyedWithFinInDoubt[tuple], let index = sockets.index(forKey: id) {
+                            Self.takeOffCountedFin(&sockets.values[index], peerPayload: peer.sent.bytes)
                         }
                     }
                     let silent = side.sent.bytes == 0 && peer.sent.bytes == 0
@@ -92,16 +89,24 @@ extension ConnectionTracker {
     }
 
     /// Gives sockets of the captured namespace destroyed in this pass what capture saw of their peer's
-    /// FIN in this pass or the one before (`takeOffCountedFin`).
+    /// FIN in this pass or the one before (`takeOffCountedFin`); one whose FIN is still in doubt is
+    /// remembered for the connection's end on the wire, in this pass or the next.
     mutating func takeOffCountedFins(_ destroyed: [SocketObservation]) {
-        guard let netns = capture.netns, !capture.finishedPayloads.isEmpty else { return }
+        guard let netns = capture.netns else { return }
         for o in destroyed where o.id.netns == netns && o.transport == .tcp {
-            guard let payload = capture.finishedPayloads[Tuple(.tcp, o.local, o.remote)],
-                let index = sockets.index(forKey: o.id)
-            else { continue }
-            Self.takeOffCountedFin(&sockets.values[index], peerPayload: payload)
+            guard let index = sockets.index(forKey: o.id), Self.finInDoubt(sockets.values[index]) else { continue }
+            let tuple = Tuple(.tcp, o.local, o.remote)
+            if let payload = capture.finishedPayloads[tuple] {
+                Self.takeOffCountedFin(&sockets.values[index], peerPayload: payload)
+            } else {
+                capture.destroyedWithFinInDoubt.set(o.id, for: tuple)
+            }
         }
     }
+
+    /// The FIN may still be counted in what the socket received: it was not taken off, and something
+    /// to take it from is still unreported.
+    private static func finInDoubt(_ s: Tracked) -> Bool { !s.finSubtracted && s.pending.bytesReceived > 0 }
 
     /// Takes the peer's FIN byte off a socket whose `bytes_received` counted it at a read whose state
     /// did not show it yet: sock_diag reads the state before it locks the socket for the counters, so
@@ -109,8 +114,7 @@ extension ConnectionTracker {
     /// reset looks the same to the counters; the wire tells them apart (`peerPayload` bytes, then a
     /// FIN). A byte an earlier interval reported already cannot be taken back.
     static func takeOffCountedFin(_ s: inout Tracked, peerPayload: UInt64) {
-        guard !s.finSubtracted, s.rawAccounted.bytesReceived == peerPayload + 1, s.pending.bytesReceived > 0
-        else { return }
+        guard finInDoubt(s), s.rawAccounted.bytesReceived == peerPayload + 1 else { return }
         s.pending.bytesReceived -= 1
         s.finSubtracted = true
     }
@@ -172,10 +176,7 @@ extension ConnectionTracker {
         s.pending.bytesReceived.addSaturating(rest(peer.sent.bytes, received))
         // One byte more than the wire carried is the peer's FIN, counted at a read whose socket state
         // did not show it yet (the dump reads the state and the counters at different instants).
-        if received == peer.sent.bytes + 1 && !s.finSubtracted && s.pending.bytesReceived > 0 {
-            s.pending.bytesReceived -= 1
-            s.finSubtracted = true
-        }
+        takeOffCountedFin(&s, peerPayload: peer.sent.bytes)
         s.pending.packetsSent.addSaturating(rest(side.sent.packets, raw.packetsSent))
         s.pending.packetsReceived.addSaturating(rest(peer.sent.packets, raw.packetsReceived))
         s.pending.retransmits.addSaturating(rest(side.sent.retransmits, raw.retransmits))

@@ -137,10 +137,13 @@ public struct ConnectionTracker: Sendable {
         var pendingOutcomes: [Tuple: PendingOutcome] = [:]
         /// Who opened each connection capture followed from its SYN, by the ends of each local side.
         var directions = Generations<Tuple, ConnectionDirection>()
-        /// The payload the peer sent before its FIN, for local sides of connections that capture followed
-        /// from the SYN to a FIN both ways, by the side's ends: kept for this pass and the next, as the
-        /// socket's destroy notification comes in the same pass or the one after.
+        /// The payload the peer sent before its FIN, for local sides of connections capture followed from
+        /// the SYN to the peer's FIN, by the side's ends: kept for this pass and the next, as the socket's
+        /// destroy notification comes in the same pass or the one after.
         var finishedPayloads = Generations<Tuple, UInt64>()
+        /// Sockets destroyed with their peer's FIN perhaps counted, by their ends, waiting for the wire's
+        /// end of their connection (`finishedPayloads`) in this pass or the next.
+        var destroyedWithFinInDoubt = Generations<Tuple, SocketID>()
     }
 
     public let maxTracked: Int
@@ -269,6 +272,7 @@ public struct ConnectionTracker: Sendable {
         }
         capture.wireTotals.advance()
         capture.finishedPayloads.advance()
+        capture.destroyedWithFinInDoubt.advance()
         health.tracked = sockets.count
     }
 

@@ -7,9 +7,6 @@ public struct Generations<Key: Hashable, Value> {
 
     public init() {}
 
-    /// Nothing learnt in this pass or the one before.
-    public var isEmpty: Bool { current.isEmpty && previous.isEmpty }
-
     /// This pass's value, else the one before's.
     public subscript(key: Key) -> Value? { current[key] ?? previous[key] }
 
