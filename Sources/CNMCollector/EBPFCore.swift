@@ -86,7 +86,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
             var closed = takeClosed(&problems, sweepDeferred: false, deferredCount: telemetry.ringBufferDeferred)
             closed.removeAll { !isEnabled($0) }
             resolveContainers(&closed)
-            tracker.apply(closed: closed)
+            tracker.apply(closed: closed, now: monotonicMicros() * 1000)
             return finish(
                 started: started, telemetry: telemetry, problems: &problems,
                 containers: closed.compactMap(\.containerID))
@@ -129,7 +129,8 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
 
         resolveContainers(&open)
         resolveContainers(&closed)
-        tracker.apply(open: open, closed: closed, complete: complete, baseline: baseline)
+        tracker.apply(
+            open: open, closed: closed, complete: complete, baseline: baseline, now: monotonicMicros() * 1000)
         let unowned = tracker.inodesWithoutOwner
         if !unowned.isEmpty { tracker.assignOwners(scanner.owners(for: unowned)) }
         problems.addScanProblems(scanner.health, since: lastScanHealth)

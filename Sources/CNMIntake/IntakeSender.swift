@@ -72,7 +72,8 @@ public final class IntakeSender: Service, Sendable {
         self.publish = publish
         self.client = try HTTPClient(label: "cnm.intake")
         self.backoff = Backoff(base: settings.backoffBaseSeconds, max: settings.backoffMaxSeconds)
-        let status = IntakeStatus(endpoint: settings.printableEndpoint, apiKey: settings.redactedAPIKey)
+        var status = IntakeStatus(endpoint: settings.printableEndpoint, apiKey: settings.redactedAPIKey)
+        status.connectionRollup = settings.connectionRollup
         self.state = Mutex(
             State(queue: DeliveryQueue(maxItems: settings.queueSize, maxBytes: settings.queueBytes), status: status))
         // The encoder keeps up with one report per interval; a small buffer only absorbs a hiccup.
@@ -109,6 +110,12 @@ public final class IntakeSender: Service, Sendable {
 
     /// Encodes a report into its messages and queues them as one interval.
     func enqueue(_ report: IntervalReport) {
+        var report = report
+        if settings.connectionRollup {
+            let (connections, merged) = ConnectionRollup.rollUp(report.connections)
+            report.connections = connections
+            if merged > 0 { update { $0.status.connectionsRolledUp += UInt64(merged) } }
+        }
         let groupID = Int32(truncatingIfNeeded: report.sequence)
         let messages = ConnectionsPayload.messages(
             for: report, host: host, groupID: groupID, maxPerMessage: settings.maxConnectionsPerMessage)

@@ -80,6 +80,11 @@ public struct ConnectionTracker: Sendable {
         var seenInPass: UInt64 = 0
         /// The start of that pass's read of the namespace (wall clock, ns), when known.
         var lastReadAt: Int64? = nil
+        /// The socket was made after this (wall clock, ns): the start of the read of its namespace
+        /// before the one that first met it. Nil for sockets older than the agent.
+        var bornAfter: Int64? = nil
+        /// At most how long it lived, once closed with a known `bornAfter`.
+        var closedLifetimeNanos: UInt64? = nil
     }
 
     struct ListenerKey: Hashable {
@@ -166,6 +171,9 @@ public struct ConnectionTracker: Sendable {
     /// one and whose own socket was gone from `/proc` before it was looked for.
     var listenerOwners: [UInt64: SocketOwner] = [:]
     private(set) var pass: UInt64 = 0
+    /// When the last pass started reading each namespace (wall clock, ns): what was not there then
+    /// was made after it.
+    private var lastReadStart: [UInt64: Int64] = [:]
     /// Passes a closed listener is remembered for.
     private let listenerMemoryPasses: UInt64 = 300
     /// Passes a vanished socket waits for its destroy notification before it is closed without it.
@@ -231,12 +239,19 @@ public struct ConnectionTracker: Sendable {
         }
         for (netns, observations) in poll.dumps {
             let readAt = poll.readWindows[netns]?.lowerBound
+            let bornAfter = poll.isBaseline ? nil : lastReadStart[netns]
+            let closedBy = poll.readWindows[netns]?.upperBound
             for o in observations where o.isFollowedFlow {
-                observe(o, baseline: poll.isBaseline, final: false, readAt: readAt)
+                observe(
+                    o, baseline: poll.isBaseline, final: false, readAt: readAt, bornAfter: bornAfter, closedBy: closedBy
+                )
             }
         }
         for o in poll.destroyed where !o.isListener {
-            observe(o, baseline: false, final: true)
+            let netns = o.id.netns
+            observe(
+                o, baseline: false, final: true, bornAfter: lastReadStart[netns],
+                closedBy: poll.readWindows[netns]?.upperBound)
         }
         applyPendingOutcomes(poll.destroyed)
         takeOffCountedFins(poll.destroyed)
@@ -257,7 +272,7 @@ public struct ConnectionTracker: Sendable {
             if ended || !poll.destroyNotified.contains(netns)
                 || sockets.values[index].missingPasses > destroyGracePasses
             {
-                Self.close(&sockets.values[index])
+                Self.close(&sockets.values[index], closedBy: poll.readWindows[netns]?.upperBound)
                 if let wire = takeWireTotal(netns: netns, sockets.values[index]),
                     Self.completeFromWire(&sockets.values[index], wire)
                 {
@@ -273,6 +288,8 @@ public struct ConnectionTracker: Sendable {
         capture.wireTotals.advance()
         capture.finishedPayloads.advance()
         capture.destroyedWithFinInDoubt.advance()
+        for (netns, window) in poll.readWindows { lastReadStart[netns] = window.lowerBound }
+        for netns in poll.endedNamespaces { lastReadStart[netns] = nil }
         health.tracked = sockets.count
     }
 
@@ -280,11 +297,13 @@ public struct ConnectionTracker: Sendable {
         _ o: SocketObservation,
         baseline: Bool,
         final: Bool,
-        readAt: Int64? = nil
+        readAt: Int64? = nil,
+        bornAfter: Int64?,
+        closedBy: Int64?
     ) {
         if let index = sockets.index(forKey: o.id) {
             // Updated in place: a socket's state is not copied out and back on every pass.
-            let regressed = Self.update(&sockets.values[index], o, final: final, pass: pass)
+            let regressed = Self.update(&sockets.values[index], o, final: final, pass: pass, closedBy: closedBy)
             if !final { sockets.values[index].lastReadAt = readAt }
             if regressed { health.counterRegressions += 1 }
             // A closed socket's process is no longer to be found.
@@ -309,6 +328,7 @@ public struct ConnectionTracker: Sendable {
         )
         s.seenInPass = final ? 0 : pass
         if !final { s.lastReadAt = readAt }
+        if !baseline { s.bornAfter = bornAfter }
         if s.direction == .incoming {
             s.listenerInode = listener(netns: o.id.netns, transport: o.transport, local: o.local)?.inode
         }
@@ -319,7 +339,7 @@ public struct ConnectionTracker: Sendable {
             if Self.account(&s, o) { health.counterRegressions += 1 }
             if synchronized && o.transport == .tcp { s.pending.tcpEstablished += 1 }
         }
-        if final { Self.close(&s) }
+        if final { Self.close(&s, closedBy: closedBy) }
         if s.owner == nil && o.inode != 0 && !final { unowned[o.inode] = o.id }
         sockets[o.id] = s
     }
@@ -329,7 +349,8 @@ public struct ConnectionTracker: Sendable {
         _ s: inout Tracked,
         _ o: SocketObservation,
         final: Bool,
-        pass: UInt64
+        pass: UInt64,
+        closedBy: Int64?
     ) -> Bool {
         guard !s.closed else { return false }
         // A final record is in state CLOSE: a connection last listed opening is known to have
@@ -344,13 +365,16 @@ public struct ConnectionTracker: Sendable {
         }
         s.missingPasses = 0
         if !final { s.seenInPass = pass }
-        if final { close(&s) }
+        if final { close(&s, closedBy: closedBy) }
         return regressed
     }
 
     /// A connection that never completed its handshake (refused, timed out) is no closed connection.
-    private static func close(_ s: inout Tracked) {
+    private static func close(_ s: inout Tracked, closedBy: Int64?) {
         s.closed = true
+        if let bornAfter = s.bornAfter, let closedBy {
+            s.closedLifetimeNanos = UInt64(clamping: closedBy - bornAfter)
+        }
         if s.observation.transport == .tcp && s.establishedCounted { s.pending.tcpClosed += 1 }
     }
 
@@ -435,7 +459,8 @@ public struct ConnectionTracker: Sendable {
                 stats: s.pending,
                 // Capture counts what UDP sockets of its namespace carry; sock_diag keeps no count.
                 countersKnown: s.observation.counters != nil
-                    || (id.netns == capturedNamespace && s.observation.transport == .udp)
+                    || (id.netns == capturedNamespace && s.observation.transport == .udp),
+                closedLifetimeNanos: s.closed ? s.closedLifetimeNanos : nil
             )
         }
         ends += capture.ended.map(\.end)

@@ -61,7 +61,11 @@ public struct FlowTracker: Sendable {
         var direction: ConnectionDirection
         var establishedCounted: Bool
         var everEstablished: Bool
+        /// When the socket was made (monotonic ns), when the programs saw it made.
+        var birth: UInt64?
         var closed = false
+        /// How long it lived, once closed with a known birth.
+        var closedLifetimeNanos: UInt64? = nil
         var missingPasses = 0
         var seenInPass: UInt64 = 0
 
@@ -74,7 +78,8 @@ public struct FlowTracker: Sendable {
                 owner: owner,
                 direction: direction,
                 stats: pending,
-                countersKnown: true
+                countersKnown: true,
+                closedLifetimeNanos: closed ? closedLifetimeNanos : nil
             )
         }
     }
@@ -111,19 +116,23 @@ public struct FlowTracker: Sendable {
         }
     }
 
-    /// Closed flows between two full passes.
-    public mutating func apply(closed: [FlowRecord]) {
-        for record in closed { observe(record, baseline: false, final: true) }
+    /// Closed flows between two full passes. `now` is when they were taken (monotonic ns, the
+    /// programs' clock): a record reaches the agent within a pass of its close, which is precise
+    /// enough to tell a connection that lived under two minutes (rollups) from one that did not.
+    public mutating func apply(closed: [FlowRecord], now: UInt64? = nil) {
+        for record in closed { observe(record, baseline: false, final: true, now: now) }
         health.tracked = flows.count + closedEnds.count
     }
 
     /// One full pass: every open flow of the namespaces in `complete` (read whole), and the flows that
     /// closed since the last pass. On the first pass (`baseline`) flows already open start from their
     /// current counters: what they carried before the agent started belongs to no interval.
-    public mutating func apply(open: [FlowRecord], closed: [FlowRecord], complete: Set<UInt64>, baseline: Bool) {
+    public mutating func apply(
+        open: [FlowRecord], closed: [FlowRecord], complete: Set<UInt64>, baseline: Bool, now: UInt64? = nil
+    ) {
         pass += 1
-        for record in open { observe(record, baseline: baseline, final: false) }
-        for record in closed { observe(record, baseline: false, final: true) }
+        for record in open { observe(record, baseline: baseline, final: false, now: now) }
+        for record in closed { observe(record, baseline: false, final: true, now: now) }
         var index = flows.startIndex
         while index != flows.endIndex {
             defer { index = flows.index(after: index) }
@@ -132,7 +141,7 @@ public struct FlowTracker: Sendable {
             else { continue }
             flows.values[index].missingPasses += 1
             if flows.values[index].missingPasses > closeGracePasses {
-                Self.close(&flows.values[index], error: 0)
+                Self.close(&flows.values[index], error: 0, now: now)
                 remember(flows.keys[index], flows.values[index].transport)
                 health.closedWithoutFinalRecord += 1
             }
@@ -140,7 +149,7 @@ public struct FlowTracker: Sendable {
         health.tracked = flows.count + closedEnds.count
     }
 
-    private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool) {
+    private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool, now: UInt64?) {
         let key = Key(netns: r.netns, id: r.id)
         let counters = r.counters(hooksCountTCPBytes: hooksCountTCPBytes)
         // Already reported closed: a late open record, a final record after the flow was given up
@@ -155,7 +164,7 @@ public struct FlowTracker: Sendable {
                 flows.values[index].owner = r.owner
             }
             if final {
-                Self.close(&flows.values[index], error: r.error)
+                Self.close(&flows.values[index], error: r.error, now: now)
                 remember(key, r.transport)
             }
             return
@@ -180,11 +189,12 @@ public struct FlowTracker: Sendable {
             owner: r.owner,
             direction: r.direction ?? Self.guessDirection(r),
             establishedCounted: inherited,
-            everEstablished: established
+            everEstablished: established,
+            birth: !inherited && r.id.birth != 0 ? r.id.birth : nil
         )
         if !inherited, Self.account(&t, r, counters) { health.counterRegressions += 1 }
         if final {
-            Self.close(&t, error: r.error)
+            Self.close(&t, error: r.error, now: now)
             remember(key, r.transport)
             closedEnds.append(t.end)
             return
@@ -223,8 +233,9 @@ public struct FlowTracker: Sendable {
         return false
     }
 
-    private static func close(_ t: inout Tracked, error: Int32) {
+    private static func close(_ t: inout Tracked, error: Int32, now: UInt64?) {
         t.closed = true
+        if let birth = t.birth, let now { t.closedLifetimeNanos = now >= birth ? now - birth : 0 }
         guard t.transport == .tcp else { return }
         if t.everEstablished { t.pending.tcpClosed += 1 }
         if error > 0 { t.pending.tcpFailures[UInt32(error), default: 0] += 1 }

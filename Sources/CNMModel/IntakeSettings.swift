@@ -16,6 +16,9 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
     public var timeoutSeconds = 20.0
     public var backoffBaseSeconds = 2.0
     public var backoffMaxSeconds = 64.0
+    /// `DD_NETWORK_CONFIG_ENABLE_CONNECTION_ROLLUP`: short-lived connections of one client to one
+    /// service are shipped as one (`ConnectionRollup`). Off by default, as in Datadog's agent.
+    public var connectionRollup = false
 
     public static let maxConnectionsPerMessageLimit = 1000
 
@@ -37,7 +40,8 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
     public var redactedAPIKey: String { "****" + String(apiKey.suffix(4)) }
 
     public var description: String {
-        "intake \(printableEndpoint) (key \(redactedAPIKey), \(maxConnectionsPerMessage) connections per message)"
+        "intake \(printableEndpoint) (key \(redactedAPIKey), \(maxConnectionsPerMessage) connections per message"
+            + (connectionRollup ? ", short-lived connections rolled up)" : ")")
     }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["description": description]) }
@@ -59,6 +63,10 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
         ("DD_FORWARDER_TIMEOUT", "seconds, more than 0 and at most 3600 (default 20)"),
         ("DD_FORWARDER_BACKOFF_BASE", "seconds from 0.1 to 3600, at most the report interval (default 2)"),
         ("DD_FORWARDER_BACKOFF_MAX", "seconds, from DD_FORWARDER_BACKOFF_BASE to 86400 (default 64)"),
+        (
+            "DD_NETWORK_CONFIG_ENABLE_CONNECTION_ROLLUP",
+            "true or false (default false): roll up short-lived connections"
+        ),
     ]
 
     /// Nil when `DD_API_KEY` is unset or empty.
@@ -106,6 +114,7 @@ public struct IntakeSettings: Sendable, Equatable, CustomStringConvertible, Cust
         if backoffMaxSeconds < backoffBaseSeconds {
             throw reader.invalid("DD_FORWARDER_BACKOFF_MAX", reader.string("DD_FORWARDER_BACKOFF_MAX") ?? "")
         }
+        connectionRollup = try reader.bool("DD_NETWORK_CONFIG_ENABLE_CONNECTION_ROLLUP") ?? false
     }
 }
 

@@ -23,6 +23,10 @@ public struct IntakeStatus: Sendable, Equatable, Encodable {
     public var queueBytes = 0
     public var lastError: String?
     public var lastSuccess: Timestamp?
+    /// Whether short-lived connections are rolled up before they are shipped.
+    public var connectionRollup = false
+    /// Connections merged into another by the rollup (their counts are in that one).
+    public var connectionsRolledUp: UInt64 = 0
 
     public init(endpoint: String, apiKey: String) {
         self.endpoint = endpoint
@@ -40,6 +44,8 @@ public struct IntakeStatus: Sendable, Equatable, Encodable {
         case queueBytes = "queue_bytes"
         case lastError = "last_error"
         case lastSuccessUnixSeconds = "last_success_unix_s"
+        case connectionRollup = "connection_rollup"
+        case connectionsRolledUp = "connections_rolled_up"
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -57,5 +63,7 @@ public struct IntakeStatus: Sendable, Equatable, Encodable {
         try e.encode(queueBytes, forKey: .queueBytes)
         try e.encode(lastError, forKey: .lastError)
         try e.encode(lastSuccess.map { $0.nanoseconds / 1_000_000_000 }, forKey: .lastSuccessUnixSeconds)
+        try e.encode(connectionRollup, forKey: .connectionRollup)
+        try e.encode(connectionsRolledUp, forKey: .connectionsRolledUp)
     }
 }

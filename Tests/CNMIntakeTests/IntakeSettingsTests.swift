@@ -15,6 +15,7 @@ import Testing
         #expect(intake.queueBytes == 60_000_000)
         #expect(intake.verifyTLS)
         #expect(intake.proxy == nil)
+        #expect(!intake.connectionRollup, "off by default, as in Datadog's agent")
     }
 
     @Test func readsEveryVariable() throws {
@@ -30,6 +31,7 @@ import Testing
                 "DD_FORWARDER_TIMEOUT": "0.5",
                 "DD_FORWARDER_BACKOFF_BASE": "0.1",
                 "DD_FORWARDER_BACKOFF_MAX": "1",
+                "DD_NETWORK_CONFIG_ENABLE_CONNECTION_ROLLUP": "true",
             ]).intake)
         #expect(intake.endpoint == "https://process.datadoghq.eu/api/v1/connections")
         #expect(intake.maxConnectionsPerMessage == 1000)
@@ -37,6 +39,7 @@ import Testing
         #expect(!intake.verifyTLS)
         #expect(intake.proxy == "http://proxy:3128")
         #expect(intake.timeoutSeconds == 0.5 && intake.backoffBaseSeconds == 0.1 && intake.backoffMaxSeconds == 1)
+        #expect(intake.connectionRollup && "\(intake)".contains("rolled up"))
     }
 
     @Test func theURLOverridesTheSiteAndTheDatadogProxyVariableWins() throws {
@@ -61,6 +64,7 @@ import Testing
         ("DD_PROCESS_CONFIG_QUEUE_SIZE", "0"),
         ("DD_PROCESS_CONFIG_PROCESS_QUEUE_BYTES", "60MB"),
         ("DD_SKIP_SSL_VALIDATION", "maybe"),
+        ("DD_NETWORK_CONFIG_ENABLE_CONNECTION_ROLLUP", "yes please"),
         ("DD_SITE", "not a site"),
         ("DD_PROCESS_CONFIG_PROCESS_DD_URL", "ftp://x"),
         ("DD_PROCESS_AGENT_URL", "https://"),

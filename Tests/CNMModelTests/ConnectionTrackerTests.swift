@@ -378,4 +378,58 @@ private struct Kernel {
         #expect(later.since(SocketCounters(bytesSent: 5, rtoCount: 2)) == nil)
         #expect(later.since(SocketCounters(bytesSent: 5, rtoCount: 1)) == SocketCounters(bytesSent: 5))
     }
+
+    /// sock_diag tells no socket's birth: a socket not listed by one read of its namespace was made
+    /// after that read started, so its lifetime is at most from there to the end of the read that
+    /// saw it closed. Sockets older than the agent have none.
+    @Test func aClosedSocketCarriesAtMostHowLongItLived() throws {
+        let ms: Int64 = 1_000_000
+        var t = ConnectionTracker(maxTracked: 100)
+        let old = Kernel.tcp(cookie: 1, local: 45001, remote: 80, sent: 7)
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.listener(port: 80), old]], isBaseline: true,
+                readWindows: [Kernel.netns: 1_000 * ms...1_010 * ms]))
+        _ = t.flush()
+        let new = Kernel.tcp(cookie: 2, local: 45002, remote: 80, sent: 10)
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.listener(port: 80), old, new]],
+                readWindows: [Kernel.netns: 2_000 * ms...2_010 * ms]))
+        var c = t.flush()
+        #expect(c.count == 2 && c.allSatisfy { $0.closedLifetimeNanos == nil }, "open sockets have no lifetime yet")
+
+        // Both destroyed; one more made and destroyed between two reads.
+        var brief = Kernel.tcp(cookie: 3, local: 45003, remote: 80, state: .close, sent: 3, received: 4)
+        brief.inode = 0
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.listener(port: 80)]],
+                destroyed: [
+                    Kernel.tcp(cookie: 1, local: 45001, remote: 80, state: .close, sent: 8),
+                    Kernel.tcp(cookie: 2, local: 45002, remote: 80, state: .close, sent: 12), brief,
+                ],
+                destroyNotified: [Kernel.netns],
+                readWindows: [Kernel.netns: 3_000 * ms...3_020 * ms]))
+        c = t.flush()
+        let lived = Dictionary(uniqueKeysWithValues: c.map { ($0.key.local.port, $0.closedLifetimeNanos) })
+        #expect(lived[45001] == .some(nil), "a socket older than the agent has no known lifetime")
+        #expect(lived[45002] == UInt64(3_020 * ms - 1_000 * ms))
+        #expect(lived[45003] == UInt64(3_020 * ms - 2_000 * ms))
+        #expect(c.first { $0.key.local.port == 45002 }?.stats.bytesSent == 2, "the lifetime changes no count")
+
+        // Missing from a dump without destroy notifications: closed at the end of that read.
+        let gone = Kernel.tcp(cookie: 4, local: 45004, remote: 80, sent: 1)
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.listener(port: 80), gone]],
+                readWindows: [Kernel.netns: 4_000 * ms...4_010 * ms]))
+        _ = t.flush()
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [Kernel.listener(port: 80)]], readWindows: [Kernel.netns: 5_000 * ms...5_010 * ms]
+            ))
+        c = t.flush()
+        #expect(c.first { $0.key.local.port == 45004 }?.closedLifetimeNanos == UInt64(5_010 * ms - 3_000 * ms))
+    }
 }

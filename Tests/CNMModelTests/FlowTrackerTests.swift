@@ -395,4 +395,45 @@ extension FlowTracker {
         #expect(gained.closedLost == 0)
         #expect(EBPFTelemetry().increase(since: before) == EBPFTelemetry())
     }
+
+    /// Rollups need each closed connection's lifetime: from the socket's birth (the programs'
+    /// clock) to when its final record was taken, known only for sockets the programs saw made.
+    @Test func aClosedFlowCarriesHowLongItLivedWhenItsBirthIsKnown() throws {
+        let second: UInt64 = 1_000_000_000
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        t.apply(open: [], closed: [], complete: [Flow.netns], baseline: true, now: 10 * second)
+        #expect(t.flush().isEmpty)
+
+        let born = Flow.tcp(socket: 0xB1, birth: 11 * second, local: 45010, kernel: Flow.counters(10, 20))
+        let older = Flow.tcp(
+            socket: 0xB2, birth: 0, local: 45011, kernel: Flow.counters(5, 5), flags: [.established, .tracked])
+        t.apply(open: [born, older], closed: [], complete: [Flow.netns], baseline: false, now: 12 * second)
+        var c = t.flush()
+        #expect(c.count == 2 && c.allSatisfy { $0.closedLifetimeNanos == nil }, "open flows have no lifetime yet")
+
+        // Closed in the next interval, 3.5 s after it was made; the older one's start is unknown.
+        t.apply(
+            closed: [
+                Flow.final(born, kernel: Flow.counters(30, 40)), Flow.final(older, kernel: Flow.counters(6, 6)),
+            ], now: 14 * second + second / 2)
+        // One made and closed between two reads: its first record is its final one.
+        let brief = Flow.tcp(socket: 0xB3, birth: 14 * second, local: 45012, kernel: .zero)
+        t.apply(closed: [Flow.final(brief, kernel: Flow.counters(1, 1))], now: 14 * second + 200_000_000)
+        c = t.flush()
+        let lived = Dictionary(uniqueKeysWithValues: c.map { ($0.key.local.port, $0.closedLifetimeNanos) })
+        #expect(lived[45010] == 3 * second + second / 2)
+        #expect(lived[45011] == .some(nil), "a flow older than its birth record has no known lifetime")
+        #expect(lived[45012] == 200_000_000)
+        #expect(c.first { $0.key.local.port == 45010 }?.stats.bytesSent == 20, "the lifetime changes no count")
+
+        // Given up for lost (no final record): closed when found missing, at most that long.
+        let lost = Flow.tcp(socket: 0xB4, birth: 15 * second, local: 45013, kernel: Flow.counters(1, 0))
+        t.apply(open: [lost], closed: [], complete: [Flow.netns], baseline: false, now: 15 * second)
+        _ = t.flush()
+        for n in 1...3 {
+            t.apply(open: [], closed: [], complete: [Flow.netns], baseline: false, now: (15 + UInt64(n)) * second)
+        }
+        c = t.flush()
+        #expect(c.first { $0.key.local.port == 45013 }?.closedLifetimeNanos == 3 * second)
+    }
 }

@@ -102,6 +102,10 @@ struct IntakeTests {
             return closed ? all : nil
         }
         #expect(intake.requests.allSatisfy { $0.decodeError == nil }, "\(intake.requests.compactMap(\.decodeError))")
+        #expect(
+            entries.filter { $0.1.laddr.port == flows[0].serverPort || $0.1.raddr.port == flows[0].serverPort }
+                .allSatisfy { $0.1.laddr.port != 0 && $0.1.raddr.port != 0 },
+            "connections are not rolled up unless asked")
 
         for flow in flows {
             let outgoing = entries.filter { $0.1.laddr.port == flow.clientPort && $0.1.raddr.port == flow.serverPort }
@@ -179,6 +183,54 @@ struct IntakeTests {
             section.keys.contains("queue_depth") && section.keys.contains("retried")
                 && section.keys.contains("last_error"))
         #expect(!agent.log.contains(Self.apiKey), "the API key must never be logged")
+    }
+
+    /// `DD_NETWORK_CONFIG_ENABLE_CONNECTION_ROLLUP=true`: the short-lived connections of one client
+    /// process to one listener arrive as one per interval with the client's port zeroed (and on the
+    /// server's side the remote port), and every byte and close is still in the sums.
+    @Test(arguments: ["true", "false"])
+    func shortLivedConnectionsArriveRolledUpWithExactSums(ebpfless: String) async throws {
+        let intake = try FakeIntake(.status(202))
+        let agent = try Self.agent(
+            intake,
+            ["DD_NETWORK_CONFIG_ENABLE_EBPFLESS": ebpfless, "DD_NETWORK_CONFIG_ENABLE_CONNECTION_ROLLUP": "true"])
+        defer { agent.stop() }
+        try await agent.waitUntilHealthy()
+        #expect(try await agent.json("/status")["mode"] as? String == (ebpfless == "true" ? "ebpfless" : "ebpf"))
+
+        let sizes = [(1_001, 2_003), (3_005, 4_007), (5_009, 6_011), (7_013, 8_017), (9_019, 10_021), (11_027, 12_029)]
+        let flows = try await Self.workload(sizes, agent: agent)
+        let serverPort = flows[0].serverPort
+        let clientPorts = Set(flows.map(\.clientPort) + [0])
+        typealias Entry = (Datadog_ProcessAgent_CollectorConnections, Datadog_ProcessAgent_Connection)
+        func outgoing(_ all: [Entry]) -> [Datadog_ProcessAgent_Connection] {
+            all.map(\.1).filter { $0.raddr.port == serverPort && clientPorts.contains(UInt16($0.laddr.port)) }
+        }
+        func incoming(_ all: [Entry]) -> [Datadog_ProcessAgent_Connection] {
+            all.map(\.1).filter { $0.laddr.port == serverPort && clientPorts.contains(UInt16($0.raddr.port)) }
+        }
+        let entries = try await waitFor("both ends of every flow reported closed", timeout: .seconds(30)) {
+            let all = Self.connections(intake.accepted)
+            let closed = (outgoing(all) + incoming(all)).map(\.lastTcpClosed).reduce(0, +)
+            return closed >= 2 * UInt32(flows.count) ? all : nil
+        }
+        let (out, into) = (outgoing(entries), incoming(entries))
+        #expect(out.map(\.lastBytesSent).reduce(0, +) == UInt64(sizes.map(\.0).reduce(0, +)))
+        #expect(out.map(\.lastBytesReceived).reduce(0, +) == UInt64(sizes.map(\.1).reduce(0, +)))
+        #expect(into.map(\.lastBytesSent).reduce(0, +) == UInt64(sizes.map(\.1).reduce(0, +)))
+        #expect(into.map(\.lastBytesReceived).reduce(0, +) == UInt64(sizes.map(\.0).reduce(0, +)))
+        #expect(out.map(\.lastTcpClosed).reduce(0, +) == 6 && into.map(\.lastTcpClosed).reduce(0, +) == 6)
+        #expect(out.map(\.lastTcpEstablished).reduce(0, +) == 6 && into.map(\.lastTcpEstablished).reduce(0, +) == 6)
+        // The six close within milliseconds: however an interval's end splits them, one part has
+        // three or more, which arrive as one connection.
+        let rolledOut = out.filter { $0.laddr.port == 0 }
+        let rolledIn = into.filter { $0.raddr.port == 0 }
+        #expect(rolledOut.contains { $0.lastTcpClosed >= 3 && $0.direction == .outgoing }, "\(out)")
+        #expect(rolledIn.contains { $0.lastTcpClosed >= 3 && $0.direction == .incoming }, "\(into)")
+        #expect((rolledOut + rolledIn).allSatisfy { $0.pid == Int32(getpid()) && $0.lastTcpClosed >= 2 })
+        let section = try #require(try await agent.json("/status")["intake"] as? [String: Any])
+        #expect(section["connection_rollup"] as? Bool == true)
+        #expect(section.int("connections_rolled_up") >= 4, "\(section)")
     }
 
     static var hasIndependentDecoder: Bool {
