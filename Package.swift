@@ -132,7 +132,7 @@ let package = Package(
         // What tests share: one scripted HTTP server (unix socket or loopback), socket helpers.
         .target(name: "CNMTestSupport", path: "Tests/CNMTestSupport", swiftSettings: strict),
         .testTarget(name: "CNMModelTests", dependencies: ["CNMModel"], swiftSettings: strict),
-        .testTarget(name: "CNMSystemTests", dependencies: ["CNMSystem"], swiftSettings: strict),
+        .testTarget(name: "CNMSystemTests", dependencies: ["CNMSystem", "CNMModel"], swiftSettings: strict),
         .testTarget(name: "CNMPacketTests", dependencies: ["CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel", "CNMTestSupport"],

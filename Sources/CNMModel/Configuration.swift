@@ -55,6 +55,8 @@ public struct Configuration: Sendable, Equatable {
     public var apiTokenFile: String?
     /// Requests the API serves at once; more are answered 503 at once.
     public var apiMaxConcurrent = 8
+    /// `DD_CNM_MEMORY_LIMIT`: a limit below the cgroup's (the smaller of the two is kept to).
+    public var memoryLimit: MemoryLimit?
     public var terminal = TerminalOutput.auto
     /// Rows in the terminal table.
     public var tableRows = 20
@@ -141,6 +143,7 @@ public struct Configuration: Sendable, Equatable {
         ("DD_CNM_DESTROY_NOTIFICATIONS", "true or false (default true; false: sample only)"),
         ("DD_CNM_PACKET_CAPTURE", "true or false (default true; eBPF-less mode only)"),
         ("DD_CNM_EBPF_STRATEGY", "auto, sock_length or kernel_counters (default auto)"),
+        ("DD_CNM_MEMORY_LIMIT", "bytes from 16Mi to 1Ti, such as 268435456, 256Mi or 1G (default: the cgroup's limit)"),
         ("DD_DOCKER_LABELS_AS_TAGS", "JSON object: container label → tag name"),
         ("DD_DOCKER_ENV_AS_TAGS", "JSON object: container environment variable → tag name"),
         ("DD_CONTAINER_EXCLUDE", "name:<regex> and image:<regex> separated by spaces"),
@@ -214,6 +217,12 @@ public struct Configuration: Sendable, Equatable {
             terminal = parsed
         }
         tableRows = try reader.integer("DD_CNM_TABLE_ROWS", in: 1...10_000) ?? 20
+        if let text = reader.string("DD_CNM_MEMORY_LIMIT") {
+            guard let bytes = MemoryLimit.parseSize(text), ((16 << 20)...(1 << 40)).contains(bytes) else {
+                throw reader.invalid("DD_CNM_MEMORY_LIMIT", text)
+            }
+            memoryLimit = MemoryLimit(bytes: bytes, source: "DD_CNM_MEMORY_LIMIT")
+        }
         destroyNotifications = try reader.bool("DD_CNM_DESTROY_NOTIFICATIONS") ?? true
         packetCapture = try reader.bool("DD_CNM_PACKET_CAPTURE") ?? true
         if let text = reader.string("DD_CNM_EBPF_STRATEGY") {

@@ -33,13 +33,16 @@ public enum APIServer {
         access: Access,
         logger: Logger,
         memory: @escaping @Sendable () -> MemoryUsage? = { nil },
+        memoryLimit: MemoryLimit? = nil,
         clock: @escaping @Sendable () -> Timestamp
     ) -> some ApplicationProtocol {
         let address: BindAddress =
             access.socketPath.map { .unixDomainSocket(path: $0) }
             ?? .hostname(access.address.host, port: Int(access.address.port))
         return Application(
-            router: router(store: store, intervals: intervals, access: access, memory: memory, clock: clock),
+            router: router(
+                store: store, intervals: intervals, access: access, memory: memory, memoryLimit: memoryLimit,
+                clock: clock),
             configuration: .init(address: address, serverName: "cnm-agent"),
             logger: logger
         )
@@ -49,6 +52,7 @@ public enum APIServer {
     static func router(
         store: StatusStore, intervals: IntervalHistory, access: Access,
         memory: @escaping @Sendable () -> MemoryUsage? = { nil },
+        memoryLimit: MemoryLimit? = nil,
         clock: @escaping @Sendable () -> Timestamp
     ) -> Router<BasicRequestContext> {
         let router = Router()
@@ -76,7 +80,7 @@ public enum APIServer {
             try json(
                 StatusJSON(
                     s: store.status, connectionsInLastReport: intervals.latest?.connections ?? 0, memory: memory(),
-                    now: clock())
+                    memoryLimit: memoryLimit, now: clock())
             )
         }
         router.get("/healthz") { _, _ in

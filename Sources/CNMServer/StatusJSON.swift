@@ -6,6 +6,7 @@ struct StatusJSON: Encodable {
     let s: AgentStatus
     let connectionsInLastReport: Int
     var memory: MemoryUsage? = nil
+    var memoryLimit: MemoryLimit? = nil
     let now: Timestamp
 
     enum CodingKeys: String, CodingKey {
@@ -48,11 +49,25 @@ struct StatusJSON: Encodable {
         var rssBytes: UInt64
         var heapInUseBytes: UInt64
         var heapFreeBytes: UInt64
+        var limit: MemoryLimit?
 
         enum CodingKeys: String, CodingKey {
             case rssBytes = "rss_bytes"
             case heapInUseBytes = "heap_in_use_bytes"
             case heapFreeBytes = "heap_free_bytes"
+            case limitBytes = "limit_bytes"
+            case limitSource = "limit_source"
+            case budgetBytes = "budget_bytes"
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var e = encoder.container(keyedBy: CodingKeys.self)
+            try e.encode(rssBytes, forKey: .rssBytes)
+            try e.encode(heapInUseBytes, forKey: .heapInUseBytes)
+            try e.encode(heapFreeBytes, forKey: .heapFreeBytes)
+            try e.encode(limit?.bytes, forKey: .limitBytes)
+            try e.encode(limit?.source, forKey: .limitSource)
+            try e.encode(limit?.budgetBytes, forKey: .budgetBytes)
         }
     }
 
@@ -101,7 +116,8 @@ struct StatusJSON: Encodable {
         try e.encodeIfPresent(
             memory.map {
                 MemoryJSON(
-                    rssBytes: $0.residentBytes, heapInUseBytes: $0.heapInUseBytes, heapFreeBytes: $0.heapFreeBytes)
+                    rssBytes: $0.residentBytes, heapInUseBytes: $0.heapInUseBytes, heapFreeBytes: $0.heapFreeBytes,
+                    limit: memoryLimit)
             }, forKey: .memory)
         try e.encode(s.namespaces, forKey: .namespaces)
         try e.encode(ComponentJSON(s.docker), forKey: .docker)

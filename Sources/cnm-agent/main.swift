@@ -81,8 +81,21 @@ let terminal: Bool =
     case .auto: isatty(STDOUT_FILENO) == 1
     }
 
+// The memory the agent keeps under: its cgroup's limit, or a lower one it was given.
+let memoryLimit = MemoryLimit.smaller(CgroupMemory.limit(), configuration.memoryLimit)
+if let memoryLimit {
+    logger.info(
+        "memory limit \(memoryLimit.bytes >> 20) MiB (\(memoryLimit.source)): the agent keeps under \(memoryLimit.budgetBytes >> 20) MiB"
+    )
+} else {
+    logger.info("no memory limit: neither the agent's cgroup nor DD_CNM_MEMORY_LIMIT sets one")
+}
+let budget = MemoryBudget(limit: memoryLimit)
+
 // With DD_API_KEY, every interval's connections also go to Datadog's process intake.
 let intake = configuration.intake.map { settings in
+    var settings = settings
+    settings.queueBytes = budget.intakeQueueBytes(configured: settings.queueBytes)
     let host = HostDescription.detect(hostname: hostname, hostTags: configuration.hostTags, environment: environment)
     do {
         return try IntakeSender(
@@ -98,7 +111,7 @@ let intake = configuration.intake.map { settings in
 if intake == nil { logger.info("DD_API_KEY is not set: connections are served locally only") }
 
 // The outputs: each takes every interval's report from the one stream.
-let intervals = IntervalHistory(status: store)
+let intervals = IntervalHistory(status: store, maxBytes: budget.retainedIntervalBytes)
 var outputs: [any ReportSubscriber] = [intervals]
 if terminal {
     outputs.append(TerminalOutput(rows: configuration.tableRows, intervalSeconds: configuration.intervalSeconds))
@@ -118,7 +131,7 @@ let apiAccess = APIServer.Access(
     maxConcurrent: configuration.apiMaxConcurrent)
 let api = APIServer.application(
     store: store, intervals: intervals, access: apiAccess, logger: logger, memory: { ProcessMemory.current() },
-    clock: { .now })
+    memoryLimit: memoryLimit, clock: { .now })
 let group = ServiceGroup(
     configuration: .init(
         services: [.init(service: collector), .init(service: api)] + (intake.map { [.init(service: $0)] } ?? []),

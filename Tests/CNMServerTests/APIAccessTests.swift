@@ -94,6 +94,32 @@ struct APIAccessTests {
         }
     }
 
+    /// With a memory limit, `/status` says what it is, where it came from and what the agent keeps under;
+    /// without one, the three are null.
+    @Test(arguments: [true, false])
+    func statusCarriesTheMemoryLimit(limited: Bool) async throws {
+        let store = Self.store()
+        let router = APIServer.router(
+            store: store, intervals: IntervalHistory(status: store),
+            access: .init(address: .init(host: "127.0.0.1", port: 1)),
+            memory: { MemoryUsage(residentBytes: 3 << 20, heapInUseBytes: 2 << 20, heapFreeBytes: 1 << 20) },
+            memoryLimit: limited ? MemoryLimit(bytes: 100 << 20, source: "DD_CNM_MEMORY_LIMIT") : nil,
+            clock: { Timestamp(nanoseconds: 0) })
+        try await Self.serving(router) { path in
+            let reply = try await Self.get("/status", on: path)
+            let fields =
+                limited
+                ? [
+                    "\"limit_bytes\":104857600", "\"limit_source\":\"DD_CNM_MEMORY_LIMIT\"",
+                    "\"budget_bytes\":83886080",
+                ]
+                : ["\"limit_bytes\":null", "\"limit_source\":null", "\"budget_bytes\":null"]
+            for field in fields {
+                #expect(reply.body.contains(field), "\(field) not in \(reply.body)")
+            }
+        }
+    }
+
     /// Each interval's bytes, written once at publication, are what every reader gets.
     @Test func intervalsAreServedAsTheyWereEncoded() async throws {
         let store = Self.store()
