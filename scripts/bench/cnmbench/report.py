@@ -17,6 +17,26 @@ def fmt(v, spec=".1f", unit=""):
     return "–" if v is None else f"{v:{spec}}{unit}"
 
 
+def share_of(part, whole):
+    """`part` of `whole` as a percentage with one decimal, rounded, except that a share short of all
+    never prints as 100.0% and one above none never as 0.0%."""
+    if part is None or not whole:
+        return "–"
+    if part == whole:
+        return "100.0%"
+    if part == 0:
+        return "0.0%"
+    tenths = min(max(round(1000 * part / whole), 1), 999)
+    return f"{tenths // 10}.{tenths % 10}%"
+
+
+def error_share(v):
+    """A byte error: an error too small for two decimals still shows as one."""
+    if v is None:
+        return "–"
+    return "<0.01%" if 0 < v < 0.01 else f"{v:.2f}%"
+
+
 def report(cfg, results, mach, elapsed):
     base = {r["workload"]: r for r in results if r["collector"] == "none" and r["ok"]}
     lines = [
@@ -73,9 +93,9 @@ def report(cfg, results, mach, elapsed):
         else:
             cpu_s = fmt(cpu * 1000 if cpu is not None else None, ".0f", " ms")
             share_s = fmt(share, ".1f", "%")
-            seen = f"{fmt(a.get('seen_pct'), '.1f', '%')} ({a.get('seen')}/{a.get('connections')})"
-            exact = f"{fmt(a.get('exact_pct'), '.1f', '%')} ({a.get('exact')})"
-            err = fmt(a.get("bytes_abs_error_pct"), ".2f", "%")
+            seen = f"{share_of(a.get('seen'), a.get('connections'))} ({a.get('seen')}/{a.get('connections')})"
+            exact = f"{share_of(a.get('exact'), a.get('connections'))} ({a.get('exact')})"
+            err = error_share(a.get("bytes_abs_error_pct"))
         lines.append(f"| {r['workload']} | {r['collector']} | {cpu_s} | {share_s} | {fmt(tp, '.1f')} {unit} | "
                      f"{fmt(slow, '+.1f', '%')} | {fmt(wlp, '+.1f', '%')} | {rss} | {seen} | {exact} | {err} | {lost_s} |")
     notes = [f"- {r['workload']} / {r['collector']}: {'; '.join(r['notes'])}" for r in results if r.get("notes")]

@@ -4,7 +4,7 @@ import types
 import unittest
 
 from cnmbench import system
-from cnmbench.report import fmt, report, throughput
+from cnmbench.report import error_share, fmt, report, share_of, throughput
 
 CFG = types.SimpleNamespace(command="make bench", idle_s=2.0, settle_s=1.0, interval=3,
                             out=os.path.join(system.ROOT, ".build", "bench"))
@@ -80,6 +80,18 @@ class Table(unittest.TestCase):
     def test_no_baseline(self):
         row = table(report(CFG, [AGENT], MACH, 1))[1]
         self.assertEqual(row.split(" | ")[5:7], ["–", "–"])  # slowdown and wl CPU + need the run with no collector
+
+    def test_a_share_short_of_all_never_prints_as_all(self):
+        self.assertEqual(share_of(49_998, 50_000), "99.9%")
+        self.assertEqual(share_of(50_000, 50_000), "100.0%")
+        self.assertEqual(share_of(1, 50_000), "0.1%")
+        self.assertEqual(share_of(0, 50_000), "0.0%")
+        self.assertEqual(share_of(4_071, 4_602), "88.5%")
+        self.assertEqual(share_of(None, 10), "–")
+        self.assertEqual(share_of(3, 0), "–")
+        self.assertEqual(error_share(0.0), "0.00%")
+        self.assertEqual(error_share(0.0004), "<0.01%")
+        self.assertEqual(error_share(27.891), "27.89%")
 
     def test_fmt_and_throughput(self):
         self.assertEqual(fmt(None), "–")
