@@ -117,7 +117,8 @@ let package = Package(
         .executableTarget(
             name: "cnm-agent",
             dependencies: [
-                "CNMModel", "CNMReport", "CNMCollector", "CNMServer", "CNMHTTP", "CNMIntake", "CNMSystem", "CLinux",
+                "CNMModel", "CNMReport", "CNMCollector", "CNMServer", "CNMHTTP", "CNMIntake", "CNMSystem", "CNMProcfs",
+                "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -132,7 +133,7 @@ let package = Package(
         // What tests share: one scripted HTTP server (unix socket or loopback), socket helpers.
         .target(name: "CNMTestSupport", path: "Tests/CNMTestSupport", swiftSettings: strict),
         .testTarget(name: "CNMModelTests", dependencies: ["CNMModel"], swiftSettings: strict),
-        .testTarget(name: "CNMSystemTests", dependencies: ["CNMSystem", "CNMModel"], swiftSettings: strict),
+        .testTarget(name: "CNMSystemTests", dependencies: ["CNMSystem"], swiftSettings: strict),
         .testTarget(name: "CNMPacketTests", dependencies: ["CNMPacket", "CNMModel"], swiftSettings: strict),
         .testTarget(
             name: "CNMCaptureTests", dependencies: ["CNMCapture", "CNMPacket", "CNMModel", "CNMTestSupport"],

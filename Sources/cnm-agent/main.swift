@@ -3,6 +3,7 @@ import CNMCollector
 import CNMHTTP
 import CNMIntake
 import CNMModel
+import CNMProcfs
 import CNMReport
 import CNMServer
 import CNMSystem

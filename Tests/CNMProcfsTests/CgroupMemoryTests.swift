@@ -3,7 +3,7 @@ import Foundation
 import Glibc
 import Testing
 
-@testable import CNMSystem
+@testable import CNMProcfs
 
 @Suite struct CgroupMemoryTests {
     /// A directory tree laid out like `/sys/fs/cgroup`, and a `/proc/<pid>/cgroup` naming a cgroup in it.

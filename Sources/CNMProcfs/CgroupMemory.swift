@@ -10,8 +10,8 @@ public enum CgroupMemory {
     public static func limit(
         procCgroup: String = "/proc/self/cgroup", root: String = "/sys/fs/cgroup"
     ) -> MemoryLimit? {
-        guard let text = readSmallFile(procCgroup) else { return nil }
-        let paths = MemoryLimit.cgroupPaths(procCgroup: text)
+        guard case .success(let bytes) = readSmallFile(procCgroup) else { return nil }
+        let paths = MemoryLimit.cgroupPaths(procCgroup: String(decoding: bytes, as: UTF8.self))
         var found: MemoryLimit?
         if let path = paths.memoryV1 {
             found = smallest(under: root + "/memory", path: path, file: "memory.limit_in_bytes")
@@ -29,26 +29,13 @@ public enum CgroupMemory {
         while true {
             let directory = ([mount] + components).joined(separator: "/")
             let location = directory + "/" + file
-            if let text = readSmallFile(location), let bytes = MemoryLimit.parseCgroupLimit(text) {
+            if case .success(let text) = readSmallFile(location),
+                let bytes = MemoryLimit.parseCgroupLimit(String(decoding: text, as: UTF8.self))
+            {
                 found = MemoryLimit.smaller(found, MemoryLimit(bytes: bytes, source: location))
             }
             guard !components.isEmpty else { return found }
             components.removeLast()
         }
-    }
-
-    static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while bytes.count < 1 << 20 {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            bytes += buffer[..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
