@@ -205,12 +205,13 @@ def agent_lost(status):
 
 
 def agent_observations(intervals):
-    """Observations (see accuracy()) from the agent's intervals, in order: a row per connection per interval."""
+    """Observations (see accuracy()) from the agent's intervals, in order: a row per connection per interval,
+    with the number of connections rolled up into it (1 for a plain row)."""
     obs = []
     for iv in intervals:
         for c in iv.get("connections", []):
             obs.append((c.get("type"), c["laddr"]["ip"], c["laddr"]["port"], c["raddr"]["ip"], c["raddr"]["port"],
-                        c.get("bytes_sent", 0), c.get("bytes_received", 0)))
+                        c.get("bytes_sent", 0), c.get("bytes_received", 0), c.get("rolled_up") or 1))
     return obs
 
 

@@ -24,7 +24,7 @@ class AgentViews(unittest.TestCase):
     def test_exact_both_ends(self):
         a = accuracy([CONN], [client(CONN), server(CONN)], "agent")
         self.assertEqual(a, {"connections": 1, "seen": 1, "exact": 1, "seen_pct": 100.0, "exact_pct": 100.0,
-                             "bytes_true": 300, "bytes_abs_error_pct": 0.0, "views": 2})
+                             "bytes_true": 300, "bytes_abs_error_pct": 0.0, "views": 2, "rolled_rows": 0, "rolled_up": 0})
 
     def test_one_end_only_is_seen_and_exact(self):
         a = accuracy([CONN], [server(CONN)], "agent")
@@ -97,7 +97,73 @@ class AgentViews(unittest.TestCase):
     def test_no_truth(self):
         a = accuracy([], [client(CONN)], "agent")
         self.assertEqual(a, {"connections": 0, "seen": 0, "exact": 0, "seen_pct": None, "exact_pct": None,
-                             "bytes_true": 0, "bytes_abs_error_pct": None, "views": 0})
+                             "bytes_true": 0, "bytes_abs_error_pct": None, "views": 0, "rolled_rows": 0, "rolled_up": 0})
+
+
+# three connections of one client to one service (one rollup group), and one to another service
+GROUP = [("tcp", LO, 40010 + i, LO, 5000, 100 + i, 200 + 2 * i) for i in range(3)]
+ELSEWHERE = ("tcp", LO, 40020, LO, 6000, 7, 9)
+
+
+def outgoing(conns, n=None, sent=0, received=0):
+    """The client's rollup of conns: local port 0, their bytes summed (plus sent, received extra)."""
+    proto, cip, _, sip, sp = conns[0][:5]
+    return (proto, cip, 0, sip, sp, sum(c[5] for c in conns) + sent, sum(c[6] for c in conns) + received,
+            len(conns) if n is None else n)
+
+
+def incoming(conns, sent=0, received=0):
+    """The server's rollup of conns: remote port 0."""
+    proto, cip, _, sip, sp = conns[0][:5]
+    return (proto, sip, sp, cip, 0, sum(c[6] for c in conns) + sent, sum(c[5] for c in conns) + received, len(conns))
+
+
+class AgentRollups(unittest.TestCase):
+    def test_outgoing_and_incoming_rollups_exact(self):
+        a = accuracy(GROUP, [outgoing(GROUP), incoming(GROUP)], "agent")
+        self.assertEqual((a["connections"], a["seen"], a["exact"], a["views"]), (3, 3, 3, 2))
+        self.assertEqual((a["rolled_rows"], a["rolled_up"], a["bytes_abs_error_pct"]), (2, 6, 0.0))
+
+    def test_one_byte_off_fails_the_whole_group(self):
+        a = accuracy(GROUP, [outgoing(GROUP, received=-1), incoming(GROUP)], "agent")
+        self.assertEqual((a["seen"], a["exact"]), (3, 0))
+        self.assertAlmostEqual(a["bytes_abs_error_pct"], 100.0 * 1 / sum(c[5] + c[6] for c in GROUP))
+        a = accuracy(GROUP, [outgoing(GROUP), incoming(GROUP, sent=1)], "agent")
+        self.assertEqual((a["seen"], a["exact"]), (3, 0))
+
+    def test_rolled_and_plain_rows_of_one_end_are_summed(self):
+        # the client rolled up two of the three in one interval and reported the third on its own; the
+        # server reported every connection on its own
+        obs = [outgoing(GROUP[:2]), client(GROUP[2])] + [server(c) for c in GROUP]
+        a = accuracy(GROUP, obs, "agent")
+        self.assertEqual((a["seen"], a["exact"], a["views"], a["rolled_up"]), (3, 3, 4, 2))
+        self.assertEqual(a["bytes_abs_error_pct"], 0.0)
+
+    def test_a_wrong_plain_view_of_the_other_end_is_still_caught(self):
+        obs = [outgoing(GROUP)] + [server(c) for c in GROUP[:2]] + [server(GROUP[2], sent=0)]
+        a = accuracy(GROUP, obs, "agent")
+        self.assertEqual((a["seen"], a["exact"]), (3, 2))
+        self.assertAlmostEqual(a["bytes_abs_error_pct"], 100.0 * GROUP[2][6] / sum(c[5] + c[6] for c in GROUP))
+
+    def test_plain_connections_beside_a_rollup_are_checked_per_connection(self):
+        obs = [outgoing(GROUP), incoming(GROUP), client(ELSEWHERE), server(ELSEWHERE, received=6)]
+        a = accuracy(GROUP + [ELSEWHERE], obs, "agent")
+        self.assertEqual((a["connections"], a["seen"], a["exact"], a["rolled_rows"]), (4, 4, 3, 2))
+
+    def test_a_rollup_summed_over_intervals(self):
+        first, second = outgoing(GROUP[:1]), outgoing(GROUP[1:])
+        a = accuracy(GROUP, [first, second], "agent")
+        self.assertEqual((a["seen"], a["exact"], a["views"], a["rolled_rows"], a["rolled_up"]), (3, 3, 1, 2, 3))
+
+    def test_a_rollup_of_another_group_is_ignored(self):
+        a = accuracy([ELSEWHERE], [outgoing(GROUP), client(ELSEWHERE)], "agent")
+        self.assertEqual((a["seen"], a["exact"], a["views"], a["rolled_rows"]), (1, 1, 1, 0))
+
+    def test_a_rollup_missing_a_connection_is_not_exact(self):
+        a = accuracy(GROUP, [outgoing(GROUP[:2])], "agent")
+        self.assertEqual((a["seen"], a["exact"]), (3, 0))
+        self.assertAlmostEqual(a["bytes_abs_error_pct"],
+                               100.0 * (GROUP[2][5] + GROUP[2][6]) / sum(c[5] + c[6] for c in GROUP))
 
 
 def flow(src, sport, dst, dport, packets, payload, proto="tcp", syn=True):

@@ -104,10 +104,15 @@ class Agent(unittest.TestCase):
             {"sequence": 3, "connections": [self.conn(40000, 5000, 60, 200), self.conn(5000, 40000, None, 100)]},
         ]
         self.assertEqual(agent_observations(intervals), [
-            ("tcp", "127.0.0.1", 40000, "127.0.0.1", 5000, 40, 0),
-            ("tcp", "127.0.0.1", 40000, "127.0.0.1", 5000, 60, 200),
-            ("tcp", "127.0.0.1", 5000, "127.0.0.1", 40000, 0, 100),
+            ("tcp", "127.0.0.1", 40000, "127.0.0.1", 5000, 40, 0, 1),
+            ("tcp", "127.0.0.1", 40000, "127.0.0.1", 5000, 60, 200, 1),
+            ("tcp", "127.0.0.1", 5000, "127.0.0.1", 40000, 0, 100, 1),
         ])
+
+    def test_a_rolled_up_row_says_how_many(self):
+        rolled = dict(self.conn(0, 5000, 300, 600), rolled_up=3)
+        self.assertEqual(agent_observations([{"sequence": 1, "connections": [rolled]}]),
+                         [("tcp", "127.0.0.1", 0, "127.0.0.1", 5000, 300, 600, 3)])
 
     def test_lost(self):
         status = {
