@@ -1,4 +1,5 @@
 """The collectors under test, each a process in a cgroup of its own: none, cnm-agent, bpftrace, pmacctd."""
+import http.server
 import json
 import os
 import re
@@ -11,6 +12,10 @@ import time
 import urllib.request
 
 from .system import AGENT, ROOT, Cgroup, free_port, log, memory_kib, started, stop_process, wait_until
+
+
+# argv prefix: sh writes its pid to each cgroup.procs file given before "--", then execs the rest
+JOIN_CGROUPS = ["sh", "-c", 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 126; shift; done; shift; exec "$@"', "sh"]
 
 
 def ip_from_u32(v):
@@ -31,13 +36,21 @@ class Collector:
         self.shared_cgroup = None
         self.lost = None  # events lost, as the collector itself reports it
         self.notes = []
+        self.memory_max = None  # bytes: its cgroup's memory limit, set before it starts
+        self.figures = {}  # its own results, for results.json
 
     def spawn(self, argv, env=None, **kw):
         self.cgroup = self.shared_cgroup or Cgroup(os.path.basename(self.run_dir))
+        if self.memory_max:
+            # the agent reads its cgroup's limit when it starts: it joins the cgroup before it execs
+            self.cgroup.limit_memory(self.memory_max)
+            argv = JOIN_CGROUPS + self.cgroup.procs_files() + ["--"] + argv
         out = open(os.path.join(self.run_dir, f"{self.kind}.out"), "w")
         err = open(os.path.join(self.run_dir, f"{self.kind}.err"), "w")
         self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, **kw)
         started.append(self.proc)
+        if self.memory_max:
+            return
         if self.cgroup is not self.shared_cgroup:
             self.cgroup.add(self.proc.pid)
             return
@@ -54,6 +67,13 @@ class Collector:
 
     def memory(self):
         return memory_kib(self.proc.pid) if self.proc and self.proc.poll() is None else (None, None)
+
+    def memory_cap(self):
+        """Under a memory limit, at the end of its run: what the cgroup's limit did (Cgroup.memory_events),
+        whether the collector is still alive and else its exit status."""
+        alive = self.proc is not None and self.proc.poll() is None
+        d = self.cgroup.memory_events() if self.cgroup and self.cgroup.memory_path else {}
+        return dict(d, alive=alive, exit=None if alive or self.proc is None else self.proc.returncode)
 
     def while_held(self):
         """Called while the 'many' workload holds its connections: waits until the collector has seen them."""
@@ -109,6 +129,7 @@ class Agent(Collector):
         self.lock = threading.Lock()
         self.stop_poll = threading.Event()
         self.status = {}
+        self.extra_env = {}
 
     def get(self, path, timeout=5):
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=timeout) as r:
@@ -127,6 +148,7 @@ class Agent(Collector):
         })
         if self.sample is not None:
             env["DD_CNM_SAMPLE_INTERVAL"] = str(self.sample)
+        env.update(self.extra_env)
         self.spawn([AGENT], env=env)
 
         def healthy():
@@ -191,6 +213,81 @@ class Agent(Collector):
             raise RuntimeError(f"missed agent intervals: {len(seqs)} of {seqs[-1] - seqs[0] + 1} read (accuracy cannot be computed)")
         self.lost = agent_lost(self.status)
         return agent_observations(self.intervals[seq] for seq in seqs)
+
+    def memory_cap(self):
+        """Collector.memory_cap() and the agent's own view, /status memory: now, or at finish() if it died."""
+        d = super().memory_cap()
+        try:
+            d["status_memory"] = self.get("/status").get("memory")
+        except (OSError, ValueError):
+            d["status_memory"] = self.status.get("memory")
+        return d
+
+
+class Intake:
+    """A stand-in for Datadog's intake on 127.0.0.1: answers 202 to every POST, counting requests and body
+    bytes (as sent: zstd-compressed protobuf)."""
+
+    def __init__(self):
+        counts = self.counts = {"requests": 0, "bytes": 0}
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # libcurl keeps its connection open between messages
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    counts["requests"] += 1
+                    counts["bytes"] += len(body)
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class IntakeAgent(Agent):
+    """The agent in its default eBPF strategy, also shipping every interval to a local Intake as it would to
+    Datadog's: what encoding, compressing and sending add. Its API is still read for accuracy."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.intake = Intake()
+        self.extra_env = {"DD_API_KEY": "bench", "DD_PROCESS_CONFIG_PROCESS_DD_URL": self.intake.url,
+                          "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}  # libcurl would honour a proxy variable
+
+    def finish(self):
+        obs = super().finish()
+
+        def drained():
+            self.status = self.get("/status")
+            i = self.status.get("intake") or {}
+            return i.get("queue_depth") == 0 and i.get("in_flight") == 0
+
+        try:  # the last interval's messages may still be on their way
+            wait_until(drained, 10, "intake queue drained", 0.25)
+        except TimeoutError as e:
+            self.notes.append(str(e))
+        i = self.status.get("intake") or {}
+        c = self.intake.counts
+        self.figures["intake"] = dict(c, agent={k: i.get(k) for k in ("sent", "retried", "dropped")})
+        self.notes.append(f"intake received {c['requests']} requests, {c['bytes']} bytes (agent: sent {i.get('sent')},"
+                          f" retried {i.get('retried')}, dropped {i.get('dropped')})")
+        return obs
+
+    def close(self, timeout=30):
+        super().close(timeout)
+        self.intake.close()
 
 
 def agent_lost(status):
@@ -372,6 +469,8 @@ def parse_pmacct_csv(lines):
 def make_collector(name, run_dir, cfg, workload, flows):
     if name == "none":
         return NoCollector(name, run_dir, cfg)
+    if name == "agent-intake":
+        return IntakeAgent(name, run_dir, cfg, None, 10 if flows > 20000 and workload.startswith("many") else None)
     if name.startswith("agent-"):
         return Agent(name, run_dir, cfg, name[len("agent-"):], 10 if flows > 20000 and workload.startswith("many") else None)
     if name == "bpftrace":
@@ -382,3 +481,4 @@ def make_collector(name, run_dir, cfg, workload, flows):
 
 
 COLLECTORS = ["none", "agent-sock_length", "agent-kernel_counters", "agent-ebpfless", "bpftrace", "pmacctd"]
+AGENTS = [c for c in COLLECTORS if c.startswith("agent-")]

@@ -64,12 +64,14 @@ def cleanup():
 
 
 class Cgroup:
-    """A cpuacct cgroup (v1, or v2 cpu.stat) for one collector: CPU of every process and thread in it."""
+    """A cpuacct cgroup (v1, or v2 cpu.stat) for one collector: CPU of every process and thread in it; and,
+    when limit_memory() was called, a memory limit on them."""
 
     live = []
 
     def __init__(self, name):
         self.path = None
+        self.memory_path = None  # where the memory limit is: this cgroup on v2, one of the same name on v1
         for base, f in (("/sys/fs/cgroup/cpuacct", "cpuacct.usage"), ("/sys/fs/cgroup", "cpu.stat")):
             if os.path.exists(os.path.join(base, f)):
                 path = os.path.join(base, f"cnm-bench-{os.getpid()}-{name}")
@@ -101,10 +103,69 @@ class Cgroup:
             return int(text)
         return int(re.search(r"usage_usec (\d+)", text).group(1)) * 1000
 
-    def remove(self):
-        if self.path:
+    def limit_memory(self, limit):
+        """Caps its processes' memory at limit bytes, swap off: memory.max and memory.swap.max = 0 on v2,
+        memory.limit_in_bytes (and memory.memsw.limit_in_bytes, swap included) in the v1 memory hierarchy.
+        A process that reads its limit when it starts must join (procs_files()) before it does. Raises
+        OSError when the limit cannot be set."""
+        if not self.path:
+            raise OSError("no cgroup to limit")
+        if self.file == "cpu.stat":
+            if not os.path.exists(os.path.join(self.path, "memory.max")):
+                with open(os.path.join(os.path.dirname(self.path), "cgroup.subtree_control"), "w") as f:
+                    f.write("+memory")
+            self.memory_path = self.path
+            limit_file, swap_file, swap_value = "memory.max", "memory.swap.max", 0
+        else:
+            if not os.path.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+                raise OSError("no memory controller: neither cgroup v2's memory.max nor a v1 memory hierarchy")
+            self.memory_path = os.path.join("/sys/fs/cgroup/memory", os.path.basename(self.path))
+            os.makedirs(self.memory_path, exist_ok=True)
+            limit_file, swap_file, swap_value = "memory.limit_in_bytes", "memory.memsw.limit_in_bytes", limit
+        for name, value in ((limit_file, limit), (swap_file, swap_value)):
+            path = os.path.join(self.memory_path, name)
+            if name == swap_file and not os.path.exists(path):
+                continue  # no swap accounting: no swap limit to set
+            with open(path, "w") as f:
+                f.write(str(value))
+            got = open(path).read().strip()
+            if got != str(value):
+                raise OSError(f"{path}: wrote {value}, reads {got}")
+
+    def procs_files(self):
+        """The cgroup.procs files a process writes itself to, to join this cgroup (and its memory cgroup)."""
+        dirs = [self.path] + ([self.memory_path] if self.memory_path not in (None, self.path) else [])
+        return [os.path.join(d, "cgroup.procs") for d in dirs]
+
+    def memory_events(self):
+        """What the memory limit did: limit_bytes, oom_kill, oom (v2 only: v1 counts no OOM events apart from
+        kills) and peak_bytes (memory.peak, or v1's memory.max_usage_in_bytes; None when absent), with the
+        cgroup and its version."""
+        p = self.memory_path
+
+        def read(name):
             try:
-                os.rmdir(self.path)
+                return open(os.path.join(p, name)).read()
+            except OSError:
+                return None
+
+        def number(text):
+            return int(text) if text and text.strip().isdigit() else None
+
+        if self.file == "cpu.stat":
+            events = dict(line.split() for line in (read("memory.events") or "").splitlines() if line.strip())
+            return {"cgroup": p, "version": 2, "limit_bytes": number(read("memory.max")),
+                    "oom_kill": number(events.get("oom_kill")), "oom": number(events.get("oom")),
+                    "peak_bytes": number(read("memory.peak"))}
+        control = dict(line.split() for line in (read("memory.oom_control") or "").splitlines() if line.strip())
+        return {"cgroup": p, "version": 1, "limit_bytes": number(read("memory.limit_in_bytes")),
+                "oom_kill": number(control.get("oom_kill")), "oom": None,
+                "peak_bytes": number(read("memory.max_usage_in_bytes"))}
+
+    def remove(self):
+        for path in {self.path, self.memory_path} - {None}:
+            try:
+                os.rmdir(path)
             except OSError:
                 pass
         if self in Cgroup.live:

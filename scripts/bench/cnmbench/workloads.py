@@ -74,16 +74,24 @@ def wl_many(w, collector, n, rounds=2, size=16):
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     per = n if hard == resource.RLIM_INFINITY else max(1000, min(n, (hard - 1024) // 2))
     procs = []
-    for i, left in enumerate(range(n, 0, -per)):
-        k = min(per, left)
-        p = w.cmd("hold", k, rounds, size, stdin=subprocess.PIPE, truth_file=os.path.join(w.run_dir, f"truth-{i}.tsv"))
-        p.lines = []
-        threading.Thread(target=lambda p=p: [p.lines.append(line.strip()) for line in p.stderr], daemon=True).start()
-        procs.append(p)
-        wait_until(lambda: "ready" in p.lines or p.poll() is not None, 120, f"{k} connections opened")
-        if p.poll() is not None:
-            raise RuntimeError(f"conn-workload hold failed: {p.lines}")
-    collector.while_held()
+    try:
+        for i, left in enumerate(range(n, 0, -per)):
+            k = min(per, left)
+            p = w.cmd("hold", k, rounds, size, stdin=subprocess.PIPE,
+                      truth_file=os.path.join(w.run_dir, f"truth-{i}.tsv"))
+            p.lines = []
+            threading.Thread(target=lambda p=p: [p.lines.append(line.strip()) for line in p.stderr], daemon=True).start()
+            procs.append(p)
+            wait_until(lambda: "ready" in p.lines or p.poll() is not None, 120, f"{k} connections opened")
+            if p.poll() is not None:
+                raise RuntimeError(f"conn-workload hold failed: {p.lines}")
+        collector.while_held()
+    except Exception:
+        # a collector that died (an agent killed under its memory cap) must not leave the connections held
+        # through the runs after it
+        for p in procs:
+            stop_process(p, timeout=10)
+        raise
     w.held_memory = collector.memory()
     results = []
     for p in procs:

@@ -1,11 +1,14 @@
-"""Parsing what the collectors and the workload write: bpftrace's maps, pmacctd's CSV, the agent's JSON,
-the ground-truth TSVs."""
+"""Parsing what the collectors, the kernel and the workload write: bpftrace's maps, pmacctd's CSV, the
+agent's JSON and its intake messages, a cgroup's memory files, the ground-truth TSVs."""
 import os
 import tempfile
 import unittest
+import urllib.request
 
 from cnmbench.accuracy import accuracy
-from cnmbench.collectors import agent_lost, agent_observations, bpftrace_lost, ip_from_u32, parse_bpftrace, parse_pmacct_csv
+from cnmbench.collectors import (Intake, agent_lost, agent_observations, bpftrace_lost, ip_from_u32, parse_bpftrace,
+                                 parse_pmacct_csv)
+from cnmbench.system import Cgroup
 from cnmbench.workloads import read_truth
 
 LO_U32 = 16777343  # 127.0.0.1 as acct.bt prints it: the address in network order, read as a little-endian u32
@@ -124,6 +127,58 @@ class Agent(unittest.TestCase):
                                               "tracker.dropped_table_full": 4})
         self.assertEqual(agent_lost({}), {})
         self.assertEqual(agent_lost({"problems": None, "tracker": None}), {})
+
+
+class StandInIntake(unittest.TestCase):
+    def test_counts_every_post_and_answers_202(self):
+        intake = Intake()
+        try:
+            for body in (b"\x03" * 100, b"x" * 7):
+                req = urllib.request.Request(intake.url + "/api/v1/connections", data=body, method="POST")
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    self.assertEqual(r.status, 202)
+            self.assertEqual(intake.counts, {"requests": 2, "bytes": 107})
+        finally:
+            intake.close()
+
+
+class CgroupMemory(unittest.TestCase):
+    @staticmethod
+    def cgroup(d, version, files):
+        c = Cgroup.__new__(Cgroup)
+        c.path, c.memory_path = d, d
+        c.file = "cpu.stat" if version == 2 else "cpuacct.usage"
+        for name, text in files.items():
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        return c
+
+    def test_v2(self):
+        with tempfile.TemporaryDirectory() as d:
+            c = self.cgroup(d, 2, {"memory.max": "134217728\n", "memory.peak": "120000000\n",
+                                   "memory.events": "low 0\nhigh 0\nmax 52\noom 2\noom_kill 1\noom_group_kill 0\n"})
+            self.assertEqual(c.memory_events(), {"cgroup": d, "version": 2, "limit_bytes": 134217728, "oom_kill": 1,
+                                                 "oom": 2, "peak_bytes": 120000000})
+
+    def test_v2_without_memory_peak(self):
+        with tempfile.TemporaryDirectory() as d:
+            c = self.cgroup(d, 2, {"memory.max": "max\n", "memory.events": "oom 0\noom_kill 0\n"})
+            e = c.memory_events()
+            self.assertEqual((e["limit_bytes"], e["oom_kill"], e["peak_bytes"]), (None, 0, None))
+
+    def test_v1(self):
+        with tempfile.TemporaryDirectory() as d:
+            c = self.cgroup(d, 1, {"memory.limit_in_bytes": "134217728\n", "memory.max_usage_in_bytes": "134217728\n",
+                                   "memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"})
+            self.assertEqual(c.memory_events(), {"cgroup": d, "version": 1, "limit_bytes": 134217728, "oom_kill": 3,
+                                                 "oom": None, "peak_bytes": 134217728})
+
+    def test_joins_both_hierarchies_on_v1(self):
+        c = Cgroup.__new__(Cgroup)
+        c.path, c.memory_path = "/sys/fs/cgroup/cpuacct/x", "/sys/fs/cgroup/memory/x"
+        self.assertEqual(c.procs_files(), ["/sys/fs/cgroup/cpuacct/x/cgroup.procs", "/sys/fs/cgroup/memory/x/cgroup.procs"])
+        c.memory_path = c.path
+        self.assertEqual(c.procs_files(), ["/sys/fs/cgroup/cpuacct/x/cgroup.procs"])
 
 
 class Truth(unittest.TestCase):
