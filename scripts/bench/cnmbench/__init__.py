@@ -3,6 +3,7 @@
 Modules by concern: system (paths, processes, cgroups, memory), workloads (conn-workload and the
 workloads built on it), collectors (the agent and its peers as processes under test), accuracy (what a
 collector reported against the ground truth), report (BENCHMARKS.md's table, the chart and the modes
-table), and one module per benchmark: peers (against peers), modes (what each collection mode costs),
-collection (CPU per collection and RSS with open connections); cli (the command line).
+table), instructions (callgrind's instructions per closed connection), and one module per benchmark: peers
+(against peers), modes (what each collection mode costs), collection (CPU per collection and RSS with open
+connections); cli (the command line).
 """

@@ -30,13 +30,13 @@ def per_closed_connection(ir, flows=FLOWS):
 
 
 def measure(binary=COLLECTION_BENCH, timeout=900):
-    """{"instructions_per_closed_connection", "ir": {N: Ir}, "binary"}, or {"note": why not} when the
-    binary or valgrind is missing or a run failed: the benchmark goes on without the figure."""
+    """{"instructions_per_closed_connection", "ir": {N: Ir}, "binary"}, or {"note": why it was not measured}
+    when the binary or valgrind is missing or a run failed: the benchmark goes on without the figure."""
     if not os.access(binary, os.X_OK):
-        return {"note": f"{os.path.relpath(binary, ROOT)} not built (swift build -c release --product"
-                        " cnm-collection-bench): instructions per closed connection not measured"}
+        return {"note": f"{os.path.relpath(binary, ROOT)} not built: swift build -c release --product"
+                        " cnm-collection-bench"}
     if not shutil.which("valgrind"):
-        return {"note": "valgrind missing: instructions per closed connection not measured"}
+        return {"note": "valgrind missing"}
     ir = {}
     for n in FLOWS:
         log(f"callgrind: cnm-collection-bench {n}")

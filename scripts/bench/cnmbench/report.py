@@ -37,7 +37,40 @@ def error_share(v):
     return "<0.01%" if 0 < v < 0.01 else f"{v:.2f}%"
 
 
-def report(cfg, results, mach, elapsed):
+def mib(v):
+    return fmt(v / 1048576 if v is not None else None, ".1f", " MiB")
+
+
+def instructions_line(ins):
+    """The header's line on instructions per closed connection (instructions.measure()), or why there is none."""
+    if "instructions_per_closed_connection" not in ins:
+        return f"Agent instructions per closed connection: not measured ({ins.get('note', '?')})."
+    lo, hi = sorted(ins["ir"], key=int)
+    return (f"Agent instructions per closed connection: {ins['instructions_per_closed_connection']:,.0f} (callgrind's"
+            f" instruction count of `{ins['binary']} {hi}` less that of `{lo}`, over {int(hi) - int(lo):,}: the"
+            " per-closed-flow path alone, start-up left out, whatever the machine's load).")
+
+
+def memory_cap_line(r):
+    """A run under a memory cap: OOM kills and whether the agent lived, then what the cgroup and the agent saw."""
+    m = r["memory_cap"]
+    state = "alive" if m.get("alive") else f"dead (exit status {m.get('exit')})"
+    parts = [f"OOM kills {fmt(m.get('oom_kill'), 'd')}, {state}"]
+    if m.get("oom") is not None:
+        parts.append(f"OOM events {m['oom']}")
+    parts.append(f"cgroup v{m.get('version', '?')} limit {mib(m.get('limit_bytes'))}, peak {mib(m.get('peak_bytes'))}")
+    sm = m.get("status_memory")
+    if sm:
+        parts.append(f"agent's /status: RSS {mib(sm.get('rss_bytes'))}, limit {mib(sm.get('limit_bytes'))}"
+                     f" from {sm.get('limit_source') or 'nowhere'}, budget {mib(sm.get('budget_bytes'))}")
+    else:
+        parts.append("no /status from the agent")
+    if not r["ok"]:
+        parts.append(f"run failed: {r.get('error', '?')}")
+    return f"- {r['workload']} / {r['collector']}: " + "; ".join(parts)
+
+
+def report(cfg, results, mach, elapsed, ins):
     base = {r["workload"]: r for r in results if r["collector"] == "none" and r["ok"]}
     lines = [
         "# Benchmarks: cnm-agent against peers",
@@ -45,6 +78,7 @@ def report(cfg, results, mach, elapsed):
         f"Written by `{cfg.command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {elapsed:.0f} s.",
         f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gib']} GiB, Linux {mach['kernel']}, {mach['os']};"
         f" {mach['bpftrace']}; {mach['pmacctd'].split(',')[0]}. Load average before: {' '.join(mach['load_before'])}.",
+        instructions_line(ins),
         "",
         "Collector CPU: user + system of the collector's own cgroup (all processes and threads) from the workload's"
         " start until it had reported everything, net of the collector's idle rate (measured over"
@@ -52,7 +86,8 @@ def report(cfg, results, mach, elapsed):
         " results.json) (the agent: two reports after the workload; bpftrace, pmacctd: exit,"
         f" final dump included); agent report interval {cfg.interval} s (10 s with more than 20,000 held connections,"
         " so that a report is read before the next replaces it). `% wl` is that CPU as a share of the"
-        " workload's own CPU (getrusage). Slowdown: the workload's throughput against the run with no collector (churn"
+        " workload's own CPU (getrusage); `CPU per 1k conns`, that CPU per 1,000 connections the workload made (`many`:"
+        " those held; UDP: the flows of its ground truth). Slowdown: the workload's throughput against the run with no collector (churn"
         " and UDP run at a fixed rate, so their slowdown shows as the workload's CPU growing: `wl CPU +`)."
         " Collector CPU includes the agent answering the harness's reads of its intervals (every 0.5 s)."
         " RSS: steady (VmRSS at the end, for `many` while the connections were held) / peak (VmHWM), all processes."
@@ -63,14 +98,25 @@ def report(cfg, results, mach, elapsed):
         " TCP 20 + timestamps 12) and 8 B per direction for the SYN options, 28 B per UDP datagram. The bpftrace"
         " program accounts TCP only. Lost: what the collector itself reports (agent /status problems and tracker"
         " counters; pmacctd's libpcap drops; bpftrace's lost events). Byte error: the sum over connections of the"
-        " worst view's |reported - true| bytes, as a share of the true bytes (a missed connection counts whole).",
+        " worst view's |reported - true| bytes, as a share of the true bytes (a missed connection counts whole)."
+        " A row the agent rolled up (when its memory budget holds no row per connection it merges them: the"
+        " ephemeral port 0, `rolled_up` the number merged, their bytes summed) is checked per group, the connections"
+        " of one client address to one server address and port: that end's rows of the group summed against the"
+        " group's true bytes; its connections are seen, and exact if the sums are."
+        " `agent-intake`: the agent (its default eBPF strategy) also shipping every interval as to Datadog"
+        " (`DD_API_KEY`, `DD_PROCESS_CONFIG_PROCESS_DD_URL`) to a stand-in intake on 127.0.0.1 that answers 202;"
+        " the requests and bytes it received are in the notes."
+        f" `many-50k-capped`: `many-50k` for the agent modes alone, their cgroup limited to {cfg.memory_cap >> 20} MiB"
+        " (memory.max, swap off; memory.limit_in_bytes on cgroup v1) before the agent starts, which reads the limit"
+        " itself; what came of it (OOM kills, alive or not, the cgroup's peak, the agent's /status memory) follows"
+        " the table.",
         "",
-        "| workload | collector | collector CPU | % wl | throughput | slowdown | wl CPU + | RSS steady / peak | seen | exact | byte error | lost |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | collector | collector CPU | CPU per 1k conns | % wl | throughput | slowdown | wl CPU + | RSS steady / peak | seen | exact | byte error | lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if not r["ok"]:
-            lines.append(f"| {r['workload']} | {r['collector']} | failed: {r.get('error', '?')} |||||||||| |")
+            lines.append(f"| {r['workload']} | {r['collector']} | failed: {r.get('error', '?')} |" + " |" * 10)
             continue
         b = base.get(r["workload"])
         tp, unit = throughput(r)
@@ -87,18 +133,28 @@ def report(cfg, results, mach, elapsed):
         rss = f"{fmt(r['rss_kib'] / 1024 if r.get('rss_kib') else None)} / {fmt(r['hwm_kib'] / 1024 if r.get('hwm_kib') else None)} MiB"
         lost = r.get("lost")
         lost_s = "–" if lost is None else (", ".join(f"{k} {v}" for k, v in lost.items()) or "0")
+        conns = r.get("connections_made")
         if r["collector"] == "none":
-            cpu_s = share_s = rss = "–"
+            cpu_s = per_k = share_s = rss = "–"
             seen = exact = err = "–"
         else:
             cpu_s = fmt(cpu * 1000 if cpu is not None else None, ".0f", " ms")
+            per_k = fmt(cpu * 1000 * 1000 / conns if cpu is not None and conns else None, ".1f", " ms")
             share_s = fmt(share, ".1f", "%")
             seen = f"{share_of(a.get('seen'), a.get('connections'))} ({a.get('seen')}/{a.get('connections')})"
             exact = f"{share_of(a.get('exact'), a.get('connections'))} ({a.get('exact')})"
             err = error_share(a.get("bytes_abs_error_pct"))
-        lines.append(f"| {r['workload']} | {r['collector']} | {cpu_s} | {share_s} | {fmt(tp, '.1f')} {unit} | "
+        lines.append(f"| {r['workload']} | {r['collector']} | {cpu_s} | {per_k} | {share_s} | {fmt(tp, '.1f')} {unit} | "
                      f"{fmt(slow, '+.1f', '%')} | {fmt(wlp, '+.1f', '%')} | {rss} | {seen} | {exact} | {err} | {lost_s} |")
-    notes = [f"- {r['workload']} / {r['collector']}: {'; '.join(r['notes'])}" for r in results if r.get("notes")]
+    capped = [memory_cap_line(r) for r in results if r.get("memory_cap")]
+    if capped:
+        lines += ["", "Under the memory cap:", *capped]
+    notes = []
+    for r in results:
+        a = r.get("accuracy") or {}
+        rolled = [f"{a['rolled_up']} connections in {a['rolled_rows']} rolled-up rows"] if a.get("rolled_rows") else []
+        if r.get("notes") or rolled:
+            notes.append(f"- {r['workload']} / {r['collector']}: {'; '.join(rolled + r.get('notes', []))}")
     ran = sorted({f"- {r['collector']}: {r['ran']}" for r in results if r.get("ran")})
     lines += ["", "Agent modes as /status reported them:", *ran]
     if notes:
