@@ -24,8 +24,9 @@ def accuracy(truth, obs, kind):
     An agent row whose ephemeral port is 0 is a rollup of rolled_up connections, made when the agent's memory
     budget cannot hold a row each: outgoing (local port 0, the client's end) or incoming (remote port 0,
     the server's end). Its connections cannot be told apart, so that end is checked per group (group_of):
-    its rows of the group, rolled and plain, summed against the group's true bytes. Every connection of the
-    group is then seen, and exact if the group's sums are exact both ways (and its other end's views are).
+    its rows of the group, rolled and plain, summed against the group's true bytes. As many connections of
+    the group are seen as that end's rows stand for (rolled_up, plus one per plain row's connection), and
+    those are exact if the group's sums are exact both ways (and the other end's views of them are).
     """
     tkeys = {}
     for proto, cip, cp, sip, sp, c2s, s2c in truth:
@@ -53,7 +54,7 @@ def accuracy(truth, obs, kind):
             conv.append((proto, sip, sp, dip, dp, payload, None))  # a directional flow: sent by its source
         obs = conv
     views = {}  # (key, side) -> [c2s, s2c]
-    rolled = {}  # group -> {side: [c2s, s2c] of its rollup rows}
+    rolled = {}  # group -> {side: [c2s, s2c, connections] of its rollup rows}
     rolled_rows = rolled_up = 0
     for row in obs:
         proto, lip, lp, rip, rp, sent, recv = row[:7]
@@ -65,11 +66,13 @@ def accuracy(truth, obs, kind):
                 g, side, c2s, s2c = (proto, rip, lip, lp), "server", recv, sent
             if g not in groups:
                 continue
-            v = rolled.setdefault(g, {}).setdefault(side, [0, 0])
+            n = row[7] if len(row) > 7 and row[7] else 1
+            v = rolled.setdefault(g, {}).setdefault(side, [0, 0, 0])
             v[0] += c2s
             v[1] += s2c
+            v[2] += n
             rolled_rows += 1
-            rolled_up += row[7] if len(row) > 7 and row[7] else 1
+            rolled_up += n
             continue
         k = (proto, lip, lp, rip, rp)
         if k in tkeys:
@@ -94,6 +97,7 @@ def accuracy(truth, obs, kind):
                 if plain:
                     v[0] += plain[0]
                     v[1] += plain[1]
+                    v[2] += 1
     seen = exact = 0
     byte_err = 0
     true_bytes = sum(a + b for a, b in tkeys.values())
@@ -115,12 +119,13 @@ def accuracy(truth, obs, kind):
                 byte_err += max(error(v, t) for v in vs)
             continue
         t = [sum(tkeys[k][0] for k in ks), sum(tkeys[k][1] for k in ks)]
-        group_exact = all(v == t for v in sums)
-        seen += len(ks)
-        exact += sum(1 for k in ks if group_exact and all(v == tkeys[k] for v in by_key.get(k, [])))
+        covered = [min(v[2], len(ks)) for v in sums]  # the connections each rolled-up end's rows stand for
+        seen += max(max(covered), sum(1 for k in ks if k in by_key))
+        if all(v[:2] == t for v in sums):
+            exact += min(min(covered), sum(1 for k in ks if all(v == tkeys[k] for v in by_key.get(k, []))))
         # the worst end's error: a rolled-up end's over the group, the other end's summed over its views
         other = sum(max(error(v, tkeys[k]) for v in by_key[k]) for k in ks if k in by_key)
-        byte_err += max(max(error(v, t) for v in sums), other)
+        byte_err += max(max(error(v[:2], t) for v in sums), other)
     n = len(tkeys)
     return {
         "connections": n,
