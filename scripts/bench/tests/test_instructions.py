@@ -2,6 +2,7 @@
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
 import unittest
 
@@ -36,6 +37,23 @@ class Callgrind(unittest.TestCase):
         r = instructions.measure("/nonexistent/cnm-collection-bench")
         self.assertEqual(list(r), ["note"])
         self.assertIn("not built", r["note"])
+
+    @unittest.skipUnless(shutil.which("valgrind") and shutil.which("gcc"), "valgrind or gcc missing")
+    def test_a_loop_of_known_cost(self):
+        # a stand-in whose work per "closed flow" is one call of a few instructions, start-up aside
+        with tempfile.TemporaryDirectory() as d:
+            src, exe = os.path.join(d, "bench.c"), os.path.join(d, "cnm-collection-bench")
+            with open(src, "w") as f:
+                f.write("#include <stdio.h>\n#include <stdlib.h>\n"
+                        "__attribute__((noinline)) static unsigned long step(unsigned long x) {"
+                        " __asm__ volatile(\"\" : \"+r\"(x)); return x * 3 + 1; }\n"
+                        "int main(int argc, char **argv) { long n = atol(argv[1]); unsigned long x = 0;"
+                        " for (long i = 0; i < n; i++) x = step(x);"
+                        " printf(\"closed flows: %ld\\n\", n); return (int)(x & 0); }\n")
+            subprocess.run(["gcc", "-O1", "-g", "-o", exe, src], check=True)
+            r = instructions.measure(exe, timeout=120)
+            self.assertGreater(r["instructions_per_closed_connection"], 3, r)
+            self.assertLess(r["instructions_per_closed_connection"], 20, r)
 
     @unittest.skipUnless(shutil.which("valgrind"), "valgrind missing")
     def test_under_callgrind(self):
