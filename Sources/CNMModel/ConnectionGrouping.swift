@@ -10,6 +10,121 @@ struct FlowEnd {
     var countersKnown: Bool
     /// How long the socket had lived when it closed in this interval; nil while open or when its start is unknown.
     var closedLifetimeNanos: UInt64? = nil
+    /// How many connections this end stands for: more than one once rolled up (`MemoryRollup`).
+    var rolledUp = 1
+    /// How many of them measured the RTT in `stats`, which is their average.
+    var rttWeight = 0
+
+    init(
+        netns: UInt64, transport: TransportProtocol, local: Endpoint, remote: Endpoint, owner: SocketOwner?,
+        direction: ConnectionDirection, stats: ConnectionStats, countersKnown: Bool,
+        closedLifetimeNanos: UInt64? = nil
+    ) {
+        self.netns = netns
+        self.transport = transport
+        self.local = local
+        self.remote = remote
+        self.owner = owner
+        self.direction = direction
+        self.stats = stats
+        self.countersKnown = countersKnown
+        self.closedLifetimeNanos = closedLifetimeNanos
+        self.rttWeight = stats.rttMicros != 0 ? 1 : 0
+    }
+
+    /// Adds `other`'s counts: every byte stays; RTT is averaged over the connections that measured one;
+    /// closed short-lived only if both were.
+    mutating func merge(_ other: FlowEnd) {
+        let (rtt, variance, weight) = (stats.rttMicros, stats.rttVarMicros, rttWeight)
+        stats.merge(other.stats)
+        if weight + other.rttWeight > 0 {
+            func mean(_ a: UInt32, _ b: UInt32) -> UInt32 {
+                let sum = UInt64(a) * UInt64(weight) + UInt64(b) * UInt64(other.rttWeight)
+                return UInt32(truncatingIfNeeded: sum / UInt64(weight + other.rttWeight))
+            }
+            stats.rttMicros = mean(rtt, other.stats.rttMicros)
+            stats.rttVarMicros = mean(variance, other.stats.rttVarMicros)
+        }
+        rttWeight += other.rttWeight
+        rolledUp += other.rolledUp
+        countersKnown = countersKnown && other.countersKnown
+        closedLifetimeNanos = closedLifetimeNanos.flatMap { a in other.closedLifetimeNanos.map { max(a, $0) } }
+    }
+}
+
+/// What the agent does when an interval has more flows than its memory budget holds one by one:
+/// it rolls them up, as Datadog's connection rollups do but whatever their age, rather than let
+/// its memory grow. First the ephemeral port goes (the local one of an outgoing connection, the
+/// remote one of an incoming), which merges a client's connections to one service; if that is not
+/// enough, the remote end goes too (address and port), which merges a process's connections of one
+/// direction and local address. Counts are summed: no byte is lost, only which connection had it.
+enum MemoryRollup {
+    /// What merges ends: all of a flow end that is left once its detail is taken off.
+    private struct Key: Hashable {
+        var netns: UInt64
+        var transport: TransportProtocol
+        var local: Endpoint
+        var remote: Endpoint
+        var pid: Int32?
+        var containerID: String?
+        var direction: ConnectionDirection
+        var also: UInt64
+    }
+
+    enum Level: Comparable {
+        case ephemeralPort
+        case remote
+    }
+
+    /// Rolls `ends` up at `level`, keeping the order each group first came in. Returns how many
+    /// ends were merged into another.
+    static func rollUp(_ ends: inout [FlowEnd], level: Level) -> Int {
+        rollUp(&ends, level: level, end: \.self, also: { _ in 0 })
+    }
+
+    /// The same for items that each hold a flow end; `also` keeps apart items whose ends match but
+    /// must not be merged.
+    static func rollUp<Item>(
+        _ items: inout [Item], level: Level, end: WritableKeyPath<Item, FlowEnd>, also: (Item) -> UInt64
+    ) -> Int {
+        var index: [Key: Int] = Dictionary(minimumCapacity: min(items.count, 4096))
+        var out: [Item] = []
+        out.reserveCapacity(min(items.count, 4096))
+        var merged = 0
+        for var item in items {
+            roll(&item[keyPath: end], level)
+            let e = item[keyPath: end]
+            let key = Key(
+                netns: e.netns, transport: e.transport, local: e.local, remote: e.remote, pid: e.owner?.pid,
+                containerID: e.owner?.containerID, direction: e.direction, also: also(item))
+            if let i = index[key] {
+                out[i][keyPath: end].merge(e)
+                merged += 1
+            } else {
+                index[key] = out.count
+                out.append(item)
+            }
+        }
+        items = out
+        return merged
+    }
+
+    /// The ends with the detail of `level` taken off.
+    static func roll(_ end: inout FlowEnd, _ level: Level) {
+        switch end.direction {
+        case .outgoing: end.local.port = 0
+        case .incoming: end.remote.port = 0
+        case .none:
+            if ConnectionTracker.isEphemeral(end.local.port) {
+                end.local.port = 0
+            } else if ConnectionTracker.isEphemeral(end.remote.port) {
+                end.remote.port = 0
+            }
+        }
+        if level == .remote {
+            end.remote = Endpoint(end.remote.address.family == .v4 ? .v4(0) : .v6(high: 0, low: 0), 0)
+        }
+    }
 }
 
 /// Groups an interval's flow ends by connection, and describes the remote end of each from the
@@ -50,6 +165,7 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
         )
         if let i = index[key] {
             grouped[i].stats.merge(ends[e].stats)
+            grouped[i].rolledUp += ends[e].rolledUp
             // Two sockets of one key: closed short-lived only if both were.
             let (a, b) = (grouped[i].closedLifetimeNanos, ends[e].closedLifetimeNanos)
             grouped[i].closedLifetimeNanos = a.flatMap { a in b.map { max(a, $0) } }
@@ -70,7 +186,8 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
                 remoteContainerID: peer?.containerID,
                 intraHost: peerEnd != nil || remote.isLoopback || localAddresses.contains(remote.unmappedV4 ?? remote),
                 countersKnown: ends[e].countersKnown,
-                closedLifetimeNanos: ends[e].closedLifetimeNanos
+                closedLifetimeNanos: ends[e].closedLifetimeNanos,
+                rolledUp: ends[e].rolledUp
             ))
     }
     return grouped

@@ -60,6 +60,7 @@ public enum ConnectionRollup {
             sums[i, default: RTTSum()].add(c.stats)
             out[i].key = rolled  // a port is zeroed only where two or more were merged
             out[i].stats.merge(c.stats)
+            out[i].rolledUp += c.rolledUp
             out[i].closedLifetimeNanos = max(out[i].closedLifetimeNanos ?? 0, c.closedLifetimeNanos ?? 0)
             out[i].intraHost = out[i].intraHost || c.intraHost
             out[i].countersKnown = out[i].countersKnown && c.countersKnown

@@ -56,6 +56,12 @@ public struct ConnectionTracker: Sendable {
         /// a SYN accepted with no listener (address translation for another namespace), datagrams to
         /// no socket. Left out.
         public var capturedWithoutSocket: UInt64 = 0
+        /// Connection ends merged into another because the interval held more than the memory budget
+        /// allows one by one (`MemoryRollup`): their counts are in the merged row.
+        public var rolledUpForMemory: UInt64 = 0
+        /// Open flows the last pass did not follow because the table was at its bound (eBPF mode:
+        /// their bytes are counted when they close).
+        public var openNotFollowed = 0
 
         public init() {}
     }
@@ -136,6 +142,8 @@ public struct ConnectionTracker: Sendable {
         var netns: UInt64? = nil
         /// Connection ends only capture saw in this interval.
         var ended: [CapturedEnd] = []
+        /// How many `ended` held after its last rollup (the next waits for twice as many).
+        var endedAfterRollUp = 0
         /// Capture's counts for sides sock_diag saw, by their ends.
         var wireTotals = Generations<Tuple, [WireTotal]>()
         /// Failures and handshakes capture saw for sockets whose destroy notification has not come yet.
@@ -179,8 +187,12 @@ public struct ConnectionTracker: Sendable {
     /// Passes a vanished socket waits for its destroy notification before it is closed without it.
     private let destroyGracePasses = 1
 
-    public init(maxTracked: Int) {
+    /// Connections one report carries before they are rolled up (the memory budget's share).
+    public let maxReportConnections: Int
+
+    public init(maxTracked: Int, maxReportConnections: Int = .max) {
         self.maxTracked = maxTracked
+        self.maxReportConnections = max(1, maxReportConnections)
     }
 
     /// Inodes of followed sockets whose owner is not known yet, and of listening sockets a captured
@@ -465,10 +477,16 @@ public struct ConnectionTracker: Sendable {
         }
         ends += capture.ended.map(\.end)
         capture.ended = []
+        capture.endedAfterRollUp = 0
         sockets = sockets.filter { !$0.value.closed }
         for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { sockets[$0.value] != nil }
         health.tracked = sockets.count
+        if ends.count > maxReportConnections {
+            var merged = MemoryRollup.rollUp(&ends, level: .ephemeralPort)
+            if ends.count > maxReportConnections { merged += MemoryRollup.rollUp(&ends, level: .remote) }
+            health.rolledUpForMemory += UInt64(merged)
+        }
         return groupConnections(ends)
     }
 }

@@ -109,6 +109,9 @@ public struct Connection: Sendable, Equatable {
     /// How long the connection had lived when it closed in this interval; nil while it is open, or
     /// when the agent did not see it start (what rollups call short-lived).
     public var closedLifetimeNanos: UInt64?
+    /// How many connections this one stands for: more than one once rolled up (Datadog's rollups
+    /// for the intake, or the agent's own when an interval holds more than its memory budget).
+    public var rolledUp: Int
     public var tags: [String] = []
     public var remoteTags: [String] = []
 
@@ -122,7 +125,8 @@ public struct Connection: Sendable, Equatable {
         remoteContainerID: String? = nil,
         intraHost: Bool = false,
         countersKnown: Bool = true,
-        closedLifetimeNanos: UInt64? = nil
+        closedLifetimeNanos: UInt64? = nil,
+        rolledUp: Int = 1
     ) {
         self.key = key
         self.stats = stats
@@ -134,6 +138,7 @@ public struct Connection: Sendable, Equatable {
         self.intraHost = intraHost
         self.countersKnown = countersKnown
         self.closedLifetimeNanos = closedLifetimeNanos
+        self.rolledUp = rolledUp
     }
 }
 

@@ -13,6 +13,15 @@ public struct FlowTracker: Sendable {
         /// Open records ignored because their socket had just closed (read by an iterator in the
         /// instant between its final record and its removal from the kernel's table).
         public var lateRecordsIgnored: UInt64 = 0
+        /// Flow ends merged into another because the interval held more than the memory budget
+        /// allows one by one (`MemoryRollup`): counted, never lost.
+        public var rolledUpForMemory: UInt64 = 0
+        /// Open flows past `maxOpenFlows` followed by their counts only (`maxCountedFlows`), whose
+        /// deltas go to rolled-up rows.
+        public var countedOnly = 0
+        /// Open flows the last pass did not follow at all, both tables being at their bounds: what
+        /// they carry is not counted until one of them has room.
+        public var openNotFollowed = 0
 
         public init() {}
     }
@@ -46,6 +55,17 @@ public struct FlowTracker: Sendable {
             generations[1] = generations[0]
             generations[0] = Dictionary(minimumCapacity: last)
         }
+    }
+
+    /// What is kept of a flow followed by its counts only: enough to take the deltas of its
+    /// cumulative counters (about 200 bytes with its key, against four times that for `Tracked`).
+    private struct Counted {
+        var accounted: SocketCounters
+        var establishedCounted: Bool
+        var missingPasses: UInt8 = 0
+        /// The interval it was last reported in: each interval counts it once in its rolled-up row.
+        var interval: UInt32
+        var seenInPass: UInt64
     }
 
     /// What is kept of a followed flow: its ends and counts, not its whole last record.
@@ -86,12 +106,30 @@ public struct FlowTracker: Sendable {
 
     /// Whether TCP bytes come from the per-call hooks (the sock_length strategy).
     public let hooksCountTCPBytes: Bool
+    /// At most this many flows are followed open (the memory budget's share, `MemoryBudget`).
+    public let maxOpenFlows: Int
+    /// Closed flows kept one by one until the report; past it they are rolled up.
+    public let maxClosedEnds: Int
+    /// Connections one report carries before they are rolled up.
+    public let maxReportConnections: Int
+    /// Open flows followed by their counts only, past `maxOpenFlows`.
+    public let maxCountedFlows: Int
     public private(set) var health = Health()
     /// Flows an iterator has listed open (or that closed since the last flush after being listed).
     private var flows: [Key: Tracked] = [:]
+    /// Flows past `maxOpenFlows`, followed by their counts only: each pass adds their deltas to
+    /// `closedEnds`, rolled up by their ephemeral port.
+    private var counted: [Key: Counted] = [:]
+    private var interval: UInt32 = 0
     /// Flows met only in their final record this interval: most short-lived ones, which need no lookup.
     private var closedEnds: [FlowEnd] = []
     private var unowned: [UInt64: Key] = [:]
+    /// Sockets older than the agent that were not followed for lack of room: when one is followed
+    /// later, it starts from its counters then, as it would have at the first pass.
+    private var skippedInherited = Set<UInt64>()
+    /// How many closed ends trigger the next rollup (grows when rolling up cannot shrink them).
+    private var closedEndsRollUpAt: Int
+    private var notFollowedThisPass = 0
     private var pass: UInt64 = 0
     /// Flows closed lately. An iterator may list a socket an instant after its final record left
     /// (the state changes before the socket is unhashed): such a late open record must not start
@@ -102,8 +140,16 @@ public struct FlowTracker: Sendable {
     /// on its way through the ring buffer.
     private let closeGracePasses = 2
 
-    public init(hooksCountTCPBytes: Bool) {
+    public init(
+        hooksCountTCPBytes: Bool, maxOpenFlows: Int = .max, maxCountedFlows: Int = 0, maxClosedEnds: Int = .max,
+        maxReportConnections: Int = .max
+    ) {
         self.hooksCountTCPBytes = hooksCountTCPBytes
+        self.maxCountedFlows = max(0, maxCountedFlows)
+        self.maxOpenFlows = max(1, maxOpenFlows)
+        self.maxClosedEnds = max(2, maxClosedEnds)
+        self.maxReportConnections = max(1, maxReportConnections)
+        self.closedEndsRollUpAt = self.maxClosedEnds
     }
 
     /// Inodes of followed flows whose process the programs did not see (sockets older than the agent).
@@ -120,7 +166,12 @@ public struct FlowTracker: Sendable {
     /// programs' clock): a record reaches the agent within a pass of its close, which is precise
     /// enough to tell a connection that lived under two minutes (rollups) from one that did not.
     public mutating func apply(closed: [FlowRecord], now: UInt64? = nil) {
-        for record in closed { observe(record, baseline: false, final: true, now: now) }
+        for record in closed { observe(closed: record, now: now) }
+    }
+
+    /// One closed flow's final record, as it comes.
+    public mutating func observe(closed record: FlowRecord, now: UInt64? = nil) {
+        observe(record, baseline: false, final: true, now: now)
         health.tracked = flows.count + closedEnds.count
     }
 
@@ -130,8 +181,26 @@ public struct FlowTracker: Sendable {
     public mutating func apply(
         open: [FlowRecord], closed: [FlowRecord], complete: Set<UInt64>, baseline: Bool, now: UInt64? = nil
     ) {
+        beginPass()
+        for record in open { observe(open: record, baseline: baseline, now: now) }
+        endPass(closed: closed, complete: complete, now: now)
+    }
+
+    /// A pass taken one open record at a time, as an iterator yields them (no list of them all is
+    /// kept): `beginPass`, `observe(open:)` for each, then `endPass`.
+    public mutating func beginPass() {
         pass += 1
-        for record in open { observe(record, baseline: baseline, final: false, now: now) }
+        notFollowedThisPass = 0
+    }
+
+    public mutating func observe(open record: FlowRecord, baseline: Bool, now: UInt64? = nil) {
+        observe(record, baseline: baseline, final: false, now: now)
+    }
+
+    /// Ends the pass: flows of a namespace in `complete` that it did not list are closed after the
+    /// grace passes.
+    public mutating func endPass(closed: [FlowRecord], complete: Set<UInt64>, now: UInt64? = nil) {
+        health.openNotFollowed = notFollowedThisPass
         for record in closed { observe(record, baseline: false, final: true, now: now) }
         var index = flows.startIndex
         while index != flows.endIndex {
@@ -146,7 +215,20 @@ public struct FlowTracker: Sendable {
                 health.closedWithoutFinalRecord += 1
             }
         }
-        health.tracked = flows.count + closedEnds.count
+        var gone: [Key] = []
+        for index in counted.indices where counted.values[index].seenInPass != pass {
+            guard complete.contains(counted.keys[index].netns) else { continue }
+            counted.values[index].missingPasses += 1
+            if counted.values[index].missingPasses > closeGracePasses { gone.append(counted.keys[index]) }
+        }
+        // What they carried after their last read is lost; their close is still counted (by its
+        // ends' rollup, which the flow's key no longer has: the report shows it as a close only).
+        for key in gone {
+            counted[key] = nil
+            health.closedWithoutFinalRecord += 1
+        }
+        health.countedOnly = counted.count
+        health.tracked = flows.count + counted.count + closedEnds.count
     }
 
     private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool, now: UInt64?) {
@@ -175,9 +257,36 @@ public struct FlowTracker: Sendable {
             health.lateRecordsIgnored += 1
             return
         }
+        if let index = counted.index(forKey: key) {
+            if !final { counted.values[index].seenInPass = pass }
+            let (end, regressed) = Self.count(&counted.values[index], r, counters, final: final, interval: interval)
+            append(counted: end, regressed: regressed)
+            if final {
+                counted.remove(at: index)
+                remember(key, r.transport)
+            }
+            return
+        }
+        let bornWatched = r.flags.contains(.bornWatched)
+        if !final && flows.count >= maxOpenFlows {
+            if counted.count < maxCountedFlows {
+                let inherited = (baseline || skippedInherited.remove(r.id.socket) != nil) && !bornWatched
+                var c = Counted(
+                    accounted: inherited ? counters : .zero, establishedCounted: inherited, interval: interval &- 1,
+                    seenInPass: pass)
+                let (end, regressed) = Self.count(&c, r, counters, final: false, interval: interval)
+                append(counted: end, regressed: regressed)
+                counted[key] = c
+                return
+            }
+            notFollowedThisPass += 1
+            if !bornWatched && baseline { skippedInherited.insert(r.id.socket) }
+            return
+        }
         // A flow older than the agent: its history is not ours to report. That includes one first
         // met in its final record: what it carried before the agent started cannot be told apart.
-        let inherited = (baseline || final) && !r.flags.contains(.bornWatched)
+        let inherited =
+            (baseline || final || skippedInherited.remove(r.id.socket) != nil) && !bornWatched
         let established = r.flags.contains(.established)
         var t = Tracked(
             netns: r.netns,
@@ -197,11 +306,58 @@ public struct FlowTracker: Sendable {
             Self.close(&t, error: r.error, now: now)
             remember(key, r.transport)
             closedEnds.append(t.end)
+            if closedEnds.count >= closedEndsRollUpAt { rollUpClosedEnds() }
             return
         }
         t.seenInPass = pass
         if t.owner == nil && r.inode != 0 { unowned[r.inode] = key }
         flows[key] = t
+    }
+
+    /// What a counted-only flow's counters moved, as an end rolled up by its ephemeral port, with its
+    /// close when `final`; and whether the counters went backwards.
+    private static func count(
+        _ c: inout Counted, _ r: FlowRecord, _ counters: SocketCounters, final: Bool, interval: UInt32
+    ) -> (FlowEnd, Bool) {
+        var stats = ConnectionStats()
+        let delta = counters.since(c.accounted)
+        if let delta { stats.add(delta) }
+        c.accounted = counters
+        stats.rttMicros = r.rttMicros
+        stats.rttVarMicros = r.rttVarMicros
+        stats.ecnNegotiated = r.flags.contains(.ecnNegotiated)
+        let established = r.flags.contains(.established)
+        if r.transport == .tcp && !c.establishedCounted && established {
+            c.establishedCounted = true
+            stats.tcpEstablished = 1
+        }
+        if final && r.transport == .tcp {
+            if c.establishedCounted { stats.tcpClosed = 1 }
+            if r.error > 0 { stats.tcpFailures[UInt32(r.error)] = 1 }
+        }
+        c.missingPasses = 0
+        var end = FlowEnd(
+            netns: r.netns, transport: r.transport, local: r.local, remote: r.remote, owner: r.owner,
+            direction: r.direction ?? Self.guessDirection(r), stats: stats, countersKnown: true)
+        end.rolledUp = c.interval == interval ? 0 : 1
+        c.interval = interval
+        MemoryRollup.roll(&end, .ephemeralPort)
+        return (end, delta == nil)
+    }
+
+    private mutating func append(counted end: FlowEnd, regressed: Bool) {
+        if regressed { health.counterRegressions += 1 }
+        closedEnds.append(end)
+        if closedEnds.count >= closedEndsRollUpAt { rollUpClosedEnds() }
+    }
+
+    /// Keeps the interval's closed flows within their bound: by ephemeral port first, then by remote
+    /// end; if even that leaves more than half the bound, the next rollup waits for twice as many.
+    private mutating func rollUpClosedEnds() {
+        var merged = MemoryRollup.rollUp(&closedEnds, level: .ephemeralPort)
+        if closedEnds.count > maxClosedEnds / 2 { merged += MemoryRollup.rollUp(&closedEnds, level: .remote) }
+        health.rolledUpForMemory += UInt64(merged)
+        closedEndsRollUpAt = max(maxClosedEnds, closedEnds.count * 2)
     }
 
     private mutating func remember(_ key: Key, _ transport: TransportProtocol) {
@@ -255,11 +411,20 @@ public struct FlowTracker: Sendable {
         closedEnds.reserveCapacity(ends.count)
         ends.reserveCapacity(ends.count + flows.count)
         for t in flows.values { ends.append(t.end) }
+        if ends.count > maxReportConnections {
+            var merged = MemoryRollup.rollUp(&ends, level: .ephemeralPort)
+            if ends.count > maxReportConnections { merged += MemoryRollup.rollUp(&ends, level: .remote) }
+            health.rolledUpForMemory += UInt64(merged)
+        }
+        closedEndsRollUpAt = maxClosedEnds
+        interval &+= 1
         recentlyClosed.nextInterval()
         flows = flows.filter { !$0.value.closed }
         for index in flows.indices { flows.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { flows[$0.value] != nil }
-        health.tracked = flows.count
+        health.tracked = flows.count + counted.count
+        // Only sockets a pass still lists are worth remembering: the rest have closed.
+        if !skippedInherited.isEmpty && notFollowedThisPass == 0 { skippedInherited = [] }
         return groupConnections(ends)
     }
 }

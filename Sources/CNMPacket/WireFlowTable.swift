@@ -29,6 +29,10 @@ public struct WireFlowTable: Sendable {
         /// Walks of the whole table to make room. Only made when a flow was handed over since the
         /// last, so a flood of new flows into a full table costs each packet a lookup, not a walk.
         public var sweeps: UInt64 = 0
+        /// Ended connections pushed out by a new one on the same ends while `maxFlows` of them were
+        /// already waiting to be handed over (a flood reusing ports between two passes): what they
+        /// carried is lost, and counted here.
+        public var displacedDropped: UInt64 = 0
 
         public init() {}
     }
@@ -135,6 +139,7 @@ public struct WireFlowTable: Sendable {
     /// Ended TCP connections pushed out of `flows` by a new one on the same ends before they were
     /// handed over.
     private var displaced: [Key: [Flow]] = [:]
+    private var displacedCount = 0
     /// Flows in `flows` that were handed over (and linger for late packets): what a sweep can free.
     private var handedOverCount = 0
 
@@ -152,7 +157,14 @@ public struct WireFlowTable: Sendable {
         if let index = flows.index(forKey: key) {
             if flows.values[index].isEnded && Self.opensAnotherConnection(h, flows.values[index]) {
                 let old = flows.values[index]
-                if old.state.handedOver { handedOverCount -= 1 } else { displaced[key, default: []].append(old) }
+                if old.state.handedOver {
+                    handedOverCount -= 1
+                } else if displacedCount < maxFlows {
+                    displaced[key, default: []].append(old)
+                    displacedCount += 1
+                } else {
+                    health.displacedDropped += 1
+                }
                 flows.values[index] = Flow(key, at: time)
             }
             Self.update(&flows.values[index], h, way: way, at: time)
@@ -304,6 +316,7 @@ public struct WireFlowTable: Sendable {
         var out: [CapturedFlow] = []
         for list in displaced.values { out += list.map(\.captured) }
         displaced = [:]
+        displacedCount = 0
         var expired = 0
         for index in flows.indices where flows.values[index].transport == .tcp {
             let flow = flows.values[index]

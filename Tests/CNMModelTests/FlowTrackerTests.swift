@@ -437,3 +437,156 @@ extension FlowTracker {
         #expect(c.first { $0.key.local.port == 45013 }?.closedLifetimeNanos == 3 * second)
     }
 }
+
+/// Under a memory budget every table has a bound; past it the tracker rolls up rather than grows,
+/// and never loses a byte it could keep.
+@Suite struct FlowTrackerBoundsTests {
+    /// `count` short connections of one client to one server port, both ends on loopback, each
+    /// carrying `i` bytes out and `2i` back.
+    private static func churn(_ count: Int, firstSocket: UInt64 = 0x1000) -> [FlowRecord] {
+        (0..<count).flatMap { i -> [FlowRecord] in
+            let port = UInt16(40_000 + i)
+            let sent = UInt64(i + 1)
+            let client = Flow.tcp(
+                socket: firstSocket + UInt64(2 * i), local: port, remote: 8080, address: Flow.lo,
+                remoteAddress: Flow.lo, pid: 200, processName: "client")
+            let server = Flow.tcp(
+                socket: firstSocket + UInt64(2 * i + 1), local: 8080, remote: port, address: Flow.lo,
+                remoteAddress: Flow.lo, direction: .incoming, pid: 100, processName: "server")
+            return [
+                Flow.final(client, kernel: Flow.counters(sent, 2 * sent, packets: (2, 2))),
+                Flow.final(server, kernel: Flow.counters(2 * sent, sent, packets: (2, 2))),
+            ]
+        }
+    }
+
+    @Test func closedFlowsPastTheirBoundAreRolledUpWithEveryByte() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxClosedEnds: 64)
+        _ = t.pass(baseline: true)
+        let n = 1_000
+        t.apply(closed: Self.churn(n))
+        let c = t.flush()
+        let total = UInt64(n * (n + 1) / 2)
+        let out = c.filter { $0.key.direction == .outgoing }
+        let into = c.filter { $0.key.direction == .incoming }
+        #expect(out.reduce(0) { $0 + $1.stats.bytesSent } == total)
+        #expect(out.reduce(0) { $0 + $1.stats.bytesReceived } == 2 * total)
+        #expect(into.reduce(0) { $0 + $1.stats.bytesSent } == 2 * total)
+        #expect(out.reduce(0) { $0 + $1.rolledUp } == n && into.reduce(0) { $0 + $1.rolledUp } == n)
+        #expect(out.reduce(0) { $0 + $1.stats.tcpClosed } == UInt64(n))
+        #expect(c.count < 70, "\(c.count) rows for a bound of 64 closed ends")
+        let rolled = try #require(out.first { $0.rolledUp > 1 })
+        #expect(rolled.key.local.port == 0 && rolled.key.remote.port == 8080, "the client's ephemeral port goes")
+        #expect(rolled.remoteProcessName == "server", "the rolled-up ends of one connection still know each other")
+        let served = try #require(into.first { $0.rolledUp > 1 })
+        #expect(served.key.local.port == 8080 && served.key.remote.port == 0)
+        #expect(t.health.rolledUpForMemory == UInt64(2 * n - c.count))
+    }
+
+    @Test func aReportPastItsBoundRollsUpOpenConnectionsToo() {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxReportConnections: 10)
+        _ = t.pass(baseline: true)
+        let open = (0..<100).map { i in
+            Flow.tcp(socket: 0x100 + UInt64(i), local: UInt16(45_000 + i), kernel: Flow.counters(10, UInt64(i)))
+        }
+        let c = t.pass(open: open)
+        #expect(c.count == 1)
+        #expect(c[0].rolledUp == 100 && c[0].stats.bytesSent == 1_000 && c[0].stats.bytesReceived == 4_950)
+        #expect(c[0].key.local.port == 0 && c[0].key.remote.port == 443)
+        // Next interval: each flow is still followed on its own, and only its growth is counted.
+        let grown = open.map { r -> FlowRecord in
+            var g = r
+            g.kernelCounters.bytesSent += 1
+            return g
+        }
+        let next = t.pass(open: grown)
+        #expect(next.count == 1 && next[0].stats.bytesSent == 100 && next[0].stats.bytesReceived == 0)
+    }
+
+    @Test func theRemoteEndGoesWhenPortsAloneDoNotShrinkTheReport() {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxReportConnections: 5)
+        _ = t.pass(baseline: true)
+        // One client to 50 servers: zeroing its own port leaves 50 rows.
+        let open = (0..<50).map { i in
+            Flow.tcp(
+                socket: 0x200 + UInt64(i), local: UInt16(45_000 + i),
+                remoteAddress: .v4(0x0A00_0100 + UInt32(i)), kernel: Flow.counters(7, 3))
+        }
+        let c = t.pass(open: open)
+        #expect(c.count == 1 && c[0].rolledUp == 50)
+        #expect(c[0].stats.bytesSent == 350 && c[0].stats.bytesReceived == 150)
+        #expect(c[0].key.remote == Endpoint(.v4(0), 0))
+    }
+
+    @Test func openFlowsPastTheTableBoundAreCountedWhenTheyClose() {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxOpenFlows: 2)
+        _ = t.pass(baseline: true)
+        let open = (0..<5).map { i in
+            Flow.tcp(socket: 0x300 + UInt64(i), local: UInt16(45_000 + i), kernel: Flow.counters(100, 10))
+        }
+        var c = t.pass(open: open)
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 200, "two followed")
+        #expect(t.health.openNotFollowed == 3)
+        // All five close with 300 bytes sent each: the followed ones add their growth, the others all of it.
+        let closed = open.map { Flow.final($0, kernel: Flow.counters(300, 30)) }
+        c = t.pass(closed: closed)
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 2 * 200 + 3 * 300)
+        #expect(c.reduce(0) { $0 + $1.stats.bytesReceived } == 2 * 20 + 3 * 30)
+    }
+
+    @Test func anOlderFlowNotFollowedAtTheBaselineStartsFromItsCountersWhenFollowedLater() {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxOpenFlows: 1)
+        let older: FlowRecord.Flags = [.established, .tracked]
+        let a = Flow.tcp(socket: 0x400, birth: 0, local: 45_000, kernel: Flow.counters(1_000, 0), flags: older)
+        let b = Flow.tcp(socket: 0x401, birth: 0, local: 45_001, kernel: Flow.counters(5_000, 0), flags: older)
+        _ = t.pass(open: [a, b], baseline: true)
+        #expect(t.health.openNotFollowed == 1)
+        // `a` closes (its entry goes at the report); then `b` is followed, from its counters when
+        // first followed: what it carried before is as unknown as its history before the agent.
+        var grownB = b
+        grownB.kernelCounters.bytesSent = 5_100
+        var c = t.pass(open: [grownB], closed: [Flow.final(a, kernel: Flow.counters(1_050, 0))])
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 50, "a's growth only")
+        grownB.kernelCounters.bytesSent = 5_130
+        c = t.pass(open: [grownB])
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 0 && t.health.openNotFollowed == 0)
+        grownB.kernelCounters.bytesSent = 5_160
+        c = t.pass(open: [grownB])
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 30)
+    }
+
+    @Test func flowsPastTheFullTableAreFollowedByTheirCountsIntoRolledUpRows() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxOpenFlows: 2, maxCountedFlows: 10)
+        _ = t.pass(baseline: true)
+        var open = (0..<6).map { i in
+            Flow.tcp(socket: 0x500 + UInt64(i), local: UInt16(45_000 + i), kernel: Flow.counters(100, 10))
+        }
+        var c = t.pass(open: open)
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 600 && c.reduce(0) { $0 + $1.rolledUp } == 6)
+        #expect(c.reduce(0) { $0 + $1.stats.tcpEstablished } == 6)
+        #expect(t.health.countedOnly == 4 && t.health.openNotFollowed == 0)
+        let rolled = try #require(c.first { $0.rolledUp > 1 })
+        #expect(rolled.rolledUp == 4 && rolled.key.local.port == 0 && rolled.stats.bytesSent == 400)
+        // Each pass adds only the growth, and the next interval counts the open ones once again.
+        for i in open.indices { open[i].kernelCounters.bytesSent += UInt64(i) }
+        c = t.pass(open: open)
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 15 && c.reduce(0) { $0 + $1.rolledUp } == 6)
+        #expect(c.reduce(0) { $0 + $1.stats.tcpEstablished } == 0)
+        // Closed: the growth since, and a close each.
+        c = t.pass(closed: open.map { Flow.final($0, kernel: Flow.counters($0.kernelCounters.bytesSent + 1, 12)) })
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 6 && c.reduce(0) { $0 + $1.stats.bytesReceived } == 12)
+        #expect(c.reduce(0) { $0 + $1.stats.tcpClosed } == 6)
+        #expect(t.pass().isEmpty && t.health.tracked == 0)
+    }
+
+    @Test func withBothTablesFullAFlowIsNotFollowedAndSaysSo() {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxOpenFlows: 1, maxCountedFlows: 1)
+        _ = t.pass(baseline: true)
+        let open = (0..<3).map { i in
+            Flow.tcp(socket: 0x600 + UInt64(i), local: UInt16(45_000 + i), kernel: Flow.counters(100, 10))
+        }
+        let c = t.pass(open: open)
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 200)
+        #expect(t.health.openNotFollowed == 1 && t.health.countedOnly == 1)
+    }
+}

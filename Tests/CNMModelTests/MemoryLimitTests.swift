@@ -69,13 +69,48 @@ private let cgroupFixtures = URL(fileURLWithPath: #filePath)
         #expect(variable.budgetBytes == (128 << 20) / 100 * 80)
 
         let budget = MemoryBudget(limit: variable)
-        #expect(budget.retainedIntervalBytes == Int(variable.budgetBytes / 4))
-        #expect(budget.intakeQueueBytes(configured: 60_000_000) == Int(variable.budgetBytes / 8))
+        #expect(budget.retainedIntervalBytes == Int(variable.budgetBytes / 16))
+        #expect(budget.intakeQueueBytes(configured: 60_000_000) == Int(variable.budgetBytes / 16))
         #expect(budget.intakeQueueBytes(configured: 1_000) == 1_000, "a smaller configured queue is kept")
         let unlimited = MemoryBudget(limit: nil)
         #expect(unlimited.retainedIntervalBytes == 64 << 20)
         #expect(unlimited.intakeQueueBytes(configured: 60_000_000) == 60_000_000)
         #expect(MemoryBudget(limit: MemoryLimit(bytes: 16 << 30, source: "x")).retainedIntervalBytes == 64 << 20)
+    }
+
+    /// Every table's bound comes from its share of what the load may use: the budget less what the
+    /// agent held before any load; all of them full stay within the budget.
+    @Test func eachTableIsBoundedByItsShareOfTheLoad() {
+        let limit = MemoryLimit(bytes: 128 << 20, source: "memory.max")
+        let baseline: UInt64 = 40 << 20
+        let budget = MemoryBudget(limit: limit, baselineBytes: baseline, configuredFlows: 65_536)
+        let load = limit.budgetBytes - baseline
+        #expect(budget.loadBytes == load)
+        let sixteenth = load / 16
+        #expect(budget.kernelFlows == Int(sixteenth * 4 / MemoryBudget.bytesPerKernelFlow))
+        #expect(budget.trackedFlows == Int(sixteenth * 2 / MemoryBudget.bytesPerTrackedFlow))
+        #expect(budget.countedFlows == Int(sixteenth * 5 / MemoryBudget.bytesPerCountedFlow))
+        #expect(budget.reportConnections == Int(sixteenth * 2 / MemoryBudget.bytesPerReportedConnection))
+        #expect(budget.closedFlows == Int(sixteenth / MemoryBudget.bytesPerClosedFlow))
+        #expect(budget.retainedIntervalBytes == Int(sixteenth))
+        let full =
+            UInt64(budget.kernelFlows) * MemoryBudget.bytesPerKernelFlow
+            + UInt64(budget.trackedFlows) * MemoryBudget.bytesPerTrackedFlow
+            + UInt64(budget.countedFlows) * MemoryBudget.bytesPerCountedFlow
+            + UInt64(budget.reportConnections!) * MemoryBudget.bytesPerReportedConnection
+            + UInt64(budget.closedFlows!) * MemoryBudget.bytesPerClosedFlow + UInt64(budget.retainedIntervalBytes)
+            + UInt64(budget.intakeQueueBytes(configured: .max))
+        #expect(full <= load)
+
+        // A configured bound below the budget's stays; a baseline past the budget leaves the load its minimum.
+        #expect(MemoryBudget(limit: limit, baselineBytes: baseline, configuredFlows: 500).trackedFlows == 500)
+        let starved = MemoryBudget(limit: limit, baselineBytes: 200 << 20)
+        #expect(starved.loadBytes == MemoryBudget.minimumLoadBytes)
+        #expect(starved.trackedFlows == 1024, "the floor")
+        // No limit: no bound but the configured one.
+        let unlimited = MemoryBudget(limit: nil, baselineBytes: baseline, configuredFlows: 65_536)
+        #expect(unlimited.trackedFlows == 65_536 && unlimited.reportConnections == nil && unlimited.closedFlows == nil)
+        #expect(unlimited.kernelFlows == 65_536 && unlimited.countedFlows == 0)
     }
 
     @Test func theVariableIsCheckedAtStartUp() throws {
