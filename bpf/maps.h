@@ -21,10 +21,13 @@ struct cnm_syscall {
 #define CNM_MAP_STORAGE extern
 #endif
 
-/* Open TCP flows. Every table's max_entries is set by the agent from
- * DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS. */
+/* Open TCP flows. Every flow table's max_entries is set by the agent from
+ * DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS and its memory budget. The hash tables are not
+ * preallocated: their memory is charged to the agent's cgroup, and a preallocated table costs its
+ * full size (18 MiB at 65,536 flows) however few flows there are. */
 CNM_MAP_STORAGE struct {
     __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
     __uint(max_entries, 65536);
     __type(key, struct cnm_flow_key);
     __type(value, struct cnm_flow);
@@ -34,6 +37,7 @@ CNM_MAP_STORAGE struct {
  * flows of sockets that no longer exist. */
 CNM_MAP_STORAGE struct {
     __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
     __uint(max_entries, 65536);
     __type(key, struct cnm_flow_key);
     __type(value, struct cnm_flow);
@@ -42,6 +46,7 @@ CNM_MAP_STORAGE struct {
 /* Closed TCP flows that found the ring buffer full, waiting for the agent to collect them. */
 CNM_MAP_STORAGE struct {
     __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
     __uint(max_entries, 65536);
     __type(key, struct cnm_flow_key);
     __type(value, struct cnm_flow);
@@ -55,6 +60,7 @@ CNM_MAP_STORAGE struct {
 
 CNM_MAP_STORAGE struct {
     __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
     __uint(max_entries, 16384);
     __type(key, __u64);
     __type(value, struct cnm_syscall);

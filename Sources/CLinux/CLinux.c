@@ -164,6 +164,8 @@ int cnm_linux_netlink_port_id(int fd, uint32_t *port_id) {
 
 int cnm_linux_malloc_limit_arenas(int arenas) { return mallopt(M_ARENA_MAX, arenas); }
 
+int cnm_linux_malloc_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+
 int cnm_linux_malloc_trim(void) { return malloc_trim(0); }
 
 void cnm_linux_heap_usage(uint64_t *in_use, uint64_t *free_kept) {

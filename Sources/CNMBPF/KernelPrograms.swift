@@ -41,6 +41,9 @@ public final class KernelPrograms: @unchecked Sendable {
     private let consumer = Mutex<ConsumerThread?>(nil)
     private let closed = Mutex(false)
 
+    /// Entries each flow table holds.
+    public let maxFlows: Int
+
     /// Whether this binary carries the programs at all.
     public static var areBuiltIn: Bool { cnm_bpf_object_size() > 0 }
 
@@ -52,6 +55,7 @@ public final class KernelPrograms: @unchecked Sendable {
         }
         self.handle = handle
         self.strategy = strategy
+        self.maxFlows = maxFlows
     }
 
     deinit { close() }
@@ -91,14 +95,13 @@ public final class KernelPrograms: @unchecked Sendable {
     public var closedReaderFailures: UInt64 { consumer.withLock { $0 }?.reader.failureCount ?? 0 }
 
     /// Every open TCP flow of the network namespace at `namespacePath` (the agent's own when nil),
-    /// read by iter/tcp.
-    public func tcpFlows(namespacePath: String?) throws(EBPFError) -> [FlowRecord] {
-        var records: [FlowRecord] = []
+    /// read by iter/tcp and handed to `body` one at a time: a host's 100,000 sockets are never held
+    /// as one list. When reading fails part way, `body` has had the records before the failure.
+    public func forEachTCPFlow(namespacePath: String?, _ body: (FlowRecord) -> Void) throws(EBPFError) {
         try readIterator(CNM_BPF_ITER_TCP, namespacePath: namespacePath, recordSize: MemoryLayout<cnm_flow_record>.size)
         {
-            records.append(FlowRecord($0.loadUnaligned(as: cnm_flow_record.self)))
+            body(FlowRecord($0.loadUnaligned(as: cnm_flow_record.self)))
         }
-        return records
     }
 
     /// The kernel addresses of every UDP socket in the namespace, read by iter/udp.

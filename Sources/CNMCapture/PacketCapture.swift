@@ -34,6 +34,8 @@ public struct CaptureStatistics: Sendable, Equatable {
     public var notLocal: UInt64 = 0
     /// Packets of new flows the table had no room for.
     public var tableFull: UInt64 = 0
+    /// Ended connections pushed out by new ones on the same ends past the table's bound (lost).
+    public var displacedDropped: UInt64 = 0
     /// Flows followed now.
     public var flows = 0
 
@@ -153,6 +155,7 @@ public final class PacketCapture: @unchecked Sendable {
                 c.ringFreezes += UInt64(kernel.freezes)
             }
             c.tableFull = health.0.tableFull
+            c.displacedDropped = health.0.displacedDropped
             c.flows = health.1
             return c
         }

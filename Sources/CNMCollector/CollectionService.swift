@@ -21,10 +21,15 @@ public final class CollectionService: Service, Sendable {
     private let store: StatusStore
     private let reports: ReportStream
     private let logger: Logger
+    private let budget: MemoryBudget
     /// Blocking kernel and /proc reads run here, never on the async pool.
     private let queue = DispatchQueue(label: "cnm.collector")
-    public init(configuration: Configuration, status store: StatusStore, reports: ReportStream, logger: Logger) {
+    public init(
+        configuration: Configuration, budget: MemoryBudget = MemoryBudget(limit: nil), status store: StatusStore,
+        reports: ReportStream, logger: Logger
+    ) {
         self.configuration = configuration
+        self.budget = budget
         self.store = store
         self.reports = reports
         self.logger = logger
@@ -80,7 +85,7 @@ public final class CollectionService: Service, Sendable {
                 continue
             }
             do {
-                programs = try KernelPrograms(strategy: strategy, maxFlows: configuration.maxTrackedConnections)
+                programs = try KernelPrograms(strategy: strategy, maxFlows: budget.kernelFlows)
                 strategies.append(
                     .init(name: name, chosen: true, reason: "loaded and attached; needs \(strategy.needs)"))
             } catch {
@@ -115,11 +120,13 @@ public final class CollectionService: Service, Sendable {
         )
         if let programs {
             return (
-                EBPFCore(programs: programs, configuration: configuration, problemLog: ProblemLog(logger: logger)),
+                EBPFCore(
+                    programs: programs, configuration: configuration, budget: budget,
+                    problemLog: ProblemLog(logger: logger)),
                 programs
             )
         }
-        return (SockDiagCore(configuration: configuration, logger: logger), nil)
+        return (SockDiagCore(configuration: configuration, budget: budget, logger: logger), nil)
     }
 
     private func collect(_ metadata: ContainerMetadataService) async {
@@ -130,8 +137,7 @@ public final class CollectionService: Service, Sendable {
         }
         if let programs, let ebpf = core as? EBPFCore {
             // Closed flows leave the ring buffer on their own thread, whatever the collection loop does.
-            let queue = ebpf.closedQueue
-            programs.startReadingClosed { queue.append($0) }
+            programs.startReadingClosed { ebpf.fold(closed: $0) }
         }
 
         let sampleMicros = UInt64(configuration.sampleSeconds * 1_000_000)

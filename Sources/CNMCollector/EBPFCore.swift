@@ -7,64 +7,62 @@ import CNMSystem
 import Glibc
 import Synchronization
 
-/// Closed flows handed over by the ring buffer's thread, waiting for the next pass. Bounded: past
-/// `limit` the oldest are dropped and counted (the pass rate keeps it far from that).
-final class ClosedFlowQueue: Sendable {
-    private let state = Mutex<(records: [FlowRecord], dropped: UInt64)>(([], 0))
-    private let limit: Int
-
-    init(limit: Int) { self.limit = limit }
-
-    func append(_ batch: [FlowRecord]) {
-        state.withLock {
-            $0.records += batch
-            let excess = $0.records.count - limit
-            if excess > 0 {
-                $0.records.removeFirst(excess)
-                $0.dropped += UInt64(excess)
-            }
-        }
-    }
-
-    func take() -> (records: [FlowRecord], dropped: UInt64) {
-        state.withLock { s in
-            defer { s = ([], 0) }
-            return s
-        }
-    }
-}
-
-/// The eBPF source: closed flows from the ring buffer every sample; open ones read by iterator in
-/// every network namespace and from the UDP table once per interval, just before the report (their
-/// counters are cumulative, so reading them more often would buy nothing); owners from the programs
-/// (or `/proc` for sockets older than the agent). Used only from the collection queue.
+/// The eBPF source: closed flows folded in by the ring buffer's thread as they come; open ones read
+/// by iterator in every network namespace and from the UDP table once per interval, just before the
+/// report (their counters are cumulative, so reading them more often would buy nothing), one record
+/// at a time; owners from the programs (or `/proc` for sockets older than the agent). `sample` and
+/// `flush` run on the collection queue; `fold(closed:)` on the ring buffer's thread.
 final class EBPFCore: CollectorCore, @unchecked Sendable {
+    /// What both threads use: the tracker, and the containers by cgroup id of this interval and the
+    /// one before (a host that starts and removes containers all day must not keep every cgroup it
+    /// ever saw). Closed flows go straight into the tracker: none waits in a list, so a burst of
+    /// 100,000 closes costs their rolled-up ends, not 100,000 records.
+    private struct Shared {
+        var tracker: FlowTracker
+        var containerByCgroup = Generations<UInt64, String?>()
+        /// Containers met for the first time since the last sample: their metadata may be new.
+        var newContainers = Set<String>()
+    }
+
     let programs: KernelPrograms
-    let closedQueue: ClosedFlowQueue
     private let configuration: Configuration
-    private var tracker: FlowTracker
+    private let shared: Mutex<Shared>
     private var scanner: SocketOwnerScanner
     private let ownNamespace = SocketOwnerScanner.ownNetworkNamespace()
     private var problemLog: ProblemLog
-    /// Containers by cgroup id, of this interval and the one before: a host that starts and removes
-    /// containers all day must not keep every cgroup it ever saw.
-    private var containerByCgroup = Generations<UInt64, String?>()
     private var lastTelemetry = EBPFTelemetry()
     private var lastScanHealth = ScanHealth()
     private var namespaceCount = 1
     private var lastLateRecords: UInt64 = 0
+    private var lastRolledUp: UInt64 = 0
     private var lastReaderFailures: UInt64 = 0
     /// The deferred-table count at the last sweep, and whether the next sample must sweep anyway.
     private var deferredAtSweep: UInt64 = 0
     private var sweepAgain = false
 
-    init(programs: KernelPrograms, configuration: Configuration, problemLog: ProblemLog) {
+    init(programs: KernelPrograms, configuration: Configuration, budget: MemoryBudget, problemLog: ProblemLog) {
         self.programs = programs
         self.configuration = configuration
-        self.closedQueue = ClosedFlowQueue(limit: max(configuration.maxTrackedConnections * 4, 100_000))
-        self.tracker = FlowTracker(hooksCountTCPBytes: programs.strategy == .sockLength)
+        self.shared = Mutex(
+            Shared(
+                tracker: FlowTracker(
+                    hooksCountTCPBytes: programs.strategy == .sockLength, maxOpenFlows: budget.trackedFlows,
+                    maxCountedFlows: budget.countedFlows, maxClosedEnds: budget.closedFlows ?? .max,
+                    maxReportConnections: budget.reportConnections ?? .max)
+            ))
         self.scanner = SocketOwnerScanner(procRoot: configuration.hostProc)
         self.problemLog = problemLog
+    }
+
+    /// Closed flows from the ring buffer, folded into the interval as they come.
+    func fold(closed batch: [FlowRecord]) {
+        let now = monotonicMicros() * 1000
+        shared.withLock { s in
+            for var record in batch where isEnabled(record) {
+                resolveContainer(&record, &s)
+                s.tracker.observe(closed: record, now: now)
+            }
+        }
     }
 
     func sample(baseline: Bool, beforeReport: Bool) -> SampleResult {
@@ -83,35 +81,47 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         lastReaderFailures = readerFailures
         guard baseline || beforeReport else {
             let telemetry = readTelemetry(&problems)
-            var closed = takeClosed(&problems, sweepDeferred: false, deferredCount: telemetry.ringBufferDeferred)
-            closed.removeAll { !isEnabled($0) }
-            resolveContainers(&closed)
-            tracker.apply(closed: closed, now: monotonicMicros() * 1000)
-            return finish(
-                started: started, telemetry: telemetry, problems: &problems,
-                containers: closed.compactMap(\.containerID))
+            let deferred = takeDeferred(sweep: false, deferredCount: telemetry.ringBufferDeferred)
+            let now = monotonicMicros() * 1000
+            shared.withLock { s in
+                for var record in deferred where isEnabled(record) {
+                    resolveContainer(&record, &s)
+                    s.tracker.observe(closed: record, now: now)
+                }
+            }
+            return finish(started: started, telemetry: telemetry, problems: &problems)
         }
         var namespaces = scanner.networkNamespaces()
         if let own = ownNamespace { namespaces[own] = nil }
-        // Flows the iterators list as open, and the UDP sockets that still exist.
-        let iterationStartNanos = monotonicMicros() * 1000
-        var open: [FlowRecord] = []
-        var liveUDP = Set<UInt64>()
-        var complete = Set<UInt64>()
         var paths: [(netns: UInt64?, path: String?)] = [(ownNamespace, nil)]
         paths += namespaces.map { ($0.key, $0.value) }
-        for (netns, path) in paths {
-            do {
-                if configuration.tcpEnabled { open += try programs.tcpFlows(namespacePath: path) }
-                liveUDP.formUnion(try programs.udpSockets(namespacePath: path))
-                if let netns { complete.insert(netns) }
-            } catch {
-                problems.add("ebpf_iterator", "namespace \(netns.map(String.init) ?? "own") : \(error)")
+        // Flows the iterators list as open, fed to the tracker as read; the UDP sockets that still exist.
+        let iterationStartNanos = monotonicMicros() * 1000
+        var liveUDP = Set<UInt64>()
+        var complete = Set<UInt64>()
+        shared.withLock { s in
+            s.tracker.beginPass()
+            for (netns, path) in paths {
+                do {
+                    if configuration.tcpEnabled {
+                        try programs.forEachTCPFlow(namespacePath: path) { record in
+                            guard isEnabled(record) else { return }
+                            var record = record
+                            resolveContainer(&record, &s)
+                            s.tracker.observe(open: record, baseline: baseline, now: iterationStartNanos)
+                        }
+                    }
+                    liveUDP.formUnion(try programs.udpSockets(namespacePath: path))
+                    if let netns { complete.insert(netns) }
+                } catch {
+                    problems.add("ebpf_iterator", "namespace \(netns.map(String.init) ?? "own") : \(error)")
+                }
             }
         }
         // A UDP flow whose socket no iterator listed has closed: its table entry holds its final counts.
         var closed: [FlowRecord] = []
-        for record in programs.udpFlows() {
+        var openUDP: [FlowRecord] = []
+        for record in programs.udpFlows() where isEnabled(record) {
             let gone =
                 !liveUDP.contains(record.id.socket) && complete.contains(record.netns)
                 && record.id.birth < iterationStartNanos
@@ -119,61 +129,65 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
                 closed.append(record)
                 programs.deleteUDPFlow(record)
             } else {
-                open.append(record)
+                openUDP.append(record)
             }
         }
         let telemetry = readTelemetry(&problems)
-        closed += takeClosed(&problems, sweepDeferred: true, deferredCount: telemetry.ringBufferDeferred)
-        open.removeAll { !isEnabled($0) }
-        closed.removeAll { !isEnabled($0) }
-
-        resolveContainers(&open)
-        resolveContainers(&closed)
-        tracker.apply(
-            open: open, closed: closed, complete: complete, baseline: baseline, now: monotonicMicros() * 1000)
-        let unowned = tracker.inodesWithoutOwner
-        if !unowned.isEmpty { tracker.assignOwners(scanner.owners(for: unowned)) }
+        closed += takeDeferred(sweep: true, deferredCount: telemetry.ringBufferDeferred).filter(isEnabled)
+        let unowned: Set<UInt64> = shared.withLock { s in
+            for var record in openUDP {
+                resolveContainer(&record, &s)
+                s.tracker.observe(open: record, baseline: baseline, now: iterationStartNanos)
+            }
+            for i in closed.indices { resolveContainer(&closed[i], &s) }
+            s.tracker.endPass(closed: closed, complete: complete, now: monotonicMicros() * 1000)
+            return s.tracker.inodesWithoutOwner
+        }
+        // /proc is walked outside the lock: closed flows keep coming in meanwhile.
+        if !unowned.isEmpty {
+            let owners = scanner.owners(for: unowned)
+            shared.withLock { $0.tracker.assignOwners(owners) }
+        }
         problems.addScanProblems(scanner.health, since: lastScanHealth)
         lastScanHealth = scanner.health
         namespaceCount = paths.count
-        return finish(
-            started: started, telemetry: telemetry, problems: &problems,
-            containers: open.compactMap(\.containerID) + closed.compactMap(\.containerID))
+        return finish(started: started, telemetry: telemetry, problems: &problems)
     }
 
-    /// Closed flows waiting in the queue and in the deferred table. Walking the deferred table
-    /// costs as much empty as full, so between full passes it is swept only after the programs
-    /// counted a deferral (and once more after that: the count moves just before the entry lands).
-    private func takeClosed(_ problems: inout ProblemCounts, sweepDeferred: Bool, deferredCount: UInt64)
-        -> [FlowRecord]
-    {
-        let queued = closedQueue.take()
-        problems.add(
-            "closed_queue_full", by: queued.dropped,
-            "closed flows arrived faster than the collector took them: the oldest were dropped")
+    /// Closed flows waiting in the deferred table (the ring buffer was full). Walking it costs as
+    /// much empty as full, so between full passes it is swept only after the programs counted a
+    /// deferral (and once more after that: the count moves just before the entry lands).
+    private func takeDeferred(sweep: Bool, deferredCount: UInt64) -> [FlowRecord] {
         let changed = deferredCount != deferredAtSweep
-        guard sweepDeferred || changed || sweepAgain else { return queued.records }
+        guard sweep || changed || sweepAgain else { return [] }
         let deferred = programs.takeDeferredClosed()
         deferredAtSweep = deferredCount
         sweepAgain = changed || !deferred.isEmpty
-        return queued.records + deferred
+        return deferred
     }
 
-    private func finish(started: UInt64, telemetry: EBPFTelemetry, problems: inout ProblemCounts, containers: [String])
-        -> SampleResult
-    {
+    private func finish(started: UInt64, telemetry: EBPFTelemetry, problems: inout ProblemCounts) -> SampleResult {
         countTelemetry(telemetry, &problems)
-        let late = tracker.health.lateRecordsIgnored
+        let (trackerHealth, maxOpenFlows, containers) = shared.withLock { s in
+            defer { s.newContainers = [] }
+            return (s.tracker.health, s.tracker.maxOpenFlows, s.newContainers)
+        }
+        let late = trackerHealth.lateRecordsIgnored
         problems.add(
             "late_records_ignored", by: late - lastLateRecords,
             "an iterator listed a socket that had just closed: its record was ignored (its final record counts it)")
         lastLateRecords = late
+        problems.addMemoryBounds(
+            rolledUp: trackerHealth.rolledUpForMemory, since: &lastRolledUp,
+            notFollowed: trackerHealth.openNotFollowed, bound: maxOpenFlows)
         for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
         var health = ConnectionTracker.Health()
-        health.tracked = tracker.health.tracked
+        health.tracked = trackerHealth.tracked
         health.droppedTableFull = lastTelemetry.tableFull
-        health.closedWithoutFinalCounters = tracker.health.closedWithoutFinalRecord
-        health.counterRegressions = tracker.health.counterRegressions
+        health.closedWithoutFinalCounters = trackerHealth.closedWithoutFinalRecord
+        health.counterRegressions = trackerHealth.counterRegressions
+        health.rolledUpForMemory = trackerHealth.rolledUpForMemory
+        health.openNotFollowed = trackerHealth.openNotFollowed
         return SampleResult(
             micros: monotonicMicros() - started,
             namespaces: namespaceCount,
@@ -181,7 +195,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
             problems: problems,
             closedConnections: .init(
                 "ring_buffer", "final counters from the eBPF ring buffer (\(programs.strategy.rawValue))"),
-            containerIDs: Set(containers)
+            containerIDs: containers
         )
     }
 
@@ -190,8 +204,10 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
     func flush() -> [Connection] {
         // The interval's records are freed by now: give their pages back rather than keep the peak.
         defer { _ = cnm_linux_malloc_trim() }
-        containerByCgroup.advance()
-        return tracker.flush()
+        return shared.withLock { s in
+            s.containerByCgroup.advance()
+            return s.tracker.flush()
+        }
     }
 
     /// Whether `DD_DISABLE_*_TRACING` leaves this flow in the reports.
@@ -200,19 +216,19 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
             && (r.local.address.family == .v4 || configuration.ipv6Enabled)
     }
 
-    /// Fills in each record's container from its cgroup's name, remembered per cgroup.
-    private func resolveContainers(_ records: inout [FlowRecord]) {
-        for i in records.indices where records[i].cgroupID != 0 {
-            let id = records[i].cgroupID
-            if let known = containerByCgroup.refresh(id) {  // still in use: kept another interval
-                records[i].containerID = known
-                continue
-            }
-            guard let name = programs.cgroupName(id) else { continue }
-            let container = containerID(fromCgroupName: name)
-            containerByCgroup.set(container, for: id)
-            records[i].containerID = container
+    /// Fills in the record's container from its cgroup's name, remembered per cgroup.
+    private func resolveContainer(_ record: inout FlowRecord, _ s: inout Shared) {
+        let id = record.cgroupID
+        guard id != 0 else { return }
+        if let known = s.containerByCgroup.refresh(id) {  // still in use: kept another interval
+            record.containerID = known
+            return
         }
+        guard let name = programs.cgroupName(id) else { return }
+        let container = containerID(fromCgroupName: name)
+        s.containerByCgroup.set(container, for: id)
+        if let container { s.newContainers.insert(container) }
+        record.containerID = container
     }
 
     /// The programs' counters; when the map cannot be read, the last ones (so that nothing seems
@@ -230,7 +246,8 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         lastTelemetry = now
         problems.add(
             "ebpf_table_full", by: gained.tableFull,
-            "more flows than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections): "
+            "more flows than the eBPF flow table holds (\(programs.maxFlows): the smaller of"
+                + " DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS and what the memory budget holds): "
                 + "new ones are read from the kernel's counters without an owner, UDP ones are not counted")
         problems.add(
             "ring_buffer_deferred", by: gained.ringBufferDeferred,

@@ -43,3 +43,19 @@ extension ProblemCounts {
         add("proc_malformed", by: delta(now.malformed, before.malformed), "an unreadable /proc file")
     }
 }
+
+extension ProblemCounts {
+    /// What the memory budget cost the last pass: connections rolled up (`rolledUp` is the running
+    /// total, `last` the total already counted), and open flows not followed for lack of room.
+    mutating func addMemoryBounds(rolledUp: UInt64, since last: inout UInt64, notFollowed: Int, bound: Int) {
+        add(
+            "memory_rollup", by: rolledUp > last ? rolledUp - last : 0,
+            "an interval held more connections than the memory budget allows one by one: they were rolled up"
+                + " (ephemeral port, then remote end, set to 0), every count kept in the merged rows")
+        last = rolledUp
+        add(
+            "memory_flows_not_followed", by: notFollowed > 0 ? 1 : 0,
+            "\(notFollowed) open flows were not followed, the memory budget's bound being \(bound) flows:"
+                + " each is counted when it closes")
+    }
+}

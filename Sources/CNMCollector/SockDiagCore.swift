@@ -18,13 +18,16 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
     private let capture: PacketCapture?
     private var captureState: AgentStatus.Component
     private var lastCaptureStatistics = CaptureStatistics()
+    private var lastRolledUp: UInt64 = 0
     private var lastCaptureReaderFailures: UInt64 = 0
     private var interfaces: [String] = []
 
-    init(configuration: Configuration, logger: Logger) {
+    init(configuration: Configuration, budget: MemoryBudget, logger: Logger) {
         self.configuration = configuration
         self.source = SockDiagSource(configuration: configuration)
-        self.tracker = ConnectionTracker(maxTracked: configuration.maxTrackedConnections)
+        self.tracker = ConnectionTracker(
+            maxTracked: budget.trackedFlows,
+            maxReportConnections: budget.reportConnections ?? .max)
         self.problemLog = ProblemLog(logger: logger)
         var capture: PacketCapture?
         if !configuration.packetCapture {
@@ -33,7 +36,7 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
             captureState = .init("unavailable", "the agent's own network namespace is unknown (/proc/self/ns/net)")
         } else {
             do {
-                capture = try PacketCapture(maxFlows: configuration.maxTrackedConnections)
+                capture = try PacketCapture(maxFlows: budget.trackedFlows)
                 captureState = .init("on", "every interface of the agent's network namespace")
             } catch {
                 captureState = .init(
@@ -64,9 +67,12 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
         if tracker.health.droppedTableFull > droppedBefore {
             problems.add(
                 "table_full", by: tracker.health.droppedTableFull - droppedBefore,
-                "more sockets than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections)"
+                "more sockets than the table's bound, \(tracker.maxTracked) (the smaller of"
+                    + " DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS and what the memory budget holds)"
             )
         }
+        problems.addMemoryBounds(
+            rolledUp: tracker.health.rolledUpForMemory, since: &lastRolledUp, notFollowed: 0, bound: tracker.maxTracked)
         problems.addScanProblems(source.scanHealth, since: lastScanHealth)
         lastScanHealth = source.scanHealth
         for (kind, problem) in problems.entries { problemLog.report(kind, problem.detail) }
@@ -162,12 +168,16 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
             "capture_table_full", by: now.tableFull - before.tableFull,
             "more flows than DD_SYSTEM_PROBE_CONFIG_MAX_TRACKED_CONNECTIONS=\(configuration.maxTrackedConnections)"
                 + " in packet capture: packets of new ones were not counted")
+        problems.add(
+            "capture_displaced_dropped", by: now.displacedDropped - before.displacedDropped,
+            "more ended connections reusing the same ends between two samples than the capture table holds:"
+                + " the oldest were not counted")
         captureState = .init(
             "on", "interfaces \(interfaces.joined(separator: ", "))",
             counters: [
                 "packets": now.packets, "ring_dropped": now.ringDropped, "ring_full": now.ringFreezes,
                 "flows": UInt64(max(now.flows, 0)), "not_local": now.notLocal, "unparsed": now.unparsed,
-                "table_full": now.tableFull,
+                "table_full": now.tableFull, "displaced_dropped": now.displacedDropped,
             ])
     }
 

@@ -33,7 +33,7 @@ public enum APIServer {
         access: Access,
         logger: Logger,
         memory: @escaping @Sendable () -> MemoryUsage? = { nil },
-        memoryLimit: MemoryLimit? = nil,
+        memoryBudget: MemoryBudget? = nil,
         clock: @escaping @Sendable () -> Timestamp
     ) -> some ApplicationProtocol {
         let address: BindAddress =
@@ -41,7 +41,7 @@ public enum APIServer {
             ?? .hostname(access.address.host, port: Int(access.address.port))
         return Application(
             router: router(
-                store: store, intervals: intervals, access: access, memory: memory, memoryLimit: memoryLimit,
+                store: store, intervals: intervals, access: access, memory: memory, memoryBudget: memoryBudget,
                 clock: clock),
             configuration: .init(address: address, serverName: "cnm-agent"),
             logger: logger
@@ -52,7 +52,7 @@ public enum APIServer {
     static func router(
         store: StatusStore, intervals: IntervalHistory, access: Access,
         memory: @escaping @Sendable () -> MemoryUsage? = { nil },
-        memoryLimit: MemoryLimit? = nil,
+        memoryBudget: MemoryBudget? = nil,
         clock: @escaping @Sendable () -> Timestamp
     ) -> Router<BasicRequestContext> {
         let router = Router()
@@ -80,7 +80,7 @@ public enum APIServer {
             try json(
                 StatusJSON(
                     s: store.status, connectionsInLastReport: intervals.latest?.connections ?? 0, memory: memory(),
-                    memoryLimit: memoryLimit, now: clock())
+                    memoryBudget: memoryBudget, now: clock())
             )
         }
         router.get("/healthz") { _, _ in

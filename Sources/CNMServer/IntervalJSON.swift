@@ -58,6 +58,10 @@ enum IntervalJSON {
         write(k.remote, containerID: c.remoteContainerID, to: &w)
         w.key("remote_pid")
         if let pid = c.remotePid { w.number(pid) } else { w.null() }
+        if c.rolledUp > 1 {  // only on rolled-up rows: how many connections the row sums
+            w.key("rolled_up")
+            w.number(c.rolledUp)
+        }
         w.key("remote_process_name")
         w.string(c.remoteProcessName)
         w.key("bytes_sent")

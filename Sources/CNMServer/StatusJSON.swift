@@ -6,7 +6,7 @@ struct StatusJSON: Encodable {
     let s: AgentStatus
     let connectionsInLastReport: Int
     var memory: MemoryUsage? = nil
-    var memoryLimit: MemoryLimit? = nil
+    var memoryBudget: MemoryBudget? = nil
     let now: Timestamp
 
     enum CodingKeys: String, CodingKey {
@@ -49,7 +49,7 @@ struct StatusJSON: Encodable {
         var rssBytes: UInt64
         var heapInUseBytes: UInt64
         var heapFreeBytes: UInt64
-        var limit: MemoryLimit?
+        var budget: MemoryBudget?
 
         enum CodingKeys: String, CodingKey {
             case rssBytes = "rss_bytes"
@@ -58,6 +58,27 @@ struct StatusJSON: Encodable {
             case limitBytes = "limit_bytes"
             case limitSource = "limit_source"
             case budgetBytes = "budget_bytes"
+            case baselineBytes = "baseline_bytes"
+            case bounds
+        }
+
+        /// What the budget lets each table hold (present with a limit).
+        struct BoundsJSON: Encodable {
+            var kernelFlows: Int
+            var trackedFlows: Int
+            var countedFlows: Int
+            var reportConnections: Int?
+            var closedFlows: Int?
+            var retainedIntervalBytes: Int
+
+            enum CodingKeys: String, CodingKey {
+                case kernelFlows = "kernel_flows"
+                case trackedFlows = "tracked_flows"
+                case countedFlows = "counted_flows"
+                case reportConnections = "report_connections"
+                case closedFlows = "closed_flows"
+                case retainedIntervalBytes = "retained_interval_bytes"
+            }
         }
 
         func encode(to encoder: any Encoder) throws {
@@ -65,9 +86,18 @@ struct StatusJSON: Encodable {
             try e.encode(rssBytes, forKey: .rssBytes)
             try e.encode(heapInUseBytes, forKey: .heapInUseBytes)
             try e.encode(heapFreeBytes, forKey: .heapFreeBytes)
+            let limit = budget?.limit
             try e.encode(limit?.bytes, forKey: .limitBytes)
             try e.encode(limit?.source, forKey: .limitSource)
             try e.encode(limit?.budgetBytes, forKey: .budgetBytes)
+            guard let budget, limit != nil else { return }
+            try e.encode(budget.baselineBytes, forKey: .baselineBytes)
+            try e.encode(
+                BoundsJSON(
+                    kernelFlows: budget.kernelFlows, trackedFlows: budget.trackedFlows,
+                    countedFlows: budget.countedFlows, reportConnections: budget.reportConnections,
+                    closedFlows: budget.closedFlows, retainedIntervalBytes: budget.retainedIntervalBytes),
+                forKey: .bounds)
         }
     }
 
@@ -83,6 +113,8 @@ struct StatusJSON: Encodable {
         var counterRegressions: UInt64
         var completedFromCapture: UInt64
         var capturedWithoutSocket: UInt64
+        var rolledUpForMemory: UInt64
+        var openFlowsNotFollowed: Int
 
         enum CodingKeys: String, CodingKey {
             case tracked
@@ -91,6 +123,8 @@ struct StatusJSON: Encodable {
             case counterRegressions = "counter_regressions"
             case completedFromCapture = "completed_from_capture"
             case capturedWithoutSocket = "captured_without_socket"
+            case rolledUpForMemory = "rolled_up_for_memory"
+            case openFlowsNotFollowed = "open_flows_not_followed"
         }
     }
 
@@ -117,7 +151,7 @@ struct StatusJSON: Encodable {
             memory.map {
                 MemoryJSON(
                     rssBytes: $0.residentBytes, heapInUseBytes: $0.heapInUseBytes, heapFreeBytes: $0.heapFreeBytes,
-                    limit: memoryLimit)
+                    budget: memoryBudget)
             }, forKey: .memory)
         try e.encode(s.namespaces, forKey: .namespaces)
         try e.encode(ComponentJSON(s.docker), forKey: .docker)
@@ -132,7 +166,9 @@ struct StatusJSON: Encodable {
                 closedWithoutFinalCounters: s.tracker.closedWithoutFinalCounters,
                 counterRegressions: s.tracker.counterRegressions,
                 completedFromCapture: s.tracker.completedFromCapture,
-                capturedWithoutSocket: s.tracker.capturedWithoutSocket
+                capturedWithoutSocket: s.tracker.capturedWithoutSocket,
+                rolledUpForMemory: s.tracker.rolledUpForMemory,
+                openFlowsNotFollowed: s.tracker.openNotFollowed
             ),
             forKey: .tracker
         )

@@ -29,6 +29,8 @@ if ["version", "--version"].contains(CommandLine.arguments.dropFirst().first) {
 
 // Two arenas are enough for a collection thread and the HTTP server; more only strand freed memory.
 _ = cnm_linux_malloc_limit_arenas(2)
+// Large temporary arrays (a pass, a report's JSON) go back to the kernel when freed.
+_ = cnm_linux_malloc_fix_mmap_threshold(256 << 10)
 
 var environment = ProcessInfo.processInfo.environment
 // Datadog's container layout mounts the host's procfs at /host/proc; use it when it is there.
@@ -91,7 +93,15 @@ if let memoryLimit {
 } else {
     logger.info("no memory limit: neither the agent's cgroup nor DD_CNM_MEMORY_LIMIT sets one")
 }
-let budget = MemoryBudget(limit: memoryLimit)
+// What the agent holds before any load (code, libraries, runtime) is not the load's to share.
+let budget = MemoryBudget(
+    limit: memoryLimit, baselineBytes: ProcessMemory.current().residentBytes + MemoryBudget.startupAllowanceBytes,
+    configuredFlows: configuration.maxTrackedConnections)
+if let load = budget.loadBytes {
+    logger.info(
+        "memory budget for the load: \(load >> 20) MiB: \(budget.kernelFlows) flows in each eBPF table, \(budget.trackedFlows) flows followed, \(budget.reportConnections ?? 0) connections a report before rollup"
+    )
+}
 
 // With DD_API_KEY, every interval's connections also go to Datadog's process intake.
 let intake = configuration.intake.map { settings in
@@ -119,7 +129,7 @@ if terminal {
 }
 if let intake { outputs.append(intake) }
 let collector = CollectionService(
-    configuration: configuration, status: store, reports: ReportStream(outputs), logger: logger)
+    configuration: configuration, budget: budget, status: store, reports: ReportStream(outputs), logger: logger)
 if let path = configuration.httpSocketPath { removeStaleSocket(path) }
 if configuration.httpSocketPath == nil, !configuration.httpAddress.isLoopback, configuration.apiToken == nil {
     // Every process, container and label of the host is in the answers: say it where people look.
@@ -132,7 +142,7 @@ let apiAccess = APIServer.Access(
     maxConcurrent: configuration.apiMaxConcurrent)
 let api = APIServer.application(
     store: store, intervals: intervals, access: apiAccess, logger: logger, memory: { ProcessMemory.current() },
-    memoryLimit: memoryLimit, clock: { .now })
+    memoryBudget: budget, clock: { .now })
 let group = ServiceGroup(
     configuration: .init(
         services: [.init(service: collector), .init(service: api)] + (intake.map { [.init(service: $0)] } ?? []),

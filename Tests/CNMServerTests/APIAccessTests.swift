@@ -103,7 +103,8 @@ struct APIAccessTests {
             store: store, intervals: IntervalHistory(status: store),
             access: .init(address: .init(host: "127.0.0.1", port: 1)),
             memory: { MemoryUsage(residentBytes: 3 << 20, heapInUseBytes: 2 << 20, heapFreeBytes: 1 << 20) },
-            memoryLimit: limited ? MemoryLimit(bytes: 100 << 20, source: "DD_CNM_MEMORY_LIMIT") : nil,
+            memoryBudget: MemoryBudget(
+                limit: limited ? MemoryLimit(bytes: 100 << 20, source: "DD_CNM_MEMORY_LIMIT") : nil),
             clock: { Timestamp(nanoseconds: 0) })
         try await Self.serving(router) { path in
             let reply = try await Self.get("/status", on: path)

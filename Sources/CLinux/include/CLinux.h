@@ -199,6 +199,12 @@ int cnm_linux_netlink_port_id(int fd, uint32_t *port_id);
 /// Swift's Glibc module.
 int cnm_linux_malloc_limit_arenas(int arenas);
 
+/// Fixes glibc's mmap threshold (M_MMAP_THRESHOLD): allocations of `bytes` or more get pages of their
+/// own, given back to the kernel when freed. Left to itself glibc raises the threshold to the largest
+/// block freed (up to 32 MiB), after which a pass's large arrays stay in the heap as freed memory
+/// the RSS keeps.
+int cnm_linux_malloc_fix_mmap_threshold(int bytes);
+
 /// Returns freed heap memory to the kernel (malloc_trim), after a collection's large temporary arrays.
 int cnm_linux_malloc_trim(void);
 
