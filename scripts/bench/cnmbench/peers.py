@@ -20,10 +20,10 @@ pmacctd: stopped with SIGINT, their output written at exit), then compares with 
 Collector CPU: user + system of its own cpuacct cgroup (every process and thread, also ones that exited),
 from the workload's start until the collector reported (the agent) or exited (bpftrace, pmacctd: their
 final dump included). RSS: VmRSS (steady, at the end) and VmHWM (peak), summed over the collector's
-processes. After the runs (make bench, not --quick): the agent's instructions per closed connection,
-callgrind's count over cnm-collection-bench when it is built (cnmbench/instructions.py). Judges nothing:
-the exit status says whether the harness worked (every collector started, every workload ran and
-accuracy could be computed), not whether the numbers are good.
+processes. After the runs: the agent's instructions per closed connection, callgrind's count over
+cnm-collection-bench when it is built (cnmbench/instructions.py). Judges nothing: the exit status says
+whether the harness worked (every collector started, every workload ran and accuracy could be
+computed), not whether the numbers are good.
 """
 import json
 import os
@@ -178,11 +178,7 @@ def run(opts):
                     log(f"  collector CPU {fmt((r.get('collector_cpu_s') or 0) * 1000, '.0f')} ms, workload CPU "
                         f"{fmt((r.get('workload_cpu_s') or 0) * 1000, '.0f')} ms, throughput {throughput(r)[0]}, "
                         f"seen {a.get('seen')}/{a.get('connections')}, exact {a.get('exact')}, lost {r.get('lost')}")
-        # alone on the machine, after the runs
-        if opts.quick:  # callgrind runs the binary tens of times slower than it runs alone
-            ins = {"note": "make bench measures it, --quick does not"}
-        else:
-            ins = instructions.measure()
+        ins = instructions.measure()  # alone on the machine, after the runs (about 10 s)
         log(instructions_line(ins))
     finally:
         cleanup()

@@ -47,7 +47,7 @@ def instructions_line(ins):
         return f"Agent instructions per closed connection: not measured ({ins.get('note', '?')})."
     lo, hi = sorted(ins["ir"], key=int)
     return (f"Agent instructions per closed connection: {ins['instructions_per_closed_connection']:,.0f} (callgrind's"
-            f" instruction count of `{ins['binary']} {hi}` less that of `{lo}`, over {int(hi) - int(lo):,}: the"
+            f" instruction count of `{ins['binary']} {hi} 1` less that of `{lo} 1`, over {int(hi) - int(lo):,}: the"
             " per-closed-flow path alone, start-up left out, whatever the machine's load).")
 
 

@@ -100,7 +100,7 @@ class Table(unittest.TestCase):
     def test_instructions_line(self):
         self.assertEqual(instructions_line(INS),
                          "Agent instructions per closed connection: 1,235 (callgrind's instruction count of"
-                         " `.build/release/cnm-collection-bench 40000` less that of `20000`, over 20,000: the"
+                         " `.build/release/cnm-collection-bench 40000 1` less that of `20000 1`, over 20,000: the"
                          " per-closed-flow path alone, start-up left out, whatever the machine's load).")
         self.assertEqual(instructions_line({"note": "cnm-collection-bench not built"}),
                          "Agent instructions per closed connection: not measured (cnm-collection-bench not built).")
