@@ -10,7 +10,7 @@ TEST_PACKAGES := docker.io docker-compose busybox-static debootstrap iproute2 nf
 # test that decodes an intake message with it.
 PYTHON_PACKAGES := botocore==1.43.11 cfn-lint==1.51.0 grpcio-tools==1.85.1
 
-.PHONY: deps test-deps python-deps bpf proto build release run test fuzz fuzz-ci fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-encode bench-api bench-unit soak clean
+.PHONY: deps test-deps python-deps bpf proto build release run test fuzz fuzz-ci fmt lint bench bench-quick bench-deps bench-modes bench-collection bench-collection-cost collection-bench bench-encode bench-api bench-unit soak clean
 
 # The eBPF programs: compiled with the Swift toolchain's clang (it has the BPF target), linked into one
 # object, and turned by bpftool into a libbpf skeleton that embeds it (Sources/CBPF/cnm.skel.h,
@@ -118,12 +118,12 @@ BENCH_PACKAGES := pmacct bpftrace python3 python3-matplotlib gcc busybox-static 
 bench-deps:
 	@scripts/apt-ensure.sh $(BENCH_PACKAGES)
 
-bench: release bench-deps
+bench: release collection-bench bench-deps
 	scripts/start-dockerd.sh
 	scripts/build-test-images.sh
 	/usr/bin/python3 scripts/bench/bench.py --publish
 
-bench-quick: release bench-deps
+bench-quick: release collection-bench bench-deps
 	/usr/bin/python3 scripts/bench/bench.py --quick
 
 # What each collection mode costs: the agent's CPU per 1,000 short connections and per GiB, the run
@@ -143,6 +143,18 @@ bench-api: release
 # ENCODE_CONNECTIONS, ENCODE_RUNS).
 ENCODE_CONNECTIONS ?= 10000
 ENCODE_RUNS ?= 21
+# eBPF mode's user-space cost per closed connection: decoding its two ring-buffer records, folding
+# them into the interval and grouping the report (Benchmarks/CollectionCost): the median thread CPU
+# of COLLECTION_RUNS runs of COLLECTION_FLOWS connections. make bench reads its instruction count
+# under callgrind.
+COLLECTION_FLOWS ?= 20000
+COLLECTION_RUNS ?= 7
+collection-bench: bpf
+	swift build -c release --product cnm-collection-bench
+
+bench-collection-cost: collection-bench
+	$$(swift build -c release --show-bin-path)/cnm-collection-bench $(COLLECTION_FLOWS) $(COLLECTION_RUNS)
+
 bench-encode: bpf
 	swift build -c release --product cnm-encode-bench
 	$$(swift build -c release --show-bin-path)/cnm-encode-bench $(ENCODE_CONNECTIONS) $(ENCODE_RUNS)

@@ -5,6 +5,9 @@ import PackageDescription
 let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
     .enableUpcomingFeature("ExistentialAny"),
+    // The model's small generic tables and initialisers are called per flow from other modules:
+    // without this, each call goes through unspecialised generics and witness tables.
+    .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -129,6 +132,10 @@ let package = Package(
         .executableTarget(
             name: "cnm-encode-bench", dependencies: ["CNMModel", "CNMReport", "CNMServer", "CNMIntake"],
             path: "Benchmarks/EncodeCost", swiftSettings: strict),
+        // What eBPF mode's user space spends per closed connection (`make bench-collection-cost`).
+        .executableTarget(
+            name: "cnm-collection-bench", dependencies: ["CNMModel", "CNMBPF"],
+            path: "Benchmarks/CollectionCost", swiftSettings: strict),
 
         // What tests share: one scripted HTTP server (unix socket or loopback), socket helpers.
         .target(name: "CNMTestSupport", path: "Tests/CNMTestSupport", swiftSettings: strict),

@@ -50,6 +50,14 @@ extension FlowRecord {
         closedTag = c.key.closed_tag
     }
 
+    /// The size of one record on the ring buffer (`struct cnm_flow_record`).
+    package static let ringRecordSize = MemoryLayout<cnm_flow_record>.size
+
+    /// A record from its bytes as the programs write them (for the collection benchmark).
+    package init(ringRecord raw: UnsafeRawBufferPointer) {
+        self.init(raw.loadUnaligned(as: cnm_flow_record.self))
+    }
+
     /// A 16-byte address field (IPv4 in its first 4 bytes), read as big-endian integers.
     private static func address<T>(_ bytes: T, v6: Bool) -> IPAddress {
         withUnsafeBytes(of: bytes) { raw in

@@ -151,6 +151,18 @@ public struct Endpoint: Hashable, Sendable {
         self.address = address
         self.port = port
     }
+
+    // Every flow and connection table is keyed by endpoints: an IPv4 one is fed to the hasher as one
+    // word, not as a case tag, an address and a port.
+    public func hash(into hasher: inout Hasher) {
+        switch address {
+        case .v4(let a): hasher.combine(UInt64(a) << 16 | UInt64(port))
+        case .v6(let high, let low):
+            hasher.combine(high)
+            hasher.combine(low)
+            hasher.combine(port)
+        }
+    }
 }
 
 extension Endpoint: CustomStringConvertible {
@@ -170,10 +182,24 @@ public enum AddressFamily: String, Sendable, Hashable, CaseIterable {
 public enum TransportProtocol: String, Sendable, Hashable, CaseIterable {
     case tcp
     case udp
+
+    /// By case, not by the raw value's string.
+    public func hash(into hasher: inout Hasher) { hasher.combine(self == .tcp) }
 }
 
 public enum ConnectionDirection: String, Sendable, Hashable {
     case incoming
     case outgoing
     case none
+
+    /// By case, not by the raw value's string.
+    public func hash(into hasher: inout Hasher) { hasher.combine(code) }
+
+    var code: UInt8 {
+        switch self {
+        case .incoming: 0
+        case .outgoing: 1
+        case .none: 2
+        }
+    }
 }

@@ -90,6 +90,15 @@ public struct ConnectionKey: Hashable, Sendable {
     }
 
     public var family: AddressFamily { local.address.family }
+
+    /// The small fields packed into one word: each report groups every flow end by this key.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(local)
+        hasher.combine(remote)
+        hasher.combine(netns)
+        let pidBits = pid.map { UInt64(UInt32(bitPattern: $0)) | 1 << 32 } ?? 0
+        hasher.combine(pidBits << 8 | UInt64(direction.code) << 1 | (transport == .tcp ? 1 : 0))
+    }
 }
 
 /// One connection in an interval's report, with what is known of the processes at both ends.
