@@ -56,8 +56,8 @@ struct FlowEnd {
 /// it rolls them up, as Datadog's connection rollups do but whatever their age, rather than let
 /// its memory grow. First the ephemeral port goes (the local one of an outgoing connection, the
 /// remote one of an incoming), which merges a client's connections to one service; if that is not
-/// enough, the remote end goes too (address and port), which merges a process's connections of one
-/// direction and local address. Counts are summed: no byte is lost, only which connection had it.
+/// enough, the remote end goes too (address and port) from the ends that were not merged, which
+/// merges a process's connections of one direction and local address to many peers. Counts are summed: no byte is lost, only which connection had it.
 enum MemoryRollup {
     /// What merges ends: all of a flow end that is left once its detail is taken off.
     private struct Key: Hashable {
@@ -121,7 +121,9 @@ enum MemoryRollup {
                 end.remote.port = 0
             }
         }
-        if level == .remote {
+        // Only an end the ephemeral port did not merge loses its remote end: a client's row to one
+        // service keeps the service's address and port.
+        if level == .remote && end.rolledUp <= 1 {
             end.remote = Endpoint(end.remote.address.family == .v4 ? .v4(0) : .v6(high: 0, low: 0), 0)
         }
     }

@@ -503,7 +503,7 @@ extension FlowTracker {
         #expect(next.count == 1 && next[0].stats.bytesSent == 100 && next[0].stats.bytesReceived == 0)
     }
 
-    @Test func theRemoteEndGoesWhenPortsAloneDoNotShrinkTheReport() {
+    @Test func theRemoteEndGoesWhenPortsAloneDoNotShrinkTheReport() throws {
         var t = FlowTracker(hooksCountTCPBytes: false, maxReportConnections: 5)
         _ = t.pass(baseline: true)
         // One client to 50 servers: zeroing its own port leaves 50 rows.
@@ -512,10 +512,19 @@ extension FlowTracker {
                 socket: 0x200 + UInt64(i), local: UInt16(45_000 + i),
                 remoteAddress: .v4(0x0A00_0100 + UInt32(i)), kernel: Flow.counters(7, 3))
         }
-        let c = t.pass(open: open)
-        #expect(c.count == 1 && c[0].rolledUp == 50)
-        #expect(c[0].stats.bytesSent == 350 && c[0].stats.bytesReceived == 150)
-        #expect(c[0].key.remote == Endpoint(.v4(0), 0))
+        // And 30 connections of another client to one service, which the ephemeral port merges.
+        let service = (0..<30).map { i in
+            Flow.tcp(
+                socket: 0x280 + UInt64(i), local: UInt16(46_000 + i), remote: 5432, pid: 300,
+                kernel: Flow.counters(1, 2))
+        }
+        let c = t.pass(open: open + service)
+        #expect(c.count == 2)
+        let scattered = try #require(c.first { $0.key.pid == 200 })
+        #expect(scattered.rolledUp == 50 && scattered.stats.bytesSent == 350 && scattered.stats.bytesReceived == 150)
+        #expect(scattered.key.remote == Endpoint(.v4(0), 0))
+        let merged = try #require(c.first { $0.key.pid == 300 })
+        #expect(merged.rolledUp == 30 && merged.key.remote == Endpoint(Flow.server, 5432), "keeps the service's end")
     }
 
     @Test func openFlowsPastTheTableBoundAreCountedWhenTheyClose() {
