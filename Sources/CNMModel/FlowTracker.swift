@@ -31,25 +31,44 @@ public struct FlowTracker: Sendable {
         var id: FlowRecord.ID
     }
 
+    private struct ServerEnd: Hashable {
+        var netns: UInt64
+        var local: Endpoint
+    }
+
     private struct SocketKey: Hashable {
         var netns: UInt64
         var socket: UInt64
     }
 
-    /// TCP flows closed in this interval and in the one before, by socket address and birth time,
-    /// which no later record may start again.
+    /// TCP flows closed in this interval and in the one before, by socket address: their birth
+    /// time, which no later record may start again, and when their final record came.
     private struct RecentlyClosed {
-        var generations: [[SocketKey: UInt64]] = [[:], [:]]
-
-        mutating func insert(_ key: Key) {
-            generations[0][SocketKey(netns: key.netns, socket: key.id.socket)] = key.id.birth
+        struct Closed {
+            var birth: UInt64
+            var at: UInt64?
         }
-        private func birth(_ key: Key) -> UInt64? {
+        var generations: [[SocketKey: Closed]] = [[:], [:]]
+        /// How long after a socket's final record an iterator may still list it: the instant between
+        /// its state's change and its removal from the kernel's table, and a pass's length at most.
+        static let lateListingNanos: UInt64 = 1_000_000_000
+
+        mutating func insert(_ key: Key, at now: UInt64?) {
+            generations[0][SocketKey(netns: key.netns, socket: key.id.socket)] = Closed(birth: key.id.birth, at: now)
+        }
+        private func closed(_ key: Key) -> Closed? {
             let s = SocketKey(netns: key.netns, socket: key.id.socket)
             return generations[0][s] ?? generations[1][s]
         }
-        func contains(_ key: Key) -> Bool { birth(key) == key.id.birth }
-        func contains(socketOf key: Key) -> Bool { birth(key) != nil }
+        func contains(_ key: Key) -> Bool { closed(key)?.birth == key.id.birth }
+        /// Whether a record with no birth at this address may be the closed socket listed late: not
+        /// when the address closed long enough ago that the record must be another socket's, which
+        /// took the address since.
+        func contains(socketOf key: Key, now: UInt64?) -> Bool {
+            guard let closed = closed(key) else { return false }
+            guard let at = closed.at, let now else { return true }
+            return now < at || now - at < Self.lateListingNanos
+        }
         mutating func nextInterval() {
             let last = generations[0].count
             generations[1] = generations[0]
@@ -120,6 +139,11 @@ public struct FlowTracker: Sendable {
     /// Flows past `maxOpenFlows`, followed by their counts only: each pass adds their deltas to
     /// `closedEnds`, rolled up by their ephemeral port.
     private var counted: [Key: Counted] = [:]
+    /// Local ends of connections the programs saw accepted: where a flow the programs did not see
+    /// start (their table was full) has its local end, it is a server's too. Its client's port and
+    /// its own may both be in the ephemeral range, so the ports alone cannot tell.
+    private var serverEnds = Set<ServerEnd>()
+    private static let maxServerEnds = 4096
     private var interval: UInt32 = 0
     /// Flows met only in their final record this interval: most short-lived ones, which need no lookup.
     private var closedEnds: [FlowEnd] = []
@@ -211,7 +235,7 @@ public struct FlowTracker: Sendable {
             flows.values[index].missingPasses += 1
             if flows.values[index].missingPasses > closeGracePasses {
                 Self.close(&flows.values[index], error: 0, now: now)
-                remember(flows.keys[index], flows.values[index].transport)
+                remember(flows.keys[index], flows.values[index].transport, now: now)
                 health.closedWithoutFinalRecord += 1
             }
         }
@@ -233,10 +257,10 @@ public struct FlowTracker: Sendable {
 
     private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool, now: UInt64?) {
         let key = Key(netns: r.netns, id: r.id)
+        if !final && r.direction == .incoming && r.transport == .tcp && serverEnds.count < Self.maxServerEnds {
+            serverEnds.insert(ServerEnd(netns: r.netns, local: r.local))
+        }
         let counters = r.counters(hooksCountTCPBytes: hooksCountTCPBytes)
-        // Already reported closed: a late open record, a final record after the flow was given up
-        // for lost, or the same final record twice would all count it again.
-        if r.transport == .tcp && recentlyClosed.contains(key) { return }
         if let index = flows.index(forKey: key) {
             guard !flows.values[index].closed else { return }
             if Self.account(&flows.values[index], r, counters) { health.counterRegressions += 1 }
@@ -247,24 +271,31 @@ public struct FlowTracker: Sendable {
             }
             if final {
                 Self.close(&flows.values[index], error: r.error, now: now)
-                remember(key, r.transport)
+                remember(key, r.transport, now: now)
             }
-            return
-        }
-        if !final && !baseline && r.transport == .tcp && !r.flags.contains(.tracked)
-            && recentlyClosed.contains(socketOf: key)
-        {
-            health.lateRecordsIgnored += 1
             return
         }
         if let index = counted.index(forKey: key) {
             if !final { counted.values[index].seenInPass = pass }
-            let (end, regressed) = Self.count(&counted.values[index], r, counters, final: final, interval: interval)
+            let (end, regressed) = Self.count(
+                &counted.values[index], r, counters, final: final, interval: interval, direction: direction(of: r))
             append(counted: end, regressed: regressed)
             if final {
                 counted.remove(at: index)
-                remember(key, r.transport)
+                remember(key, r.transport, now: now)
             }
+            return
+        }
+        // Not followed, and already reported closed: a late open record, a final record after the flow was given up
+        // for lost, or the same final record twice would all count it again.
+        // A record without a birth (the programs' table was full) matches any closed socket of its
+        // address without one: only a final record is taken as the same; an open one is judged by
+        // how long ago the address closed, below.
+        if r.transport == .tcp && recentlyClosed.contains(key) && (key.id.birth != 0 || final) { return }
+        if !final && !baseline && r.transport == .tcp && !r.flags.contains(.tracked)
+            && recentlyClosed.contains(socketOf: key, now: now)
+        {
+            health.lateRecordsIgnored += 1
             return
         }
         let bornWatched = r.flags.contains(.bornWatched)
@@ -274,7 +305,8 @@ public struct FlowTracker: Sendable {
                 var c = Counted(
                     accounted: inherited ? counters : .zero, establishedCounted: inherited, interval: interval &- 1,
                     seenInPass: pass)
-                let (end, regressed) = Self.count(&c, r, counters, final: false, interval: interval)
+                let (end, regressed) = Self.count(
+                    &c, r, counters, final: false, interval: interval, direction: direction(of: r))
                 append(counted: end, regressed: regressed)
                 counted[key] = c
                 return
@@ -296,7 +328,7 @@ public struct FlowTracker: Sendable {
             inode: r.inode,
             accounted: inherited ? counters : .zero,
             owner: r.owner,
-            direction: r.direction ?? Self.guessDirection(r),
+            direction: direction(of: r),
             establishedCounted: inherited,
             everEstablished: established,
             birth: !inherited && r.id.birth != 0 ? r.id.birth : nil
@@ -304,7 +336,7 @@ public struct FlowTracker: Sendable {
         if !inherited, Self.account(&t, r, counters) { health.counterRegressions += 1 }
         if final {
             Self.close(&t, error: r.error, now: now)
-            remember(key, r.transport)
+            remember(key, r.transport, now: now)
             closedEnds.append(t.end)
             if closedEnds.count >= closedEndsRollUpAt { rollUpClosedEnds() }
             return
@@ -317,7 +349,8 @@ public struct FlowTracker: Sendable {
     /// What a counted-only flow's counters moved, as an end rolled up by its ephemeral port, with its
     /// close when `final`; and whether the counters went backwards.
     private static func count(
-        _ c: inout Counted, _ r: FlowRecord, _ counters: SocketCounters, final: Bool, interval: UInt32
+        _ c: inout Counted, _ r: FlowRecord, _ counters: SocketCounters, final: Bool, interval: UInt32,
+        direction: ConnectionDirection
     ) -> (FlowEnd, Bool) {
         var stats = ConnectionStats()
         let delta = counters.since(c.accounted)
@@ -338,7 +371,7 @@ public struct FlowTracker: Sendable {
         c.missingPasses = 0
         var end = FlowEnd(
             netns: r.netns, transport: r.transport, local: r.local, remote: r.remote, owner: r.owner,
-            direction: r.direction ?? Self.guessDirection(r), stats: stats, countersKnown: true)
+            direction: direction, stats: stats, countersKnown: true)
         end.rolledUp = c.interval == interval ? 0 : 1
         c.interval = interval
         MemoryRollup.roll(&end, .ephemeralPort)
@@ -360,8 +393,8 @@ public struct FlowTracker: Sendable {
         closedEndsRollUpAt = max(maxClosedEnds, closedEnds.count * 2)
     }
 
-    private mutating func remember(_ key: Key, _ transport: TransportProtocol) {
-        if transport == .tcp { recentlyClosed.insert(key) }
+    private mutating func remember(_ key: Key, _ transport: TransportProtocol, now: UInt64?) {
+        if transport == .tcp { recentlyClosed.insert(key, at: now) }
     }
 
     /// Adds what the flow's counters moved since the last read. Returns true when they went backwards.
@@ -397,9 +430,12 @@ public struct FlowTracker: Sendable {
         if error > 0 { t.pending.tcpFailures[UInt32(error), default: 0] += 1 }
     }
 
-    /// Only flows whose start the programs missed lack a direction: a client's own port is
+    /// Only flows whose start the programs missed lack a direction: one whose local end is a
+    /// server's the programs saw accept connections is incoming; otherwise a client's own port is
     /// ephemeral, a server's is not.
-    private static func guessDirection(_ r: FlowRecord) -> ConnectionDirection {
+    private func direction(of r: FlowRecord) -> ConnectionDirection {
+        if let known = r.direction { return known }
+        if !serverEnds.isEmpty && serverEnds.contains(ServerEnd(netns: r.netns, local: r.local)) { return .incoming }
         let isEphemeral = ConnectionTracker.isEphemeral
         return !isEphemeral(r.local.port) && isEphemeral(r.remote.port) ? .incoming : .outgoing
     }

@@ -62,9 +62,12 @@ public struct MemoryBudget: Sendable, Equatable {
             sixteenths: 2, each: Self.bytesPerTrackedFlow, atMost: configuredFlows, atLeast: min(1024, configuredFlows))
     }
 
-    /// Open flows past `trackedFlows` followed by their counts only, their deltas rolled up: 0 without a limit.
+    /// Open flows past `trackedFlows` followed by their counts only, their deltas rolled up; without a
+    /// limit, four times `configuredFlows` (a host with more sockets than that is told so in `/status`).
     public var countedFlows: Int {
-        limit == nil ? 0 : entries(sixteenths: 5, each: Self.bytesPerCountedFlow, atMost: .max, atLeast: 1024)
+        limit == nil
+            ? configuredFlows.multipliedReportingOverflow(by: 4).partialValue
+            : entries(sixteenths: 5, each: Self.bytesPerCountedFlow, atMost: .max, atLeast: 1024)
     }
 
     /// Connections one report may carry before they are rolled up; nil for no bound.

@@ -599,3 +599,46 @@ extension FlowTracker {
         #expect(t.health.openNotFollowed == 1 && t.health.countedOnly == 1)
     }
 }
+
+extension FlowTrackerBoundsTests {
+    /// A flow the programs did not see start has no direction; both its ports may be ephemeral (a
+    /// server listening on a port the kernel picked). Where its local end is one the programs saw
+    /// accept connections, it is incoming, and its client's port is the one rolled away.
+    @Test func aFlowWithoutADirectionAtAKnownServersEndIsIncoming() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxOpenFlows: 1, maxCountedFlows: 10)
+        _ = t.pass(baseline: true)
+        let seen = Flow.tcp(
+            socket: 0x700, local: 40_001, remote: 50_000, address: Flow.lo, remoteAddress: Flow.lo,
+            direction: .incoming, kernel: Flow.counters(1, 1))
+        let unseen = (0..<4).map { i in
+            var r = Flow.tcp(
+                socket: 0x710 + UInt64(i), local: 40_001, remote: UInt16(50_001 + i), address: Flow.lo,
+                remoteAddress: Flow.lo, kernel: Flow.counters(3, 4), flags: [.established])
+            r.direction = nil
+            return r
+        }
+        let c = t.pass(open: [seen] + unseen)
+        let served = try #require(c.first { $0.rolledUp == 4 })
+        #expect(served.key.direction == .incoming && served.key.local.port == 40_001 && served.key.remote.port == 0)
+        #expect(served.stats.bytesSent == 12 && served.stats.bytesReceived == 16)
+    }
+}
+
+extension FlowTrackerBoundsTests {
+    /// A socket the programs' full table did not take has no birth: one listed at an address that
+    /// closed a second or more before is another socket's, and is counted.
+    @Test func aNewSocketAtAnAddressClosedLongAgoIsNotTakenForALateRecord() {
+        let second: UInt64 = 1_000_000_000
+        var t = FlowTracker(hooksCountTCPBytes: false)
+        t.apply(open: [], closed: [], complete: [Flow.netns], baseline: true, now: second)
+        let old = Flow.tcp(socket: 0xD0, birth: 5, kernel: Flow.counters(1, 1))
+        t.apply(closed: [Flow.final(old, kernel: Flow.counters(2, 2))], now: 2 * second)
+        var reused = Flow.tcp(
+            socket: 0xD0, birth: 0, local: 45_999, kernel: Flow.counters(700, 70), flags: [.established])
+        reused.direction = nil
+        t.apply(open: [reused], closed: [], complete: [Flow.netns], baseline: false, now: 4 * second)
+        let c = t.flush()
+        #expect(c.reduce(0) { $0 + $1.stats.bytesSent } == 2 + 700)
+        #expect(t.health.lateRecordsIgnored == 0)
+    }
+}
