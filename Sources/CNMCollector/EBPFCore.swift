@@ -54,7 +54,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         self.problemLog = problemLog
     }
 
-    /// Closed flows from the ring buffer, folded into the interval as they come.
+    /// Closed flows from the ring buffer (or the deferred table), folded into the interval as they come.
     func fold(closed batch: [FlowRecord]) {
         let now = monotonicMicros() * 1000
         shared.withLock { s in
@@ -81,14 +81,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         lastReaderFailures = readerFailures
         guard baseline || beforeReport else {
             let telemetry = readTelemetry(&problems)
-            let deferred = takeDeferred(sweep: false, deferredCount: telemetry.ringBufferDeferred)
-            let now = monotonicMicros() * 1000
-            shared.withLock { s in
-                for var record in deferred where isEnabled(record) {
-                    resolveContainer(&record, &s)
-                    s.tracker.observe(closed: record, now: now)
-                }
-            }
+            fold(closed: takeDeferred(sweep: false, deferredCount: telemetry.ringBufferDeferred))
             return finish(started: started, telemetry: telemetry, problems: &problems)
         }
         var namespaces = scanner.networkNamespaces()

@@ -82,6 +82,19 @@ enum MemoryRollup {
         rollUp(&ends, level: level, end: \.self, also: { _ in 0 })
     }
 
+    /// Rolls `ends` up by ephemeral port, then by remote end if that leaves more than `bound`.
+    static func rollUp(_ ends: inout [FlowEnd], toFit bound: Int) -> Int {
+        rollUp(&ends, toFit: bound, end: \.self, also: { _ in 0 })
+    }
+
+    static func rollUp<Item>(
+        _ items: inout [Item], toFit bound: Int, end: WritableKeyPath<Item, FlowEnd>, also: (Item) -> UInt64
+    ) -> Int {
+        let merged = rollUp(&items, level: .ephemeralPort, end: end, also: also)
+        guard items.count > bound else { return merged }
+        return merged + rollUp(&items, level: .remote, end: end, also: also)
+    }
+
     /// The same for items that each hold a flow end; `also` keeps apart items whose ends match but
     /// must not be merged.
     static func rollUp<Item>(

@@ -307,12 +307,8 @@ extension ConnectionTracker {
         // Ends only capture saw are as many as connections closed in the interval: past the socket
         // table's bound they are rolled up (by listener as well, whose owner each is given at the report).
         if capture.ended.count >= max(maxTracked, 2 * capture.endedAfterRollUp) {
-            var merged = MemoryRollup.rollUp(
-                &capture.ended, level: .ephemeralPort, end: \.end, also: { $0.ownerInode ?? 0 })
-            if capture.ended.count > maxTracked / 2 {
-                merged += MemoryRollup.rollUp(
-                    &capture.ended, level: .remote, end: \.end, also: { $0.ownerInode ?? 0 })
-            }
+            let merged = MemoryRollup.rollUp(
+                &capture.ended, toFit: maxTracked / 2, end: \.end, also: { $0.ownerInode ?? 0 })
             health.rolledUpForMemory += UInt64(merged)
             capture.endedAfterRollUp = capture.ended.count
         }

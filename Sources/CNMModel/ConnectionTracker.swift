@@ -483,9 +483,7 @@ public struct ConnectionTracker: Sendable {
         unowned = unowned.filter { sockets[$0.value] != nil }
         health.tracked = sockets.count
         if ends.count > maxReportConnections {
-            var merged = MemoryRollup.rollUp(&ends, level: .ephemeralPort)
-            if ends.count > maxReportConnections { merged += MemoryRollup.rollUp(&ends, level: .remote) }
-            health.rolledUpForMemory += UInt64(merged)
+            health.rolledUpForMemory += UInt64(MemoryRollup.rollUp(&ends, toFit: maxReportConnections))
         }
         return groupConnections(ends)
     }

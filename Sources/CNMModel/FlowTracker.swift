@@ -133,7 +133,14 @@ public struct FlowTracker: Sendable {
     public let maxReportConnections: Int
     /// Open flows followed by their counts only, past `maxOpenFlows`.
     public let maxCountedFlows: Int
-    public private(set) var health = Health()
+    /// What `health` counts; its table sizes are taken when it is read.
+    private var tally = Health()
+    public var health: Health {
+        var h = tally
+        h.tracked = flows.count + counted.count + closedEnds.count
+        h.countedOnly = counted.count
+        return h
+    }
     /// Flows an iterator has listed open (or that closed since the last flush after being listed).
     private var flows: [Key: Tracked] = [:]
     /// Flows past `maxOpenFlows`, followed by their counts only: each pass adds their deltas to
@@ -196,7 +203,6 @@ public struct FlowTracker: Sendable {
     /// One closed flow's final record, as it comes.
     public mutating func observe(closed record: FlowRecord, now: UInt64? = nil) {
         observe(record, baseline: false, final: true, now: now)
-        health.tracked = flows.count + closedEnds.count
     }
 
     /// One full pass: every open flow of the namespaces in `complete` (read whole), and the flows that
@@ -224,7 +230,7 @@ public struct FlowTracker: Sendable {
     /// Ends the pass: flows of a namespace in `complete` that it did not list are closed after the
     /// grace passes.
     public mutating func endPass(closed: [FlowRecord], complete: Set<UInt64>, now: UInt64? = nil) {
-        health.openNotFollowed = notFollowedThisPass
+        tally.openNotFollowed = notFollowedThisPass
         for record in closed { observe(record, baseline: false, final: true, now: now) }
         var index = flows.startIndex
         while index != flows.endIndex {
@@ -236,7 +242,7 @@ public struct FlowTracker: Sendable {
             if flows.values[index].missingPasses > closeGracePasses {
                 Self.close(&flows.values[index], error: 0, now: now)
                 remember(flows.keys[index], flows.values[index].transport, now: now)
-                health.closedWithoutFinalRecord += 1
+                tally.closedWithoutFinalRecord += 1
             }
         }
         var gone: [Key] = []
@@ -249,10 +255,8 @@ public struct FlowTracker: Sendable {
         // ends' rollup, which the flow's key no longer has: the report shows it as a close only).
         for key in gone {
             counted[key] = nil
-            health.closedWithoutFinalRecord += 1
+            tally.closedWithoutFinalRecord += 1
         }
-        health.countedOnly = counted.count
-        health.tracked = flows.count + counted.count + closedEnds.count
     }
 
     private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool, now: UInt64?) {
@@ -263,7 +267,7 @@ public struct FlowTracker: Sendable {
         let counters = r.counters(hooksCountTCPBytes: hooksCountTCPBytes)
         if let index = flows.index(forKey: key) {
             guard !flows.values[index].closed else { return }
-            if Self.account(&flows.values[index], r, counters) { health.counterRegressions += 1 }
+            if Self.account(&flows.values[index], r, counters) { tally.counterRegressions += 1 }
             if !final { flows.values[index].seenInPass = pass }
             flows.values[index].missingPasses = 0
             if r.owner != nil && (flows.values[index].owner == nil || flows.values[index].owner?.containerID == nil) {
@@ -295,7 +299,7 @@ public struct FlowTracker: Sendable {
         if !final && !baseline && r.transport == .tcp && !r.flags.contains(.tracked)
             && recentlyClosed.contains(socketOf: key, now: now)
         {
-            health.lateRecordsIgnored += 1
+            tally.lateRecordsIgnored += 1
             return
         }
         let bornWatched = r.flags.contains(.bornWatched)
@@ -333,7 +337,7 @@ public struct FlowTracker: Sendable {
             everEstablished: established,
             birth: !inherited && r.id.birth != 0 ? r.id.birth : nil
         )
-        if !inherited, Self.account(&t, r, counters) { health.counterRegressions += 1 }
+        if !inherited, Self.account(&t, r, counters) { tally.counterRegressions += 1 }
         if final {
             Self.close(&t, error: r.error, now: now)
             remember(key, r.transport, now: now)
@@ -379,7 +383,7 @@ public struct FlowTracker: Sendable {
     }
 
     private mutating func append(counted end: FlowEnd, regressed: Bool) {
-        if regressed { health.counterRegressions += 1 }
+        if regressed { tally.counterRegressions += 1 }
         closedEnds.append(end)
         if closedEnds.count >= closedEndsRollUpAt { rollUpClosedEnds() }
     }
@@ -387,9 +391,7 @@ public struct FlowTracker: Sendable {
     /// Keeps the interval's closed flows within their bound: by ephemeral port first, then by remote
     /// end; if even that leaves more than half the bound, the next rollup waits for twice as many.
     private mutating func rollUpClosedEnds() {
-        var merged = MemoryRollup.rollUp(&closedEnds, level: .ephemeralPort)
-        if closedEnds.count > maxClosedEnds / 2 { merged += MemoryRollup.rollUp(&closedEnds, level: .remote) }
-        health.rolledUpForMemory += UInt64(merged)
+        tally.rolledUpForMemory += UInt64(MemoryRollup.rollUp(&closedEnds, toFit: maxClosedEnds / 2))
         closedEndsRollUpAt = max(maxClosedEnds, closedEnds.count * 2)
     }
 
@@ -448,9 +450,7 @@ public struct FlowTracker: Sendable {
         ends.reserveCapacity(ends.count + flows.count)
         for t in flows.values { ends.append(t.end) }
         if ends.count > maxReportConnections {
-            var merged = MemoryRollup.rollUp(&ends, level: .ephemeralPort)
-            if ends.count > maxReportConnections { merged += MemoryRollup.rollUp(&ends, level: .remote) }
-            health.rolledUpForMemory += UInt64(merged)
+            tally.rolledUpForMemory += UInt64(MemoryRollup.rollUp(&ends, toFit: maxReportConnections))
         }
         closedEndsRollUpAt = maxClosedEnds
         interval &+= 1
@@ -458,7 +458,6 @@ public struct FlowTracker: Sendable {
         flows = flows.filter { !$0.value.closed }
         for index in flows.indices { flows.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { flows[$0.value] != nil }
-        health.tracked = flows.count + counted.count
         // Only sockets a pass still lists are worth remembering: the rest have closed.
         if !skippedInherited.isEmpty && notFollowedThisPass == 0 { skippedInherited = [] }
         return groupConnections(ends)
