@@ -87,8 +87,11 @@ let intake =
     only == "json"
     ? nil
     : try measure {
-        let messages = ConnectionsPayload.messages(for: report, host: host, groupID: 1, maxPerMessage: 1_000)
-        return try messages.reduce(0) { $0 + (try IntakeMessage.encode($1, timestampMilliseconds: 0)).count }
+        let messages = ConnectionsPayload.serializedMessages(
+            for: report, host: host, groupID: 1, maxPerMessage: 1_000)
+        return try messages.reduce(0) {
+            $0 + (try IntakeMessage.encode(serialized: $1, timestampMilliseconds: 0)).count
+        }
     }
 
 func row(_ name: String, _ m: (nanoseconds: Int64, bytes: Int)) {

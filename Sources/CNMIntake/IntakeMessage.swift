@@ -60,6 +60,11 @@ public enum IntakeMessage {
         } catch {
             throw IntakeMessageError(description: "cannot serialise the message: \(error)")
         }
+        return try encode(serialized: serialized, timestampMilliseconds: timestampMilliseconds)
+    }
+
+    /// Header and zstd-compressed protobuf from a message's serialised bytes.
+    public static func encode(serialized: [UInt8], timestampMilliseconds: Int64) throws(IntakeMessageError) -> [UInt8] {
         do {
             return IntakeMessageHeader(timestampMilliseconds: timestampMilliseconds).bytes
                 + (try Zstd.compress(serialized))

@@ -117,14 +117,14 @@ public final class IntakeSender: Service, Sendable {
             if merged > 0 { update { $0.status.connectionsRolledUp += UInt64(merged) } }
         }
         let groupID = Int32(truncatingIfNeeded: report.sequence)
-        let messages = ConnectionsPayload.messages(
+        let messages = ConnectionsPayload.serializedMessages(
             for: report, host: host, groupID: groupID, maxPerMessage: settings.maxConnectionsPerMessage)
         guard !messages.isEmpty else { return }
         let milliseconds = report.end.nanoseconds / 1_000_000
         var bodies: [[UInt8]] = []
         for message in messages {
             do {
-                bodies.append(try IntakeMessage.encode(message, timestampMilliseconds: milliseconds))
+                bodies.append(try IntakeMessage.encode(serialized: message, timestampMilliseconds: milliseconds))
             } catch {
                 logger.error("cannot encode an intake message, dropped", metadata: ["error": "\(error)"])
                 update {

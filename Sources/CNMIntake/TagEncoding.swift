@@ -15,18 +15,21 @@ public struct TagEncoder: Sendable {
     static let preambleLength = 5
 
     /// Tag bytes → offset of its length prefix in the buffer.
-    private var offsets: [[UInt8]: UInt32] = [:]
+    private var offsets: [HashedWords<UInt8>: UInt32] = [:]
     private var tags: [[UInt8]] = []
     private var nextOffset = UInt32(preambleLength)
     private var footer: [UInt8] = []
     /// A stored set, as its tags' offsets → its index.
-    private var sets: [[UInt32]: Int32] = [:]
+    private var sets: [HashedWords<UInt32>: Int32] = [:]
+    /// A set as it was given → its index: most connections carry a set an earlier one had.
+    private var given: [[String]: Int32] = [:]
 
     public init() {}
 
     /// Stores a set of tags and returns its index, or -1 when it is empty.
     public mutating func encode(_ tagSet: [String]) -> Int32 {
         guard !tagSet.isEmpty else { return -1 }
+        if let index = given[tagSet] { return index }
         // Lengths and counts are 16-bit in the format: longer tags and sets are cut, as Datadog's are.
         var sorted = tagSet.map { Array($0.utf8.prefix(Int(UInt16.max))) }
         sorted.sort { $0.lexicographicallyPrecedes($1) }
@@ -35,18 +38,22 @@ public struct TagEncoder: Sendable {
         if unique.count > Int(UInt16.max) { unique.removeLast(unique.count - Int(UInt16.max)) }
 
         let positions = unique.map { tag in
-            if let known = offsets[tag] { return known }
+            if let known = offsets[HashedWords(tag)] { return known }
             let offset = nextOffset
-            offsets[tag] = offset
+            offsets[HashedWords(tag)] = offset
             tags.append(tag)
             nextOffset += 2 + UInt32(tag.count)
             return offset
         }
-        if let index = sets[positions] { return index }
+        if let index = sets[HashedWords(positions)] {
+            given[tagSet] = index
+            return index
+        }
         let index = Int32(footer.count)
         footer.appendLittleEndian(UInt16(positions.count))
         for position in positions { footer.appendLittleEndian(position) }
-        sets[positions] = index
+        sets[HashedWords(positions)] = index
+        given[tagSet] = index
         return index
     }
 
@@ -84,6 +91,18 @@ public struct TagEncoder: Sendable {
             cursor += 4
         }
         return result
+    }
+}
+
+/// An array as a dictionary key hashed in one call over its bytes, where `Array`'s own hashing feeds
+/// the hasher one element at a time.
+struct HashedWords<Word: FixedWidthInteger & Sendable>: Hashable, Sendable {
+    var words: [Word]
+
+    init(_ words: [Word]) { self.words = words }
+
+    func hash(into hasher: inout Hasher) {
+        words.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 }
 

@@ -94,6 +94,38 @@ extension IPAddress: CustomStringConvertible {
 }
 
 extension IPAddress {
+    /// The address's text (as `description` gives it) as ASCII bytes, for writers that put it straight
+    /// into a buffer: IPv4, most addresses, without building a string.
+    public func withText<R>(_ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        guard case .v4(let a) = self else {
+            var text = description
+            return try text.withUTF8 { try body($0) }
+        }
+        return try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 15) { text in
+            var end = 0
+            for shift in stride(from: UInt32(24), through: 0, by: -8) {
+                if shift != 24 {
+                    text[end] = UInt8(ascii: ".")
+                    end += 1
+                }
+                let octet = UInt8(truncatingIfNeeded: a >> shift)
+                if octet >= 100 {
+                    text[end] = UInt8(ascii: "0") + octet / 100
+                    end += 1
+                }
+                if octet >= 10 {
+                    text[end] = UInt8(ascii: "0") + octet / 10 % 10
+                    end += 1
+                }
+                text[end] = UInt8(ascii: "0") + octet % 10
+                end += 1
+            }
+            return try body(UnsafeBufferPointer(rebasing: text[..<end]))
+        }
+    }
+}
+
+extension IPAddress {
     /// Parses dotted-quad IPv4 or textual IPv6 (with `::` and an optional trailing dotted quad).
     public init?(parsing text: some StringProtocol) {
         if !text.contains(":") {

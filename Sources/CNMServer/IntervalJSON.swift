@@ -119,33 +119,8 @@ enum IntervalJSON {
         w.endObject()
     }
 
-    /// IPv4 digits straight into the buffer (most addresses); IPv6 through its RFC 5952 text.
     static func write(_ address: IPAddress, to w: inout JSONWriter) {
-        guard case .v4(let a) = address else {
-            w.string(address.description)
-            return
-        }
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 15) { text in
-            var end = 0
-            for shift in stride(from: UInt32(24), through: 0, by: -8) {
-                if shift != 24 {
-                    text[end] = UInt8(ascii: ".")
-                    end += 1
-                }
-                let octet = UInt8(truncatingIfNeeded: a >> shift)
-                if octet >= 100 {
-                    text[end] = UInt8(ascii: "0") + octet / 100
-                    end += 1
-                }
-                if octet >= 10 {
-                    text[end] = UInt8(ascii: "0") + octet / 10 % 10
-                    end += 1
-                }
-                text[end] = UInt8(ascii: "0") + octet % 10
-                end += 1
-            }
-            w.string(ascii: UnsafeBufferPointer(rebasing: text[..<end]))
-        }
+        address.withText { w.string(ascii: $0) }
     }
 }
 

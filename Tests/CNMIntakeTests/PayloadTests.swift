@@ -1,5 +1,6 @@
 import CNMIntakeProto
 import CNMModel
+import SwiftProtobuf
 import Testing
 
 @testable import CNMIntake
@@ -34,12 +35,21 @@ import Testing
         hostname: "h1", hostTags: ["env:prod", "team:net"], containerHostType: .fargateEcs, architecture: "x86_64",
         kernelVersion: "6.1.0", platform: "debian", platformVersion: "12")
 
+    /// The messages as the intake reads them: the written bytes decoded with the real schema.
+    static func messages(
+        for report: IntervalReport, host: HostDescription = Self.host, groupID: Int32, maxPerMessage: Int
+    ) throws -> [Datadog_ProcessAgent_CollectorConnections] {
+        try ConnectionsPayload.serializedMessages(
+            for: report, host: host, groupID: groupID, maxPerMessage: maxPerMessage
+        ).map { try Datadog_ProcessAgent_CollectorConnections(serializedBytes: $0) }
+    }
+
     @Test(arguments: [(0, 600, 0), (1, 600, 1), (600, 600, 1), (601, 600, 2), (1250, 600, 3), (7, 1, 7)])
-    func batchesHoldAtMostTheLimit(total: Int, limit: Int, expected: Int) {
+    func batchesHoldAtMostTheLimit(total: Int, limit: Int, expected: Int) throws {
         let report = IntervalReport(
             sequence: 9, start: .init(nanoseconds: 0), end: .init(nanoseconds: 5_000_000_000),
             connections: (0..<total).map { Self.connection($0) })
-        let messages = ConnectionsPayload.messages(for: report, host: Self.host, groupID: 9, maxPerMessage: limit)
+        let messages = try Self.messages(for: report, groupID: 9, maxPerMessage: limit)
         #expect(messages.count == expected)
         #expect(messages.allSatisfy { $0.groupSize == Int32(expected) && $0.groupID == 9 })
         #expect(messages.allSatisfy { $0.connections.count <= limit && !$0.connections.isEmpty })
@@ -66,7 +76,7 @@ import Testing
             sequence: 1, start: .init(nanoseconds: 0), end: .init(nanoseconds: 1), connections: [c, remote],
             ecsTaskARN: task)
         let message = try #require(
-            ConnectionsPayload.messages(for: report, host: Self.host, groupID: 1, maxPerMessage: 600).first)
+            try Self.messages(for: report, groupID: 1, maxPerMessage: 600).first)
         #expect(message.hostName == "h1")
         #expect(message.containerHostType == .fargateEcs)
         #expect(message.architecture == "x86_64")
@@ -105,7 +115,7 @@ import Testing
         let report = IntervalReport(
             sequence: 3, start: .init(nanoseconds: 0), end: .init(nanoseconds: 1),
             connections: (0..<5).map { Self.connection($0, tags: ["n:\($0 % 3)", "host:h1"]) })
-        let messages = ConnectionsPayload.messages(for: report, host: Self.host, groupID: 3, maxPerMessage: 2)
+        let messages = try Self.messages(for: report, groupID: 3, maxPerMessage: 2)
         var seen = 0
         for message in messages {
             for c in message.connections {
@@ -116,6 +126,52 @@ import Testing
             }
         }
         #expect(seen == 5)
+    }
+
+    /// The bytes written are those protobuf's own serialiser writes for the message they decode to:
+    /// fields in number order, defaults left out, negative int32s sign-extended, maps in key order.
+    @Test func bytesAreProtobufsOwn() throws {
+        var connections: [Connection] = []
+        for n in 0..<40 {
+            var c = Self.connection(
+                n, container: n % 3 == 0 ? "c\(n % 5)" : nil, tags: n % 4 == 0 ? [] : ["n:\(n % 6)"])
+            if n % 2 == 1 {
+                c.key.transport = .udp
+                c.key.local = Endpoint(IPAddress(parsing: "2001:db8::\(n)")!, UInt16(n))
+                c.key.remote = Endpoint(IPAddress(parsing: "::ffff:10.0.0.\(n)")!, 0)
+            }
+            if n % 5 == 0 { c.key.direction = .none }
+            if n % 7 == 0 { c.key.pid = nil }
+            c.stats.tcpFailures = n % 3 == 0 ? [:] : [110: 1, 104: UInt64(n), 111: UInt64(UInt32.max) + 9]
+            c.stats.bytesSent = n == 9 ? UInt64.max : c.stats.bytesSent
+            c.stats.retransmits = n == 11 ? UInt64(UInt32.max) + 1 : c.stats.retransmits
+            c.stats.packetsSent = UInt64(n % 2)
+            c.stats.rttMicros = UInt32(n % 3)
+            c.stats.ecnNegotiated = n % 6 == 0
+            c.remoteContainerID = n % 8 == 0 ? "" : "peer\(n)"
+            connections.append(c)
+        }
+        let report = IntervalReport(
+            sequence: 4, start: .init(nanoseconds: 0), end: .init(nanoseconds: 1), connections: connections)
+        let hosts = [Self.host, HostDescription(hostname: "")]
+        for host in hosts {
+            let bodies = ConnectionsPayload.serializedMessages(for: report, host: host, groupID: -3, maxPerMessage: 16)
+            #expect(bodies.count == 3)
+            var options = BinaryEncodingOptions()
+            options.useDeterministicOrdering = true
+            for body in bodies {
+                let message = try Datadog_ProcessAgent_CollectorConnections(serializedBytes: body)
+                let reference: [UInt8] = try message.serializedBytes(options: options)
+                #expect(reference == body)
+            }
+        }
+        let decoded = try Self.messages(for: report, groupID: -3, maxPerMessage: 16).flatMap(\.connections)
+        #expect(decoded.count == 40)
+        #expect(decoded[9].lastBytesSent == UInt64.max)
+        #expect(decoded[11].lastRetransmits == UInt32.max)
+        #expect(decoded[1].tcpFailuresByErrCode == [110: 1, 104: 1, 111: UInt32.max])
+        #expect(decoded[7].pid == 0 && decoded[5].direction == .none)
+        #expect(decoded[1].raddr.ip == "::ffff:10.0.0.1" && decoded[1].raddr.port == 0)
     }
 
     @Test func osReleaseIsParsed() {
