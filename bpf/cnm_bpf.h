@@ -40,6 +40,8 @@ enum cnm_flow_flag {
     CNM_FLOW_TRACKED = 1 << 4,
     /* ECN (RFC 3168) was negotiated in the handshake. */
     CNM_FLOW_ECN_NEGOTIATED = 1 << 5,
+    /* Not a flow: a listening socket the iterator passed, its local address and port only. */
+    CNM_FLOW_LISTENING = 1 << 6,
 };
 
 /* The table key: a TCP socket is one flow; an unconnected UDP socket is one flow per peer. */

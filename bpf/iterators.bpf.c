@@ -11,11 +11,19 @@ int cnm_iter_tcp(struct bpf_iter__tcp *ctx) {
     unsigned char state = BPF_CORE_READ(skc, skc_state);
     /* A socket in CLOSE is on its way out: its final record has left (or is leaving) through the
      * ring buffer, and reading it again here would count it twice. */
-    if (state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || state == TCP_SYN_RECV ||
-        state == TCP_CLOSE)
-        return 0;
+    if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || state == TCP_SYN_RECV || state == TCP_CLOSE) return 0;
     struct sock *sk = (struct sock *)skc;
     struct cnm_flow_record record = {};
+    /* Listeners come first in the walk: they tell the agent which local ends are servers', for
+     * the flows the programs did not see start (both ports may be in the ephemeral range). */
+    if (state == TCP_LISTEN) {
+        cnm_tcp_key(sk, &record.key);
+        record.flow.tuple.protocol = IPPROTO_TCP;
+        record.flow.flags = CNM_FLOW_LISTENING;
+        cnm_read_tuple(sk, &record.flow);
+        bpf_seq_write(ctx->meta->seq, &record, sizeof(record));
+        return 0;
+    }
     cnm_tcp_key(sk, &record.key);
     struct cnm_flow *flow = bpf_map_lookup_elem(&cnm_flows, &record.key);
     if (flow) {

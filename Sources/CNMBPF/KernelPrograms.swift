@@ -217,6 +217,8 @@ private final class ConsumerThread: @unchecked Sendable {
     private(set) var reader: ReaderThread!
     /// Filled by the C callback during one cnm_bpf_consume call, on the reader's thread only.
     fileprivate var batch: [FlowRecord] = []
+    /// Records handed over at once at most.
+    fileprivate static let batchLimit = 1024
 
     init(handle: OpaquePointer, deliver: @escaping @Sendable ([FlowRecord]) -> Void) {
         self.handle = handle
@@ -245,11 +247,17 @@ private final class ConsumerThread: @unchecked Sendable {
                 { context, record in
                     let me = Unmanaged<ConsumerThread>.fromOpaque(context!).takeUnretainedValue()
                     me.batch.append(FlowRecord(record!.pointee))
+                    // A burst keeps the ring full for as long as it lasts: hand records over as
+                    // they come, so that what waits here stays small and the ring's space is freed.
+                    if me.batch.count >= ConsumerThread.batchLimit {
+                        me.deliver(me.batch)
+                        me.batch.removeAll(keepingCapacity: true)
+                    }
                 }, context)
             // What a failed read took out of the ring before the error is still delivered.
             if !batch.isEmpty {
                 deliver(batch)
-                batch = []
+                batch.removeAll(keepingCapacity: true)
             }
             if rc < 0 {
                 reader.fail("reading the ring buffer: \(String(cString: strerror(-rc)))")

@@ -151,6 +151,11 @@ public struct FlowTracker: Sendable {
     /// its own may both be in the ephemeral range, so the ports alone cannot tell.
     private var serverEnds = Set<ServerEnd>()
     private static let maxServerEnds = 4096
+    /// Listening sockets the last pass listed (per namespace it read whole), and those this pass
+    /// has listed so far: a flow whose local end one listens on is a server's, whoever saw it start.
+    /// An unspecified address listens on every local address.
+    private var listeners = Set<ServerEnd>()
+    private var listenersThisPass = Set<ServerEnd>()
     private var interval: UInt32 = 0
     /// Flows met only in their final record this interval: most short-lived ones, which need no lookup.
     private var closedEnds: [FlowEnd] = []
@@ -224,6 +229,12 @@ public struct FlowTracker: Sendable {
     }
 
     public mutating func observe(open record: FlowRecord, baseline: Bool, now: UInt64? = nil) {
+        if record.flags.contains(.listening) {
+            if listenersThisPass.count < Self.maxServerEnds {
+                listenersThisPass.insert(ServerEnd(netns: record.netns, local: record.local))
+            }
+            return
+        }
         observe(record, baseline: baseline, final: false, now: now)
     }
 
@@ -231,6 +242,9 @@ public struct FlowTracker: Sendable {
     /// grace passes.
     public mutating func endPass(closed: [FlowRecord], complete: Set<UInt64>, now: UInt64? = nil) {
         tally.openNotFollowed = notFollowedThisPass
+        // A namespace the pass could not read keeps the listeners the last pass found in it.
+        listeners = listenersThisPass.union(listeners.filter { !complete.contains($0.netns) })
+        listenersThisPass = []
         for record in closed { observe(record, baseline: false, final: true, now: now) }
         var index = flows.startIndex
         while index != flows.endIndex {
@@ -438,8 +452,18 @@ public struct FlowTracker: Sendable {
     private func direction(of r: FlowRecord) -> ConnectionDirection {
         if let known = r.direction { return known }
         if !serverEnds.isEmpty && serverEnds.contains(ServerEnd(netns: r.netns, local: r.local)) { return .incoming }
+        if isListenedOn(r.local, netns: r.netns) { return .incoming }
         let isEphemeral = ConnectionTracker.isEphemeral
         return !isEphemeral(r.local.port) && isEphemeral(r.remote.port) ? .incoming : .outgoing
+    }
+
+    private func isListenedOn(_ local: Endpoint, netns: UInt64) -> Bool {
+        guard !listeners.isEmpty || !listenersThisPass.isEmpty else { return false }
+        for address in [local.address, .v4(0), .v6(high: 0, low: 0)] {
+            let end = ServerEnd(netns: netns, local: Endpoint(address, local.port))
+            if listeners.contains(end) || listenersThisPass.contains(end) { return true }
+        }
+        return false
     }
 
     /// Ends the interval: every flow's pending stats grouped by connection; closed flows are forgotten.

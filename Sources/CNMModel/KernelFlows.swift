@@ -31,6 +31,8 @@ public struct FlowRecord: Sendable, Equatable {
         public static let tracked = Flags(rawValue: 1 << 4)
         /// ECN (RFC 3168) was negotiated in the handshake.
         public static let ecnNegotiated = Flags(rawValue: 1 << 5)
+        /// Not a flow: a listening TCP socket, its local end only.
+        public static let listening = Flags(rawValue: 1 << 6)
     }
 
     public var id: ID

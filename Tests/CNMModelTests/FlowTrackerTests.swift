@@ -642,3 +642,35 @@ extension FlowTrackerBoundsTests {
         #expect(t.health.lateRecordsIgnored == 0)
     }
 }
+
+extension FlowTrackerBoundsTests {
+    /// The same when no connection to the server was seen accepted (the table was full before the
+    /// server started): the iterator lists its listening socket, here on every address, so the
+    /// flows at its port are incoming. A flow at another port stays outgoing.
+    @Test func aFlowWithoutADirectionAtAListenersPortIsIncoming() throws {
+        var t = FlowTracker(hooksCountTCPBytes: false, maxOpenFlows: 1, maxCountedFlows: 10)
+        _ = t.pass(baseline: true)
+        var listener = Flow.tcp(
+            socket: 0x800, local: 40_001, remote: 0, address: .v4(0), remoteAddress: .v4(0), state: .listen,
+            flags: [.listening])
+        listener.direction = nil
+        func unseen(_ i: Int, local: UInt16) -> FlowRecord {
+            var r = Flow.tcp(
+                socket: 0x810 + UInt64(i), local: local, remote: UInt16(50_001 + i), address: Flow.lo,
+                remoteAddress: Flow.lo, kernel: Flow.counters(3, 4), flags: [.established])
+            r.direction = nil
+            return r
+        }
+        let followed = Flow.tcp(socket: 0x7FF, kernel: Flow.counters(1, 1))
+        let c = t.pass(
+            open: [listener, followed] + (0..<4).map { unseen($0, local: 40_001) } + [unseen(9, local: 40_002)])
+        let served = try #require(c.first { $0.rolledUp == 4 })
+        #expect(served.key.direction == .incoming && served.key.local.port == 40_001 && served.key.remote.port == 0)
+        #expect(served.stats.bytesSent == 12 && served.stats.bytesReceived == 16)
+        // The listener itself is no connection.
+        #expect(c.allSatisfy { $0.key.local.port != 40_001 || $0.key.remote.port == 0 })
+        #expect(c.map(\.rolledUp).reduce(0, +) == 6)
+        let other = try #require(c.first { $0.key.remote.port == 50_010 })
+        #expect(other.key.direction == .outgoing && other.key.local.port == 0)
+    }
+}
