@@ -154,8 +154,8 @@ final class AgentProcess {
 
     /// The sequence number of the newest completed interval (0 before the first).
     func latestSequence() async throws -> UInt64 {
-        let intervals = try await json("/api/v1/intervals")["intervals"] as? [[String: Any]] ?? []
-        return intervals.compactMap { ($0["sequence"] as? NSNumber)?.uint64Value }.max() ?? 0
+        try await readNewIntervals()
+        return readLock.withLock { read.keys.max() ?? 0 }
     }
 
     /// Waits until `count` more intervals have completed after `sequence`.
@@ -166,12 +166,29 @@ final class AgentProcess {
         }
     }
 
-    /// The intervals after `sequence` the agent still holds, by sequence number.
+    /// The intervals after `sequence` the agent reported, by sequence number: those it holds, and
+    /// those read earlier (every poll keeps what it read). The agent keeps only as many intervals
+    /// as its retained bytes allow, and while another test floods the host with sockets each
+    /// interval is large, so a test that spans a few may outlive the first.
     func intervals(after sequence: UInt64) async throws -> [(UInt64, [[String: Any]])] {
-        let intervals = try await json("/api/v1/intervals?after=\(sequence)")["intervals"] as? [[String: Any]] ?? []
-        return intervals.compactMap { interval in
-            guard let number = (interval["sequence"] as? NSNumber)?.uint64Value else { return nil }
-            return (number, interval["connections"] as? [[String: Any]] ?? [])
+        try await readNewIntervals()
+        return readLock.withLock { read.filter { $0.key > sequence }.sorted { $0.key < $1.key } }.map {
+            ($0.key, $0.value)
+        }
+    }
+
+    /// Every interval read so far, by sequence.
+    private var read: [UInt64: [[String: Any]]] = [:]
+    private let readLock = NSLock()
+
+    private func readNewIntervals() async throws {
+        let newest = readLock.withLock { read.keys.max() ?? 0 }
+        let intervals = try await json("/api/v1/intervals?after=\(newest)")["intervals"] as? [[String: Any]] ?? []
+        readLock.withLock {
+            for interval in intervals {
+                guard let number = (interval["sequence"] as? NSNumber)?.uint64Value else { continue }
+                read[number] = interval["connections"] as? [[String: Any]] ?? []
+            }
         }
     }
 
