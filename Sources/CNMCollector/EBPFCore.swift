@@ -196,6 +196,7 @@ final class EBPFCore: CollectorCore, @unchecked Sendable {
         health.counterRegressions = trackerHealth.counterRegressions
         health.rolledUpForMemory = trackerHealth.rolledUpForMemory
         health.openNotFollowed = trackerHealth.openNotFollowed
+        health.countedOnly = trackerHealth.countedOnly
         return SampleResult(
             micros: monotonicMicros() - started,
             namespaces: namespaceCount,

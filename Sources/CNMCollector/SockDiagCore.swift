@@ -27,7 +27,7 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
         self.source = SockDiagSource(configuration: configuration)
         self.tracker = ConnectionTracker(
             maxTracked: budget.trackedFlows,
-            maxReportConnections: budget.reportConnections ?? .max)
+            maxReportConnections: budget.reportConnections ?? .max, maxCounted: budget.countedFlows)
         self.problemLog = ProblemLog(logger: logger)
         var capture: PacketCapture?
         if !configuration.packetCapture {

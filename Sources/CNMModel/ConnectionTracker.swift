@@ -62,6 +62,9 @@ public struct ConnectionTracker: Sendable {
         /// Open flows the last pass did not follow because the table was at its bound (eBPF mode:
         /// their bytes are counted when they close).
         public var openNotFollowed = 0
+        /// Sockets past `maxTracked` followed by their counts only (`maxCounted`), whose deltas go
+        /// to rolled-up rows.
+        public var countedOnly = 0
 
         public init() {}
     }
@@ -91,6 +94,26 @@ public struct ConnectionTracker: Sendable {
         var bornAfter: Int64? = nil
         /// At most how long it lived, once closed with a known `bornAfter`.
         var closedLifetimeNanos: UInt64? = nil
+    }
+
+    /// A socket past `maxTracked`, followed by its last counters only (no owner is looked for):
+    /// what it moves each pass goes to `countedEnds`, rolled up by its ephemeral port, so a host
+    /// with more sockets than the budget holds one by one keeps every byte they carry.
+    struct Counted {
+        var local: Endpoint
+        var remote: Endpoint
+        var raw: SocketCounters
+        var direction: ConnectionDirection
+        var transport: TransportProtocol
+        var establishedCounted: Bool
+        var finReceived: Bool
+        var finSubtracted: Bool
+        /// Whether the last read found it past the handshake.
+        var synchronized = false
+        var missingPasses: UInt8 = 0
+        /// The interval it was last reported in: each interval counts it once in its rolled-up row.
+        var interval: UInt32
+        var seenInPass: UInt64
     }
 
     struct ListenerKey: Hashable {
@@ -189,10 +212,22 @@ public struct ConnectionTracker: Sendable {
 
     /// Connections one report carries before they are rolled up (the memory budget's share).
     public let maxReportConnections: Int
+    /// Sockets followed by their counts only once `sockets` is full; 0: none, they are dropped.
+    public let maxCounted: Int
+    var counted: [SocketID: Counted] = [:]
+    /// This interval's deltas of counted sockets, rolled up by ephemeral port as they grow.
+    private var countedEnds: [FlowEnd] = []
+    private var countedEndsRollUpAt = 1024
+    private var flushes: UInt32 = 0
+    /// Sockets open at the baseline that neither table took: when one is followed later, it
+    /// starts from its counters then, as it would have at the baseline.
+    private var skippedInherited = Set<SocketID>()
+    private static let maxSkippedInherited = 65_536
 
-    public init(maxTracked: Int, maxReportConnections: Int = .max) {
+    public init(maxTracked: Int, maxReportConnections: Int = .max, maxCounted: Int = 0) {
         self.maxTracked = maxTracked
         self.maxReportConnections = max(1, maxReportConnections)
+        self.maxCounted = max(0, maxCounted)
     }
 
     /// Inodes of followed sockets whose owner is not known yet, and of listening sockets a captured
@@ -294,6 +329,7 @@ public struct ConnectionTracker: Sendable {
                 }
             }
         }
+        if !counted.isEmpty { sweepCounted(poll) }
         if let traffic = traffic, traffic.netns == capturedNamespace, !traffic.datagrams.isEmpty {
             takeDatagrams(traffic.datagrams, netns: traffic.netns)
         }
@@ -302,7 +338,8 @@ public struct ConnectionTracker: Sendable {
         capture.destroyedWithFinInDoubt.advance()
         for (netns, window) in poll.readWindows { lastReadStart[netns] = window.lowerBound }
         for netns in poll.endedNamespaces { lastReadStart[netns] = nil }
-        health.tracked = sockets.count
+        health.tracked = sockets.count + counted.count
+        health.countedOnly = counted.count
     }
 
     private mutating func observe(
@@ -322,8 +359,30 @@ public struct ConnectionTracker: Sendable {
             if final, sockets.values[index].owner == nil { unowned[sockets.values[index].observation.inode] = nil }
             return
         }
+        if let index = counted.index(forKey: o.id) {
+            var c = counted.values[index]
+            count(&c, o, final: final)
+            c.seenInPass = pass
+            c.missingPasses = 0
+            if final { counted.remove(at: index) } else { counted.values[index] = c }
+            return
+        }
+        let inherited = baseline || (!skippedInherited.isEmpty && skippedInherited.remove(o.id) != nil)
         guard sockets.count < maxTracked else {
-            health.droppedTableFull += 1
+            guard counted.count < maxCounted else {
+                health.droppedTableFull += 1
+                if inherited && skippedInherited.count < Self.maxSkippedInherited { skippedInherited.insert(o.id) }
+                return
+            }
+            let finReceived = o.state.peerFinReceived
+            var c = Counted(
+                local: o.local, remote: o.remote, raw: inherited ? o.counters ?? .zero : .zero,
+                direction: direction(of: o),
+                transport: o.transport, establishedCounted: inherited, finReceived: finReceived,
+                finSubtracted: inherited && finReceived, synchronized: inherited && o.state.isSynchronized,
+                interval: flushes &- 1, seenInPass: final ? 0 : pass)
+            count(&c, o, final: final)
+            if !final { counted[o.id] = c }
             return
         }
         // A socket first seen in its destroy notification lived and died between two reads; it had
@@ -335,16 +394,16 @@ public struct ConnectionTracker: Sendable {
             rawAccounted: .zero,
             finSubtracted: false,
             direction: direction(of: o),
-            establishedCounted: synchronized || baseline,
+            establishedCounted: synchronized || inherited,
             finReceived: o.state.peerFinReceived || (final && synchronized)
         )
         s.seenInPass = final ? 0 : pass
         if !final { s.lastReadAt = readAt }
-        if !baseline { s.bornAfter = bornAfter }
+        if !inherited { s.bornAfter = bornAfter }
         if s.direction == .incoming {
             s.listenerInode = listener(netns: o.id.netns, transport: o.transport, local: o.local)?.inode
         }
-        if baseline {
+        if inherited {
             s.rawAccounted = o.counters ?? .zero
             s.finSubtracted = s.finReceived
         } else {
@@ -379,6 +438,73 @@ public struct ConnectionTracker: Sendable {
         if !final { s.seenInPass = pass }
         if final { close(&s, closedBy: closedBy) }
         return regressed
+    }
+
+    /// What a counted socket moved since its last read, as a rolled-up end of this interval.
+    private mutating func count(_ c: inout Counted, _ o: SocketObservation, final: Bool) {
+        var stats = ConnectionStats()
+        let moved = final && (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false)
+        c.finReceived = c.finReceived || o.state.peerFinReceived || (final && (c.synchronized || moved))
+        if let now = o.counters {
+            if var delta = now.since(c.raw) {
+                // The peer's FIN is one byte of `bytes_received`, as for a followed socket.
+                if o.transport == .tcp && c.finReceived && !c.finSubtracted && delta.bytesReceived > 0 {
+                    delta.bytesReceived -= 1
+                    c.finSubtracted = true
+                }
+                stats.add(delta)
+            } else {
+                health.counterRegressions += 1
+            }
+            c.raw = now
+        }
+        if o.transport == .tcp && !c.establishedCounted && (o.state.isSynchronized || moved) {
+            c.establishedCounted = true
+            stats.tcpEstablished = 1
+        }
+        c.synchronized = o.state.isSynchronized
+        if final && o.transport == .tcp && c.establishedCounted { stats.tcpClosed = 1 }
+        stats.rttMicros = o.rttMicros
+        stats.rttVarMicros = o.rttVarMicros
+        stats.ecnNegotiated = o.ecnNegotiated
+        appendCounted(c, netns: o.id.netns, stats: stats, countersKnown: o.counters != nil)
+    }
+
+    private mutating func appendCounted(_ c: Counted, netns: UInt64, stats: ConnectionStats, countersKnown: Bool) {
+        var end = FlowEnd(
+            netns: netns, transport: c.transport, local: c.local, remote: c.remote, owner: nil, direction: c.direction,
+            stats: stats, countersKnown: countersKnown)
+        end.rolledUp = c.interval == flushes ? 0 : 1
+        MemoryRollup.roll(&end, .ephemeralPort)
+        countedEnds.append(end)
+        if countedEnds.count >= countedEndsRollUpAt {
+            health.rolledUpForMemory += UInt64(MemoryRollup.rollUp(&countedEnds, level: .ephemeralPort))
+            countedEndsRollUpAt = max(1024, countedEnds.count * 2)
+        }
+    }
+
+    /// Counted sockets a complete dump did not list have closed, after the same grace as followed
+    /// ones: their close is counted, what they carried after their last read is lost.
+    private mutating func sweepCounted(_ poll: Poll) {
+        var gone: [SocketID] = []
+        for index in counted.indices where counted.values[index].seenInPass != pass {
+            let netns = counted.keys[index].netns
+            let ended = poll.endedNamespaces.contains(netns)
+            guard ended || poll.dumps[netns] != nil else { continue }
+            counted.values[index].missingPasses &+= 1
+            guard
+                ended || !poll.destroyNotified.contains(netns)
+                    || counted.values[index].missingPasses > destroyGracePasses
+            else { continue }
+            gone.append(counted.keys[index])
+        }
+        for id in gone {
+            guard let c = counted.removeValue(forKey: id) else { continue }
+            var stats = ConnectionStats()
+            if c.transport == .tcp && c.establishedCounted { stats.tcpClosed = 1 }
+            health.closedWithoutFinalCounters += 1
+            appendCounted(c, netns: id.netns, stats: stats, countersKnown: true)
+        }
     }
 
     /// A connection that never completed its handshake (refused, timed out) is no closed connection.
@@ -476,12 +602,16 @@ public struct ConnectionTracker: Sendable {
             )
         }
         ends += capture.ended.map(\.end)
+        ends += countedEnds
+        countedEnds = []
+        countedEndsRollUpAt = 1024
+        flushes &+= 1
         capture.ended = []
         capture.endedAfterRollUp = 0
         sockets = sockets.filter { !$0.value.closed }
         for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
         unowned = unowned.filter { sockets[$0.value] != nil }
-        health.tracked = sockets.count
+        health.tracked = sockets.count + counted.count
         if ends.count > maxReportConnections {
             health.rolledUpForMemory += UInt64(MemoryRollup.rollUp(&ends, toFit: maxReportConnections))
         }

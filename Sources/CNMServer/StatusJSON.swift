@@ -115,6 +115,7 @@ struct StatusJSON: Encodable {
         var capturedWithoutSocket: UInt64
         var rolledUpForMemory: UInt64
         var openFlowsNotFollowed: Int
+        var countedOnly: Int
 
         enum CodingKeys: String, CodingKey {
             case tracked
@@ -125,6 +126,7 @@ struct StatusJSON: Encodable {
             case capturedWithoutSocket = "captured_without_socket"
             case rolledUpForMemory = "rolled_up_for_memory"
             case openFlowsNotFollowed = "open_flows_not_followed"
+            case countedOnly = "counted_only"
         }
     }
 
@@ -168,7 +170,8 @@ struct StatusJSON: Encodable {
                 completedFromCapture: s.tracker.completedFromCapture,
                 capturedWithoutSocket: s.tracker.capturedWithoutSocket,
                 rolledUpForMemory: s.tracker.rolledUpForMemory,
-                openFlowsNotFollowed: s.tracker.openNotFollowed
+                openFlowsNotFollowed: s.tracker.openNotFollowed,
+                countedOnly: s.tracker.countedOnly
             ),
             forKey: .tracker
         )

@@ -433,3 +433,83 @@ private struct Kernel {
         #expect(c.first { $0.key.local.port == 45004 }?.closedLifetimeNanos == UInt64(5_010 * ms - 3_000 * ms))
     }
 }
+
+/// Past its bound the socket table follows sockets by their counts only: every byte they carry is
+/// in rows rolled up by their ephemeral port, and sockets older than the agent never count what
+/// they carried before it.
+@Suite struct ConnectionTrackerCountedTests {
+    static func clients(_ range: Range<Int>, sent: UInt64, received: UInt64, state: TCPState = .established)
+        -> [SocketObservation]
+    {
+        range.map { i in
+            Kernel.tcp(
+                cookie: UInt64(10 + i), local: UInt16(40_000 + i), remote: 5432, state: state, inode: UInt64(100 + i),
+                sent: sent, received: received)
+        }
+    }
+
+    @Test func socketsPastTheTableAreCountedIntoRolledUpRowsWithEveryByte() throws {
+        var t = ConnectionTracker(maxTracked: 2, maxCounted: 10)
+        let listener = Kernel.listener(port: 5432)
+        // One socket older than the agent: what it carried before is not counted.
+        let old = Kernel.tcp(cookie: 9, local: 39_999, remote: 5432, sent: 7_000, received: 7_000)
+        t.apply(Poll(dumps: [Kernel.netns: [listener, old]], isBaseline: true))
+        #expect(t.flush().map(\.stats.bytesSent) == [0])
+
+        // Six new clients of one server: one fits the table, five are counted.
+        t.apply(Poll(dumps: [Kernel.netns: [listener, old] + Self.clients(0..<6, sent: 100, received: 10)]))
+        #expect(t.health.countedOnly == 5 && t.health.droppedTableFull == 0)
+        var first = t.flush()
+        #expect(first.map(\.stats.bytesSent).reduce(0, +) == 600)
+        #expect(first.map(\.stats.bytesReceived).reduce(0, +) == 60)
+        #expect(first.map(\.stats.tcpEstablished).reduce(0, +) == 6)
+        let rolled = try #require(first.first { $0.rolledUp == 5 })
+        #expect(rolled.key.local.port == 0 && rolled.key.remote.port == 5432 && rolled.key.direction == .outgoing)
+
+        // Next interval: each sends 50 more and the old one 1; then three close with their final
+        // counters (the peer's FIN is one byte of bytes_received) and two vanish from the dump.
+        var more = Self.clients(0..<6, sent: 150, received: 10)
+        more.append(Kernel.tcp(cookie: 9, local: 39_999, remote: 5432, sent: 7_001, received: 7_000))
+        t.apply(Poll(dumps: [Kernel.netns: [listener] + more]))
+        var finals = Self.clients(1..<4, sent: 160, received: 11, state: .close)
+        finals = finals.map {
+            var o = $0; o.inode = 0; return o
+        }
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [listener] + Self.clients(0..<1, sent: 150, received: 10) + [more[6]]],
+                destroyed: finals, destroyNotified: [Kernel.netns]))
+        t.apply(
+            Poll(
+                dumps: [Kernel.netns: [listener] + Self.clients(0..<1, sent: 150, received: 10) + [more[6]]],
+                destroyNotified: [Kernel.netns]))
+        first = t.flush()
+        // 50 each, 10 more for the three that closed, 1 from the old socket.
+        let sent: UInt64 = 6 * 50 + 3 * 10 + 1
+        #expect(first.map(\.stats.bytesSent).reduce(0, +) == sent)
+        // The three closed got 1 byte of data; their FIN byte is not counted.
+        #expect(first.map(\.stats.bytesReceived).reduce(0, +) == 0)
+        #expect(first.map(\.stats.tcpClosed).reduce(0, +) == 5)
+        #expect(first.map(\.stats.tcpEstablished).reduce(0, +) == 0)
+        #expect(t.health.countedOnly == 0 && t.health.closedWithoutFinalCounters == 2)
+    }
+
+    /// A socket open at the baseline that neither table took starts, once followed, from its
+    /// counters then: what it carried before the agent started is not this agent's to report.
+    @Test func aSocketOlderThanTheAgentSkippedForLackOfRoomStartsFromItsCountersWhenFollowed() {
+        var t = ConnectionTracker(maxTracked: 1, maxCounted: 1)
+        let sockets = Self.clients(0..<3, sent: 5_000, received: 5_000)
+        t.apply(Poll(dumps: [Kernel.netns: sockets], isBaseline: true))
+        #expect(t.health.droppedTableFull == 1)
+        _ = t.flush()
+        // The first closes; once it is flushed, the third is followed, from its counters then.
+        t.apply(Poll(dumps: [Kernel.netns: Array(sockets[1...])]))
+        #expect(t.flush().map(\.stats.tcpClosed).reduce(0, +) == 1)
+        t.apply(Poll(dumps: [Kernel.netns: Self.clients(1..<3, sent: 5_010, received: 5_000)]))
+        t.apply(Poll(dumps: [Kernel.netns: Self.clients(1..<3, sent: 5_020, received: 5_000)]))
+        let report = t.flush()
+        #expect(report.map(\.stats.bytesSent).reduce(0, +) == 20 + 10)
+        #expect(report.map(\.stats.bytesReceived).reduce(0, +) == 0)
+        #expect(t.health.droppedTableFull == 2)
+    }
+}
