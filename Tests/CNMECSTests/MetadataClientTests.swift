@@ -197,7 +197,8 @@ import Testing
         #expect(error?.reason == .timeout)
         #expect(error?.kind == "ecs_timeout")
         #expect(elapsed >= .milliseconds(380))
-        #expect(elapsed < .seconds(3))
+        // It gave up rather than hung (what bounds the elapsed time is the timeout, not this machine's load).
+        #expect(elapsed < .seconds(30))
     }
 
     /// Nothing listens: `/task` is not tried, as it would be refused alike.
