@@ -205,6 +205,9 @@ public struct ConnectionTracker: Sendable {
     /// When the last pass started reading each namespace (wall clock, ns): what was not there then
     /// was made after it.
     private var lastReadStart: [UInt64: Int64] = [:]
+    /// How many TCP sockets of the dump being applied have each local end, both ports of each in
+    /// the ephemeral range (`localEndCounts`).
+    private var localEndCounts: [Endpoint: Int] = [:]
     /// Passes a closed listener is remembered for.
     private let listenerMemoryPasses: UInt64 = 300
     /// Passes a vanished socket waits for its destroy notification before it is closed without it.
@@ -288,11 +291,13 @@ public struct ConnectionTracker: Sendable {
             let readAt = poll.readWindows[netns]?.lowerBound
             let bornAfter = poll.isBaseline ? nil : lastReadStart[netns]
             let closedBy = poll.readWindows[netns]?.upperBound
+            localEndCounts = Self.localEndCounts(observations)
             for o in observations where o.isFollowedFlow {
                 observe(
                     o, baseline: poll.isBaseline, final: false, readAt: readAt, bornAfter: bornAfter, closedBy: closedBy
                 )
             }
+            localEndCounts = [:]
         }
         for o in poll.destroyed where !o.isListener {
             let netns = o.id.netns
@@ -547,6 +552,20 @@ public struct ConnectionTracker: Sendable {
         direction(netns: o.id.netns, transport: o.transport, local: o.local, remote: o.remote)
     }
 
+    /// A dump lists listening sockets before connections: a server that starts listening while
+    /// it runs can be missing from it while its first connections are in it. Its port may be in
+    /// the ephemeral range like its clients', but its local end is shared by all its connections,
+    /// where a client's is shared at most by its connections to other servers (the kernel reuses a
+    /// port for other destinations): how many sockets of the dump have each local end.
+    static func localEndCounts(_ observations: [SocketObservation]) -> [Endpoint: Int] {
+        var counts: [Endpoint: Int] = [:]
+        for o in observations
+        where o.transport == .tcp && !o.isListener && isEphemeral(o.local.port) && isEphemeral(o.remote.port) {
+            counts[o.local, default: 0] += 1
+        }
+        return counts
+    }
+
     func direction(netns: UInt64, transport: TransportProtocol, local: Endpoint, remote: Endpoint)
         -> ConnectionDirection
     {
@@ -555,6 +574,13 @@ public struct ConnectionTracker: Sendable {
         if netns == capturedNamespace {
             let tuple = Tuple(transport, local, remote)
             if let seen = capture.directions[tuple] { return seen }
+        }
+        // Both ends in the dump: the server's local end is the one far more sockets share.
+        if transport == .tcp && !localEndCounts.isEmpty, let mine = localEndCounts[local],
+            let peers = localEndCounts[remote]
+        {
+            if mine > 2 * peers { return .incoming }
+            if peers > 2 * mine { return .outgoing }
         }
         // No listener seen (it closed before the first read): a client's own port is ephemeral, a
         // server's is not.

@@ -336,6 +336,37 @@ private struct Kernel {
         #expect(c.first { $0.key.local.port == 40000 }?.key.direction == .outgoing)
     }
 
+    /// A server that began listening while the dump ran: its listener is missing from the dump
+    /// (listeners come first), its first connections are in it, and its port is in the ephemeral
+    /// range like its clients'. Its local end, shared by all of them, says it is the server; a
+    /// client's port the kernel reused for another server is shared by fewer.
+    @Test func aServerEndSharedByItsConnectionsIsIncomingWithoutItsListener() {
+        var t = ConnectionTracker(maxTracked: 10, maxCounted: 10)
+        var dump: [SocketObservation] = []
+        for i in 0..<6 {
+            let client = UInt16(50_000 + i)
+            dump.append(Kernel.tcp(cookie: UInt64(10 + i), local: 41_000, remote: client, sent: 1, received: 2))
+            dump.append(Kernel.tcp(cookie: UInt64(20 + i), local: client, remote: 41_000, sent: 2, received: 1))
+        }
+        // The clients' ports, reused for a connection to another server each.
+        for i in 0..<3 {
+            let client = UInt16(50_000 + i)
+            dump.append(
+                Kernel.tcp(cookie: UInt64(30 + i), local: 42_000 + UInt16(i), remote: client, sent: 1, received: 2))
+            dump.append(
+                Kernel.tcp(cookie: UInt64(40 + i), local: client, remote: 42_000 + UInt16(i), sent: 2, received: 1))
+        }
+        t.apply(Poll(dumps: [Kernel.netns: dump]))
+        let c = t.flush()
+        // Followed one by one or by their counts only (rolled up by their ephemeral port).
+        let servers = c.filter { $0.key.local.port == 41_000 }
+        let clients = c.filter { $0.key.remote.port == 41_000 }
+        #expect(servers.allSatisfy { $0.key.direction == .incoming })
+        #expect(clients.allSatisfy { $0.key.direction == .outgoing })
+        #expect(servers.map(\.rolledUp).reduce(0, +) == 6 && clients.map(\.rolledUp).reduce(0, +) == 6)
+        #expect(servers.map(\.stats.bytesSent).reduce(0, +) == 6 && clients.map(\.stats.bytesSent).reduce(0, +) == 12)
+    }
+
     @Test func endedNamespaceClosesItsSockets() {
         var t = ConnectionTracker(maxTracked: 10)
         t.apply(Poll(dumps: [7: [Kernel.tcp(cookie: 1, local: 1, remote: 2, netns: 7)]], destroyNotified: [7]))

@@ -166,7 +166,21 @@ struct MemoryBudgetTests {
                 "\(error): sent \(ports.map(sentTo)) of \(5 * perHolder) each in \(intervals.count) intervals;"
                     + " tracker \(status?["tracker"] ?? "?"); problems \(status?["problems"] ?? "?")")
         }
-        for port in ports { #expect(sentTo(port) == 5 * perHolder, "every byte, to port \(port), in the rollups") }
+        let status = try await agent.json("/status")
+        let tracker = status["tracker"] as? [String: Any] ?? [:]
+        let problems = status["problems"] as? [String: Any] ?? [:]
+        for port in ports {
+            let rows = intervals.sorted { $0.key < $1.key }.flatMap { sequence, rows in
+                rows.filter { $0["direction"] as? String == "outgoing" && $0.port("raddr") == port }
+                    .map {
+                        "#\(sequence): \($0.int("bytes_sent")) B in \($0.int("rolled_up")) from :\($0.port("laddr"))"
+                    }
+            }
+            #expect(
+                sentTo(port) == 5 * perHolder,
+                "every byte, to port \(port), in the rollups: \(rows); tracker \(tracker); problems \(problems.keys.sorted())"
+            )
+        }
         let rolled = intervals.values.joined().filter { $0.int("rolled_up") > 1 }
         #expect(!rolled.isEmpty, "connections were rolled up")
         #expect(
@@ -174,10 +188,7 @@ struct MemoryBudgetTests {
                 $0["direction"] as? String == "outgoing" ? $0.port("laddr") == 0 : $0.port("raddr") == 0
             }, "a rolled-up row's ephemeral port is 0")
 
-        let status = try await agent.json("/status")
         let rss = (status["memory"] as? [String: Any] ?? [:]).int("rss_bytes")
-        let tracker = status["tracker"] as? [String: Any] ?? [:]
-        let problems = status["problems"] as? [String: Any] ?? [:]
         #expect(agent.process.isRunning, "alive")
         #expect(cgroup.oomKills == 0, "never OOM-killed")
         #expect(rss > 0 && rss < budget, "RSS \(rss) under the budget \(budget) (bounds \(bounds))")
