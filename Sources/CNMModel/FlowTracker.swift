@@ -47,14 +47,33 @@ public struct FlowTracker: Sendable {
         struct Closed {
             var birth: UInt64
             var at: UInt64?
+            /// For a flow given up for lost (complete passes stopped listing it), not closed by its
+            /// final record: its inode and last counters, from which it goes on if it is listed again.
+            /// An iterator may skip a socket while the kernel's table changes under it.
+            var resume: (inode: UInt64, accounted: SocketCounters)? = nil
         }
         var generations: [[SocketKey: Closed]] = [[:], [:]]
         /// How long after a socket's final record an iterator may still list it: the instant between
         /// its state's change and its removal from the kernel's table, and a pass's length at most.
         static let lateListingNanos: UInt64 = 1_000_000_000
 
-        mutating func insert(_ key: Key, at now: UInt64?) {
-            generations[0][SocketKey(netns: key.netns, socket: key.id.socket)] = Closed(birth: key.id.birth, at: now)
+        mutating func insert(_ key: Key, at now: UInt64?, resume: (inode: UInt64, accounted: SocketCounters)? = nil) {
+            generations[0][SocketKey(netns: key.netns, socket: key.id.socket)] = Closed(
+                birth: key.id.birth, at: now, resume: resume)
+        }
+        /// The counters a flow given up for lost goes on from, when this record is the same socket
+        /// (its address, birth and inode); taken once.
+        mutating func takeResume(_ key: Key, inode: UInt64) -> SocketCounters? {
+            guard inode != 0 else { return nil }
+            let s = SocketKey(netns: key.netns, socket: key.id.socket)
+            for g in generations.indices {
+                guard let closed = generations[g][s], closed.birth == key.id.birth, let resume = closed.resume,
+                    resume.inode == inode
+                else { continue }
+                generations[g][s] = nil
+                return resume.accounted
+            }
+            return nil
         }
         private func closed(_ key: Key) -> Closed? {
             let s = SocketKey(netns: key.netns, socket: key.id.socket)
@@ -80,6 +99,7 @@ public struct FlowTracker: Sendable {
     /// cumulative counters (about 200 bytes with its key, against four times that for `Tracked`).
     private struct Counted {
         var accounted: SocketCounters
+        var inode: UInt64
         var establishedCounted: Bool
         var missingPasses: UInt8 = 0
         /// The interval it was last reported in: each interval counts it once in its rolled-up row.
@@ -255,7 +275,10 @@ public struct FlowTracker: Sendable {
             flows.values[index].missingPasses += 1
             if flows.values[index].missingPasses > closeGracePasses {
                 Self.close(&flows.values[index], error: 0, now: now)
-                remember(flows.keys[index], flows.values[index].transport, now: now)
+                let t = flows.values[index]
+                if t.transport == .tcp {
+                    recentlyClosed.insert(flows.keys[index], at: now, resume: (t.inode, t.accounted))
+                }
                 tally.closedWithoutFinalRecord += 1
             }
         }
@@ -268,7 +291,9 @@ public struct FlowTracker: Sendable {
         // What they carried after their last read is lost; their close is still counted (by its
         // ends' rollup, which the flow's key no longer has: the report shows it as a close only).
         for key in gone {
-            counted[key] = nil
+            if let c = counted.removeValue(forKey: key) {
+                recentlyClosed.insert(key, at: now, resume: (c.inode, c.accounted))
+            }
             tally.closedWithoutFinalRecord += 1
         }
     }
@@ -304,13 +329,17 @@ public struct FlowTracker: Sendable {
             }
             return
         }
+        // The same socket as a flow given up for lost: it goes on from its last counters.
+        let resumed = !final && r.transport == .tcp ? recentlyClosed.takeResume(key, inode: r.inode) : nil
         // Not followed, and already reported closed: a late open record, a final record after the flow was given up
         // for lost, or the same final record twice would all count it again.
         // A record without a birth (the programs' table was full) matches any closed socket of its
         // address without one: only a final record is taken as the same; an open one is judged by
         // how long ago the address closed, below.
-        if r.transport == .tcp && recentlyClosed.contains(key) && (key.id.birth != 0 || final) { return }
-        if !final && !baseline && r.transport == .tcp && !r.flags.contains(.tracked)
+        if resumed == nil && r.transport == .tcp && recentlyClosed.contains(key) && (key.id.birth != 0 || final) {
+            return
+        }
+        if resumed == nil && !final && !baseline && r.transport == .tcp && !r.flags.contains(.tracked)
             && recentlyClosed.contains(socketOf: key, now: now)
         {
             tally.lateRecordsIgnored += 1
@@ -321,8 +350,8 @@ public struct FlowTracker: Sendable {
             if counted.count < maxCountedFlows {
                 let inherited = (baseline || skippedInherited.remove(r.id.socket) != nil) && !bornWatched
                 var c = Counted(
-                    accounted: inherited ? counters : .zero, establishedCounted: inherited, interval: interval &- 1,
-                    seenInPass: pass)
+                    accounted: resumed ?? (inherited ? counters : .zero), inode: r.inode,
+                    establishedCounted: inherited || resumed != nil, interval: interval &- 1, seenInPass: pass)
                 let (end, regressed) = Self.count(
                     &c, r, counters, final: false, interval: interval, direction: direction(of: r))
                 append(counted: end, regressed: regressed)
@@ -336,7 +365,7 @@ public struct FlowTracker: Sendable {
         // A flow older than the agent: its history is not ours to report. That includes one first
         // met in its final record: what it carried before the agent started cannot be told apart.
         let inherited =
-            (baseline || final || skippedInherited.remove(r.id.socket) != nil) && !bornWatched
+            resumed == nil && (baseline || final || skippedInherited.remove(r.id.socket) != nil) && !bornWatched
         let established = r.flags.contains(.established)
         var t = Tracked(
             netns: r.netns,
@@ -344,10 +373,10 @@ public struct FlowTracker: Sendable {
             local: r.local,
             remote: r.remote,
             inode: r.inode,
-            accounted: inherited ? counters : .zero,
+            accounted: resumed ?? (inherited ? counters : .zero),
             owner: r.owner,
             direction: direction(of: r),
-            establishedCounted: inherited,
+            establishedCounted: inherited || resumed != nil,
             everEstablished: established,
             birth: !inherited && r.id.birth != 0 ? r.id.birth : nil
         )
@@ -371,6 +400,7 @@ public struct FlowTracker: Sendable {
         direction: ConnectionDirection
     ) -> (FlowEnd, Bool) {
         var stats = ConnectionStats()
+        if r.inode != 0 { c.inode = r.inode }
         let delta = counters.since(c.accounted)
         if let delta { stats.add(delta) }
         c.accounted = counters
