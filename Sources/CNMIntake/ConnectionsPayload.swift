@@ -65,7 +65,7 @@ public enum ConnectionsPayload {
             out.signed(5, groupID)
             out.signed(6, Int32(batches.count))
             for (pid, container) in containerForPid.sorted(by: { $0.key < $1.key }) {
-                out.mapEntry(10, key: UInt64(bitPattern: Int64(pid))) { $0.entryValue(container) }
+                out.mapEntry(10, key: UInt64(bitPattern: Int64(pid)), value: container)
             }
             out.bytes(11, hostTags.buffer)
             out.signed(15, Int32(truncatingIfNeeded: host.containerHostType.rawValue))
@@ -138,7 +138,7 @@ extension ProtobufWriter {
         w.signed(45, tags.encode(c.tags))
         if !s.tcpFailures.isEmpty {
             for (errno, count) in s.tcpFailures.sorted(by: { $0.key < $1.key }) {
-                w.mapEntry(52, key: UInt64(errno)) { $0.entryValue(UInt64(UInt32(clamping: count))) }
+                w.mapEntry(52, key: UInt64(errno), value: UInt64(UInt32(clamping: count)))
             }
         }
         w.unsigned(57, UInt32(clamping: s.rtoCount))

@@ -72,28 +72,32 @@ struct ProtobufWriter {
     }
 
     /// A map entry, as protobuf writes one: key (field 1) and value (field 2) always, even when 0.
-    mutating func mapEntry(_ field: UInt64, key entryKey: UInt64, value: (inout ProtobufWriter) -> Void) {
-        var entry = ProtobufWriter(capacity: 16)
-        entry.key(1, .varint)
-        entry.varint(entryKey)
-        value(&entry)
+    /// Its length is reckoned, not written first elsewhere.
+    mutating func mapEntry(_ field: UInt64, key entryKey: UInt64, value: UInt64) {
         key(field, .lengthDelimited)
-        varint(UInt64(entry.bytes.count))
-        bytes.append(contentsOf: entry.bytes)
-    }
-
-    /// A map entry's value field, written even when 0 or empty.
-    mutating func entryValue(_ value: UInt64) {
+        varint(UInt64(2 + Self.varintSize(entryKey) + Self.varintSize(value)))
+        key(1, .varint)
+        varint(entryKey)
         key(2, .varint)
         varint(value)
     }
 
-    mutating func entryValue(_ value: String) {
+    mutating func mapEntry(_ field: UInt64, key entryKey: UInt64, value: String) {
         var value = value
-        key(2, .lengthDelimited)
-        value.withUTF8 {
-            varint(UInt64($0.count))
-            bytes.append(contentsOf: $0)
+        value.withUTF8 { text in
+            let count = UInt64(text.count)
+            key(field, .lengthDelimited)
+            varint(UInt64(2 + Self.varintSize(entryKey) + Self.varintSize(count)) + count)
+            key(1, .varint)
+            varint(entryKey)
+            key(2, .lengthDelimited)
+            varint(count)
+            bytes.append(contentsOf: text)
         }
+    }
+
+    /// Bytes `varint` writes for `value`.
+    static func varintSize(_ value: UInt64) -> Int {
+        value == 0 ? 1 : (64 - value.leadingZeroBitCount + 6) / 7
     }
 }
