@@ -205,9 +205,11 @@ public struct ConnectionTracker: Sendable {
     /// When the last pass started reading each namespace (wall clock, ns): what was not there then
     /// was made after it.
     private var lastReadStart: [UInt64: Int64] = [:]
-    /// How many TCP sockets of the dump being applied have each local end, both ports of each in
-    /// the ephemeral range (`localEndCounts`).
-    private var localEndCounts: [Endpoint: Int] = [:]
+    /// The dump being applied, and how many of its TCP sockets have each local end, both ports of
+    /// each in the ephemeral range (`localEndCounts`): counted only once a new socket's direction
+    /// needs it, at most once a dump.
+    private var currentDump: [SocketObservation] = []
+    private var localEndCounts: [Endpoint: Int]? = nil
     /// Passes a closed listener is remembered for.
     private let listenerMemoryPasses: UInt64 = 300
     /// Passes a vanished socket waits for its destroy notification before it is closed without it.
@@ -291,13 +293,14 @@ public struct ConnectionTracker: Sendable {
             let readAt = poll.readWindows[netns]?.lowerBound
             let bornAfter = poll.isBaseline ? nil : lastReadStart[netns]
             let closedBy = poll.readWindows[netns]?.upperBound
-            localEndCounts = Self.localEndCounts(observations)
+            currentDump = observations
             for o in observations where o.isFollowedFlow {
                 observe(
                     o, baseline: poll.isBaseline, final: false, readAt: readAt, bornAfter: bornAfter, closedBy: closedBy
                 )
             }
-            localEndCounts = [:]
+            currentDump = []
+            localEndCounts = nil
         }
         for o in poll.destroyed where !o.isListener {
             let netns = o.id.netns
@@ -451,17 +454,13 @@ public struct ConnectionTracker: Sendable {
         let moved = final && (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false)
         c.finReceived = c.finReceived || o.state.peerFinReceived || (final && (c.synchronized || moved))
         if let now = o.counters {
-            if var delta = now.since(c.raw) {
-                // The peer's FIN is one byte of `bytes_received`, as for a followed socket.
-                if o.transport == .tcp && c.finReceived && !c.finSubtracted && delta.bytesReceived > 0 {
-                    delta.bytesReceived -= 1
-                    c.finSubtracted = true
-                }
+            if let delta = Self.delta(
+                now, since: &c.raw, transport: o.transport, finReceived: c.finReceived, finSubtracted: &c.finSubtracted)
+            {
                 stats.add(delta)
             } else {
                 health.counterRegressions += 1
             }
-            c.raw = now
         }
         if o.transport == .tcp && !c.establishedCounted && (o.state.isSynchronized || moved) {
             c.establishedCounted = true
@@ -533,23 +532,38 @@ public struct ConnectionTracker: Sendable {
         }
         if o.ecnNegotiated { s.pending.ecnNegotiated = true }
         guard let now = o.counters else { return false }
-        guard var delta = now.since(s.rawAccounted) else {
-            s.rawAccounted = now
-            return true
-        }
-        // `bytes_received` counts the peer's FIN as one byte. It can only be in this delta if the
-        // delta received anything, which keeps a reset connection (no FIN) exact when no data came.
-        if o.transport == .tcp && s.finReceived && !s.finSubtracted && delta.bytesReceived > 0 {
-            delta.bytesReceived -= 1
-            s.finSubtracted = true
-        }
+        guard
+            let delta = delta(
+                now, since: &s.rawAccounted, transport: o.transport, finReceived: s.finReceived,
+                finSubtracted: &s.finSubtracted)
+        else { return true }
         s.pending.add(delta)
-        s.rawAccounted = now
         return false
     }
 
-    private func direction(of o: SocketObservation) -> ConnectionDirection {
-        direction(netns: o.id.netns, transport: o.transport, local: o.local, remote: o.remote)
+    /// What the kernel's counters moved since `raw`, which takes them; nil when they went backwards.
+    /// `bytes_received` counts the peer's FIN as one byte. It can only be in this delta if the delta
+    /// received anything, which keeps a reset connection (no FIN) exact when no data came.
+    private static func delta(
+        _ now: SocketCounters, since raw: inout SocketCounters, transport: TransportProtocol, finReceived: Bool,
+        finSubtracted: inout Bool
+    ) -> SocketCounters? {
+        defer { raw = now }
+        guard var delta = now.since(raw) else { return nil }
+        if transport == .tcp && finReceived && !finSubtracted && delta.bytesReceived > 0 {
+            delta.bytesReceived -= 1
+            finSubtracted = true
+        }
+        return delta
+    }
+
+    private mutating func direction(of o: SocketObservation) -> ConnectionDirection {
+        if localEndCounts == nil && !currentDump.isEmpty && o.transport == .tcp && Self.isEphemeral(o.local.port)
+            && Self.isEphemeral(o.remote.port)
+        {
+            localEndCounts = Self.localEndCounts(currentDump)
+        }
+        return direction(netns: o.id.netns, transport: o.transport, local: o.local, remote: o.remote)
     }
 
     /// A dump lists listening sockets before connections: a server that starts listening while
@@ -576,9 +590,7 @@ public struct ConnectionTracker: Sendable {
             if let seen = capture.directions[tuple] { return seen }
         }
         // Both ends in the dump: the server's local end is the one far more sockets share.
-        if transport == .tcp && !localEndCounts.isEmpty, let mine = localEndCounts[local],
-            let peers = localEndCounts[remote]
-        {
+        if transport == .tcp, let counts = localEndCounts, let mine = counts[local], let peers = counts[remote] {
             if mine > 2 * peers { return .incoming }
             if peers > 2 * mine { return .outgoing }
         }

@@ -61,32 +61,21 @@ public struct FlowTracker: Sendable {
             generations[0][SocketKey(netns: key.netns, socket: key.id.socket)] = Closed(
                 birth: key.id.birth, at: now, resume: resume)
         }
-        /// The counters a flow given up for lost goes on from, when this record is the same socket
-        /// (its address, birth and inode); taken once.
-        mutating func takeResume(_ key: Key, inode: UInt64) -> SocketCounters? {
-            guard inode != 0 else { return nil }
+        /// The socket that closed last at this address, if it did lately, and which generation holds it.
+        func find(_ key: Key) -> (generation: Int, closed: Closed)? {
             let s = SocketKey(netns: key.netns, socket: key.id.socket)
-            for g in generations.indices {
-                guard let closed = generations[g][s], closed.birth == key.id.birth, let resume = closed.resume,
-                    resume.inode == inode
-                else { continue }
-                generations[g][s] = nil
-                return resume.accounted
-            }
-            return nil
+            if let closed = generations[0][s] { return (0, closed) }
+            return generations[1][s].map { (1, $0) }
         }
-        private func closed(_ key: Key) -> Closed? {
-            let s = SocketKey(netns: key.netns, socket: key.id.socket)
-            return generations[0][s] ?? generations[1][s]
+        mutating func forget(_ key: Key, generation: Int) {
+            generations[generation][SocketKey(netns: key.netns, socket: key.id.socket)] = nil
         }
-        func contains(_ key: Key) -> Bool { closed(key)?.birth == key.id.birth }
-        /// Whether a record with no birth at this address may be the closed socket listed late: not
-        /// when the address closed long enough ago that the record must be another socket's, which
-        /// took the address since.
-        func contains(socketOf key: Key, now: UInt64?) -> Bool {
-            guard let closed = closed(key) else { return false }
+        /// Whether a record with no birth at the address of `closed` may be that socket listed late:
+        /// not when the address closed long enough ago that the record must be another socket's,
+        /// which took the address since.
+        static func mayBeListedLate(_ closed: Closed, now: UInt64?) -> Bool {
             guard let at = closed.at, let now else { return true }
-            return now < at || now - at < Self.lateListingNanos
+            return now < at || now - at < lateListingNanos
         }
         mutating func nextInterval() {
             let last = generations[0].count
@@ -100,6 +89,8 @@ public struct FlowTracker: Sendable {
     private struct Counted {
         var accounted: SocketCounters
         var inode: UInt64
+        /// Decided when it was first met, so that every pass rolls it into the same row.
+        var direction: ConnectionDirection
         var establishedCounted: Bool
         var missingPasses: UInt8 = 0
         /// The interval it was last reported in: each interval counts it once in its rolled-up row.
@@ -166,16 +157,13 @@ public struct FlowTracker: Sendable {
     /// Flows past `maxOpenFlows`, followed by their counts only: each pass adds their deltas to
     /// `closedEnds`, rolled up by their ephemeral port.
     private var counted: [Key: Counted] = [:]
-    /// Local ends of connections the programs saw accepted: where a flow the programs did not see
-    /// start (their table was full) has its local end, it is a server's too. Its client's port and
-    /// its own may both be in the ephemeral range, so the ports alone cannot tell.
+    /// Servers' local ends: the programs saw connections accepted there, or the iterator listed a
+    /// socket listening there (an unspecified address listens on every local one). A flow the
+    /// programs did not see start (their table was full) whose local end is one is a server's
+    /// too: its client's port and its own may both be in the ephemeral range, so the ports alone
+    /// cannot tell.
     private var serverEnds = Set<ServerEnd>()
     private static let maxServerEnds = 4096
-    /// Listening sockets the last pass listed (per namespace it read whole), and those this pass
-    /// has listed so far: a flow whose local end one listens on is a server's, whoever saw it start.
-    /// An unspecified address listens on every local address.
-    private var listeners = Set<ServerEnd>()
-    private var listenersThisPass = Set<ServerEnd>()
     private var interval: UInt32 = 0
     /// Flows met only in their final record this interval: most short-lived ones, which need no lookup.
     private var closedEnds: [FlowEnd] = []
@@ -250,9 +238,7 @@ public struct FlowTracker: Sendable {
 
     public mutating func observe(open record: FlowRecord, baseline: Bool, now: UInt64? = nil) {
         if record.flags.contains(.listening) {
-            if listenersThisPass.count < Self.maxServerEnds {
-                listenersThisPass.insert(ServerEnd(netns: record.netns, local: record.local))
-            }
+            noteServerEnd(record)
             return
         }
         observe(record, baseline: baseline, final: false, now: now)
@@ -262,9 +248,6 @@ public struct FlowTracker: Sendable {
     /// grace passes.
     public mutating func endPass(closed: [FlowRecord], complete: Set<UInt64>, now: UInt64? = nil) {
         tally.openNotFollowed = notFollowedThisPass
-        // A namespace the pass could not read keeps the listeners the last pass found in it.
-        listeners = listenersThisPass.union(listeners.filter { !complete.contains($0.netns) })
-        listenersThisPass = []
         for record in closed { observe(record, baseline: false, final: true, now: now) }
         var index = flows.startIndex
         while index != flows.endIndex {
@@ -300,9 +283,6 @@ public struct FlowTracker: Sendable {
 
     private mutating func observe(_ r: FlowRecord, baseline: Bool, final: Bool, now: UInt64?) {
         let key = Key(netns: r.netns, id: r.id)
-        if !final && r.direction == .incoming && r.transport == .tcp && serverEnds.count < Self.maxServerEnds {
-            serverEnds.insert(ServerEnd(netns: r.netns, local: r.local))
-        }
         let counters = r.counters(hooksCountTCPBytes: hooksCountTCPBytes)
         if let index = flows.index(forKey: key) {
             guard !flows.values[index].closed else { return }
@@ -320,8 +300,7 @@ public struct FlowTracker: Sendable {
         }
         if let index = counted.index(forKey: key) {
             if !final { counted.values[index].seenInPass = pass }
-            let (end, regressed) = Self.count(
-                &counted.values[index], r, counters, final: final, interval: interval, direction: direction(of: r))
+            let (end, regressed) = Self.count(&counted.values[index], r, counters, final: final, interval: interval)
             append(counted: end, regressed: regressed)
             if final {
                 counted.remove(at: index)
@@ -329,31 +308,40 @@ public struct FlowTracker: Sendable {
             }
             return
         }
-        // The same socket as a flow given up for lost: it goes on from its last counters.
-        let resumed = !final && r.transport == .tcp ? recentlyClosed.takeResume(key, inode: r.inode) : nil
-        // Not followed, and already reported closed: a late open record, a final record after the flow was given up
-        // for lost, or the same final record twice would all count it again.
-        // A record without a birth (the programs' table was full) matches any closed socket of its
-        // address without one: only a final record is taken as the same; an open one is judged by
-        // how long ago the address closed, below.
-        if resumed == nil && r.transport == .tcp && recentlyClosed.contains(key) && (key.id.birth != 0 || final) {
-            return
-        }
-        if resumed == nil && !final && !baseline && r.transport == .tcp && !r.flags.contains(.tracked)
-            && recentlyClosed.contains(socketOf: key, now: now)
+        // The address's last closed socket, looked up once for what follows.
+        let closed = r.transport == .tcp ? recentlyClosed.find(key) : nil
+        // The same socket (address, birth, inode) as a flow given up for lost: it goes on from its
+        // last counters.
+        var resumed: SocketCounters? = nil
+        if !final, let closed, closed.closed.birth == key.id.birth, let resume = closed.closed.resume, r.inode != 0,
+            resume.inode == r.inode
         {
-            tally.lateRecordsIgnored += 1
-            return
+            recentlyClosed.forget(key, generation: closed.generation)
+            resumed = resume.accounted
         }
+        if resumed == nil, let closed {
+            // Not followed, and already reported closed: a late open record, a final record after the
+            // flow was given up for lost, or the same final record twice would all count it again.
+            // A record without a birth (the programs' table was full) matches any closed socket of its
+            // address without one: only a final record is taken as the same; an open one is judged by
+            // how long ago the address closed, below.
+            if closed.closed.birth == key.id.birth && (key.id.birth != 0 || final) { return }
+            if !final && !baseline && !r.flags.contains(.tracked)
+                && RecentlyClosed.mayBeListedLate(closed.closed, now: now)
+            {
+                tally.lateRecordsIgnored += 1
+                return
+            }
+        }
+        if !final && r.direction == .incoming { noteServerEnd(r) }
         let bornWatched = r.flags.contains(.bornWatched)
         if !final && flows.count >= maxOpenFlows {
             if counted.count < maxCountedFlows {
                 let inherited = (baseline || skippedInherited.remove(r.id.socket) != nil) && !bornWatched
                 var c = Counted(
-                    accounted: resumed ?? (inherited ? counters : .zero), inode: r.inode,
+                    accounted: resumed ?? (inherited ? counters : .zero), inode: r.inode, direction: direction(of: r),
                     establishedCounted: inherited || resumed != nil, interval: interval &- 1, seenInPass: pass)
-                let (end, regressed) = Self.count(
-                    &c, r, counters, final: false, interval: interval, direction: direction(of: r))
+                let (end, regressed) = Self.count(&c, r, counters, final: false, interval: interval)
                 append(counted: end, regressed: regressed)
                 counted[key] = c
                 return
@@ -396,8 +384,7 @@ public struct FlowTracker: Sendable {
     /// What a counted-only flow's counters moved, as an end rolled up by its ephemeral port, with its
     /// close when `final`; and whether the counters went backwards.
     private static func count(
-        _ c: inout Counted, _ r: FlowRecord, _ counters: SocketCounters, final: Bool, interval: UInt32,
-        direction: ConnectionDirection
+        _ c: inout Counted, _ r: FlowRecord, _ counters: SocketCounters, final: Bool, interval: UInt32
     ) -> (FlowEnd, Bool) {
         var stats = ConnectionStats()
         if r.inode != 0 { c.inode = r.inode }
@@ -419,7 +406,7 @@ public struct FlowTracker: Sendable {
         c.missingPasses = 0
         var end = FlowEnd(
             netns: r.netns, transport: r.transport, local: r.local, remote: r.remote, owner: r.owner,
-            direction: direction, stats: stats, countersKnown: true)
+            direction: c.direction, stats: stats, countersKnown: true)
         end.rolledUp = c.interval == interval ? 0 : 1
         c.interval = interval
         MemoryRollup.roll(&end, .ephemeralPort)
@@ -481,19 +468,23 @@ public struct FlowTracker: Sendable {
     /// ephemeral, a server's is not.
     private func direction(of r: FlowRecord) -> ConnectionDirection {
         if let known = r.direction { return known }
-        if !serverEnds.isEmpty && serverEnds.contains(ServerEnd(netns: r.netns, local: r.local)) { return .incoming }
-        if isListenedOn(r.local, netns: r.netns) { return .incoming }
+        if isServerEnd(r.local, netns: r.netns) { return .incoming }
         let isEphemeral = ConnectionTracker.isEphemeral
         return !isEphemeral(r.local.port) && isEphemeral(r.remote.port) ? .incoming : .outgoing
     }
 
-    private func isListenedOn(_ local: Endpoint, netns: UInt64) -> Bool {
-        guard !listeners.isEmpty || !listenersThisPass.isEmpty else { return false }
+    private func isServerEnd(_ local: Endpoint, netns: UInt64) -> Bool {
+        guard !serverEnds.isEmpty else { return false }
         for address in [local.address, .v4(0), .v6(high: 0, low: 0)] {
-            let end = ServerEnd(netns: netns, local: Endpoint(address, local.port))
-            if listeners.contains(end) || listenersThisPass.contains(end) { return true }
+            if serverEnds.contains(ServerEnd(netns: netns, local: Endpoint(address, local.port))) { return true }
         }
         return false
+    }
+
+    /// A listener, or a connection the programs saw accepted (noted when the flow is first met).
+    private mutating func noteServerEnd(_ r: FlowRecord) {
+        guard r.transport == .tcp, serverEnds.count < Self.maxServerEnds else { return }
+        serverEnds.insert(ServerEnd(netns: r.netns, local: r.local))
     }
 
     /// Ends the interval: every flow's pending stats grouped by connection; closed flows are forgotten.
