@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 
 // Every constant in CLinux.h equals the kernel's.
@@ -142,6 +143,8 @@ CNM_SAME_FIELD(cnm_linux_tcp_info, tcp_info, tcpi_rcv_ooopack);
 CNM_SAME_FIELD(cnm_linux_tcp_info, tcp_info, tcpi_snd_wnd);
 
 int cnm_linux_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
+
+int cnm_linux_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int cnm_linux_netlink_bind(int fd, uint32_t groups) {
     struct sockaddr_nl address;

@@ -22,9 +22,14 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
     private var lastCaptureReaderFailures: UInt64 = 0
     private var interfaces: [String] = []
 
+    /// Destroyed sockets one namespace keeps between two samples without a memory limit: 2 s of closes
+    /// at over 100,000 sockets a second.
+    static let unboundedPendingDestroyed = 1 << 18
+
     init(configuration: Configuration, budget: MemoryBudget, logger: Logger) {
         self.configuration = configuration
-        self.source = SockDiagSource(configuration: configuration)
+        self.source = SockDiagSource(
+            configuration: configuration, maxPendingDestroyed: budget.closedFlows ?? Self.unboundedPendingDestroyed)
         self.tracker = ConnectionTracker(
             maxTracked: budget.trackedFlows,
             maxReportConnections: budget.reportConnections ?? .max, maxCounted: budget.countedFlows)
@@ -79,7 +84,11 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
         var closed: AgentStatus.Component =
             switch source.destroyNotificationsAvailable {
             case true?:
-                .init("destroy_notifications", "final counters from the kernel's socket-destroy notifications")
+                .init(
+                    "destroy_notifications",
+                    "final counters from the kernel's socket-destroy notifications"
+                        + (source.pumpProblem.map { ", read at each sample only: \($0)" }
+                            ?? ", read as they come"))
             default:
                 .init(
                     "sampled",

@@ -20,6 +20,11 @@ final class SockDiagSource {
     private var namespaces: [UInt64: Namespace] = [:]
     private(set) var destroyNotificationsAvailable: Bool?
     private(set) var destroyUnavailableReason: String?
+    /// Reads every namespace's destroy notifications as they come; nil when it could not start (each
+    /// sample then reads what the kernel's queue kept).
+    private let pump: DestroyNotificationPump?
+    /// Destroyed sockets each namespace's listener keeps between two samples.
+    private let maxPendingDestroyed: Int
 
     private var queries: [(TransportProtocol, AddressFamily)] {
         var out: [(TransportProtocol, AddressFamily)] = []
@@ -32,13 +37,26 @@ final class SockDiagSource {
         return out
     }
 
-    init(configuration: Configuration) {
+    init(configuration: Configuration, maxPendingDestroyed: Int) {
         self.configuration = configuration
         self.scanner = SocketOwnerScanner(procRoot: configuration.hostProc)
+        self.maxPendingDestroyed = maxPendingDestroyed
         if !configuration.destroyNotifications {
             destroyNotificationsAvailable = false
             destroyUnavailableReason = "turned off by DD_CNM_DESTROY_NOTIFICATIONS=false"
+            pump = nil
+        } else {
+            let pump = try? DestroyNotificationPump()
+            self.pump = pump?.start() == true ? pump : nil
         }
+    }
+
+    deinit { pump?.stop() }
+
+    /// Why destroy notifications are read only at each sample, if they are.
+    var pumpProblem: String? {
+        guard destroyNotificationsAvailable == true else { return nil }
+        return pump == nil ? "the destroy notifications' reader thread could not start" : pump?.failureReason
     }
 
     var namespaceCount: Int { namespaces.count }
@@ -83,16 +101,20 @@ final class SockDiagSource {
         problems: inout ProblemCounts
     ) -> Bool {
         guard let destroy = ns.destroy else { return false }
-        do {
-            let drained = try destroy.drain(netns: netns)
-            poll.destroyed += drained.observations.filter(isEnabled)
-            problems.add(
-                "destroy_notifications_lost", by: UInt64(drained.lost),
-                "the kernel dropped destroy notifications in namespace \(netns): "
-                    + "those sockets keep only the counters of their last read"
-            )
-        } catch {
-            problems.add("destroy_notifications_read", "namespace \(netns): \(error)")
+        let drained = destroy.drain(netns: netns)
+        poll.destroyed += drained.observations.filter(isEnabled)
+        problems.add(
+            "destroy_notifications_lost", by: UInt64(drained.lost),
+            "the kernel dropped destroy notifications in namespace \(netns): "
+                + "those sockets keep only the counters of their last read"
+        )
+        problems.add(
+            "destroy_notifications_dropped", by: UInt64(drained.dropped),
+            "more than \(destroy.maxPending) sockets of namespace \(netns) closed between two samples: "
+                + "the rest keep only the counters of their last read"
+        )
+        if let failure = drained.failure {
+            problems.add("destroy_notifications_read", "namespace \(netns): \(failure)")
         }
         return true
     }
@@ -121,7 +143,10 @@ final class SockDiagSource {
                 var destroy: DestroyListener?
                 if destroyNotificationsAvailable != false {
                     do {
-                        destroy = try DestroyListener(namespacePath: enterPath)
+                        let listener = try DestroyListener(
+                            namespacePath: enterPath, maxPending: maxPendingDestroyed)
+                        pump?.watch(listener, netns: netns)
+                        destroy = listener
                         destroyNotificationsAvailable = true
                     } catch {
                         destroyNotificationsAvailable = false
@@ -136,6 +161,7 @@ final class SockDiagSource {
         // A namespace whose last process is gone is gone too (or held only by a bind mount we do not see).
         var ended: [UInt64: Namespace] = [:]
         for (netns, ns) in namespaces where found[netns] == nil {
+            if let destroy = ns.destroy { pump?.unwatch(destroy) }
             ended[netns] = ns
             namespaces[netns] = nil
         }

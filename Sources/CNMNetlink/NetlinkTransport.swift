@@ -16,6 +16,13 @@ public protocol NetlinkTransport: AnyObject {
     /// `.truncated`; notifications the kernel dropped because the receive queue was full throw
     /// `.system(errno: ENOBUFS)`.
     func receive(into buffer: UnsafeMutableRawBufferPointer, wait: Bool) throws(NetlinkError) -> Int?
+
+    /// The file descriptor a reader thread may wait on with poll(2); nil for a transport that has none.
+    var pollDescriptor: Int32? { get }
+}
+
+extension NetlinkTransport {
+    public var pollDescriptor: Int32? { nil }
 }
 
 /// Bytes per receive. The kernel fills a dump datagram up to about 32 KiB when the reader's buffer allows it.
@@ -69,6 +76,8 @@ final class NetlinkSocket: NetlinkTransport {
     deinit {
         close(fd)
     }
+
+    var pollDescriptor: Int32? { fd }
 
     func send(_ request: UnsafeRawBufferPointer) throws(NetlinkError) {
         let sent = try systemCall("send(NETLINK_SOCK_DIAG)") {

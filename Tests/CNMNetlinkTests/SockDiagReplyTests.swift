@@ -265,16 +265,36 @@ import Testing
             .success(tcp), .failure(NetlinkError(.system(errno: ENOBUFS), "overrun")), .success(peerless + udp),
         ])
         let listener = DestroyListener(mock)
-        let (observations, lost) = try listener.drain(netns: Self.netns)
-        #expect(lost == 1)
-        #expect(observations.map(\.id.cookie) == [11, 12])
-        #expect(observations.map(\.transport) == [.tcp, .udp])
-        #expect(observations.first?.counters?.bytesReceived == 2)
-        #expect(observations.last?.counters == nil)
-        #expect(try listener.drain(netns: Self.netns).observations.isEmpty)
+        let drained = listener.drain(netns: Self.netns)
+        #expect(drained.lost == 1 && drained.failure == nil)
+        #expect(drained.observations.map(\.id.cookie) == [11, 12])
+        #expect(drained.observations.map(\.transport) == [.tcp, .udp])
+        #expect(drained.observations.first?.counters?.bytesReceived == 2)
+        #expect(drained.observations.last?.counters == nil)
+        #expect(listener.drain(netns: Self.netns).observations.isEmpty)
 
-        mock.pending = [.success(withoutProtocol)]
-        #expect(error { () throws(NetlinkError) in _ = try listener.drain(netns: Self.netns) }?.code == .malformed)
+        // A datagram that does not parse is reported and skipped; what came after it is kept.
+        mock.pending = [.success(withoutProtocol), .success(tcp)]
+        let afterBad = listener.drain(netns: Self.netns)
+        #expect(afterBad.failure?.code == .malformed)
+        #expect(afterBad.observations.map(\.id.cookie) == [11])
+        #expect(listener.drain(netns: Self.netns).failure == nil)
+    }
+
+    /// Past `maxPending`, notifications are dropped and counted, not kept without bound.
+    @Test func pendingNotificationsAreBoundedAndTheDropsCounted() throws {
+        let tcp = Wire.message(
+            type: Wire.sockDiagByFamily, seq: 0, pid: 0,
+            Wire.inetDiag(
+                state: 7, local: (0x7F00_0001, 1), remote: (0x7F00_0001, 2), cookie: 11, inode: 0,
+                attributes: Wire.attribute(10, [UInt8(IPPROTO_TCP)])))
+        let mock = MockTransport(pending: Array(repeating: .success(tcp), count: 5))
+        let listener = DestroyListener(mock, maxPending: 3)
+        let drained = listener.drain(netns: Self.netns)
+        #expect(drained.observations.count == 3 && drained.dropped == 2)
+        mock.pending = [.success(tcp)]
+        let next = listener.drain(netns: Self.netns)
+        #expect(next.observations.count == 1 && next.dropped == 0)
     }
 
     /// A real `NETLINK_SOCK_DIAG` reply stream recorded by m-lab/tcp-info on a 4.x kernel: 420 messages of six

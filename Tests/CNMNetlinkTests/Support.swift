@@ -213,7 +213,8 @@ func drainUntil(_ listener: DestroyListener, netns: UInt64, timeout: Double = 5,
     var all: [SocketObservation] = []
     var lost = 0
     _ = try waitForSync("destroy notifications", timeout: .seconds(timeout), every: .milliseconds(1)) {
-        let batch = try listener.drain(netns: netns)
+        let batch = listener.drain(netns: netns)
+        if let failure = batch.failure { throw failure }
         all += batch.observations
         lost += batch.lost
         return done(all) ? () : nil

@@ -194,6 +194,10 @@ int cnm_linux_netlink_bind(int fd, uint32_t groups);
 /// The netlink port id (nl_pid) the kernel assigned to a bound socket, from getsockname().
 int cnm_linux_netlink_port_id(int fd, uint32_t *port_id);
 
+/// A non-blocking, close-on-exec eventfd (sys/eventfd.h is not in Swift's Glibc module): a reader
+/// thread's wake-up.
+int cnm_linux_eventfd(void);
+
 /// Caps glibc's malloc arenas (M_ARENA_MAX): each thread that allocates would otherwise get its own,
 /// and memory freed in one is not reused by another. Call before threads start. malloc.h is not in
 /// Swift's Glibc module.
