@@ -12,17 +12,23 @@ public enum Zstd {
     public static let defaultLevel: Int32 = 3
 
     public static func compress(_ input: [UInt8], level: Int32 = defaultLevel) throws(ZstdError) -> [UInt8] {
-        let capacity = cnm_zstd_compress_bound(input.count)
+        try input.withUnsafeBytes { source in Result { () throws(ZstdError) in try compress(source, level: level) } }
+            .get()
+    }
+
+    public static func compress(_ source: UnsafeRawBufferPointer, level: Int32 = defaultLevel) throws(ZstdError)
+        -> [UInt8]
+    {
+        let capacity = cnm_zstd_compress_bound(source.count)
         var output = [UInt8](repeating: 0, count: capacity)
         var error: UnsafePointer<CChar>?
         let written = output.withUnsafeMutableBytes { destination in
-            input.withUnsafeBytes { source in
-                cnm_zstd_compress(destination.baseAddress, capacity, source.baseAddress, source.count, level, &error)
-            }
+            cnm_zstd_compress(destination.baseAddress, capacity, source.baseAddress, source.count, level, &error)
         }
         guard written > 0 else { throw ZstdError(message: error.map { String(cString: $0) } ?? "compression failed") }
-        output.removeLast(capacity - written)
-        return output
+        // A copy of exactly the frame: removing the rest would keep the whole bound's capacity
+        // allocated for as long as the frame is kept (a queued message, a retained interval).
+        return Array(output[..<written])
     }
 
     /// Decompresses one frame, refusing to grow past `maxBytes`.

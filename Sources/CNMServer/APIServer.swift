@@ -64,14 +64,14 @@ public enum APIServer {
             guard let latest = intervals.latest else {
                 return try json(["error": "no interval completed yet"], status: .serviceUnavailable)
             }
-            return Response(status: .ok, headers: jsonHeaders, body: .init(byteBuffer: latest.json))
+            return Response(status: .ok, headers: jsonHeaders, body: .init(byteBuffer: intervals.json(latest)))
         }
         router.get("/api/v1/intervals") { request, _ in
             let after = request.uri.queryParameters.get("after", as: UInt64.self) ?? 0
             var parts = [ByteBuffer(string: #"{"intervals":["#)]
             for (index, interval) in intervals.intervals(after: after).enumerated() {
                 if index > 0 { parts.append(ByteBuffer(string: ",")) }
-                parts.append(interval.json)
+                parts.append(intervals.json(interval))
             }
             parts.append(ByteBuffer(string: "]}"))
             return Response(status: .ok, headers: jsonHeaders, body: .init(contentsOf: parts))
@@ -80,7 +80,11 @@ public enum APIServer {
             try json(
                 StatusJSON(
                     s: store.status, connectionsInLastReport: intervals.latest?.connections ?? 0, memory: memory(),
-                    memoryBudget: memoryBudget, now: clock())
+                    memoryBudget: memoryBudget,
+                    retained: .init(
+                        count: intervals.intervals(after: 0).count, bytes: intervals.bytes,
+                        decompressionFailures: intervals.decompressionFailures),
+                    now: clock())
             )
         }
         router.get("/healthz") { _, _ in

@@ -7,7 +7,20 @@ struct StatusJSON: Encodable {
     let connectionsInLastReport: Int
     var memory: MemoryUsage? = nil
     var memoryBudget: MemoryBudget? = nil
+    /// The API's retained intervals: how many, the bytes they are kept in, and reads that failed to decompress.
+    var retained: RetainedJSON? = nil
     let now: Timestamp
+
+    struct RetainedJSON: Encodable {
+        var count: Int
+        var bytes: Int
+        var decompressionFailures: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case count, bytes
+            case decompressionFailures = "decompression_failures"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
         case version, hostname, mode, strategies, polls, reports, problems, namespaces, docker, ecs, tracker, capture
@@ -24,6 +37,7 @@ struct StatusJSON: Encodable {
         case connectionsInLastReport = "connections_in_last_report"
         case lastPollMicros = "last_poll_us"
         case healthy
+        case retainedIntervals = "retained_intervals"
     }
 
     struct StrategyJSON: Encodable {
@@ -146,6 +160,7 @@ struct StatusJSON: Encodable {
         try e.encode(Double(now.nanoseconds - s.startedAt.nanoseconds) / 1e9, forKey: .uptimeSeconds)
         try e.encode(s.tracker.tracked, forKey: .connectionsTracked)
         try e.encode(connectionsInLastReport, forKey: .connectionsInLastReport)
+        try e.encodeIfPresent(retained, forKey: .retainedIntervals)
         try e.encode(s.polls, forKey: .polls)
         try e.encode(s.reports, forKey: .reports)
         try e.encode(s.lastPollMicros, forKey: .lastPollMicros)

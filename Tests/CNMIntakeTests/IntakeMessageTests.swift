@@ -51,4 +51,16 @@ import Testing
         #expect(try Zstd.decompress(compressed) == input)
         #expect(throws: ZstdError.self) { try Zstd.decompress([1, 2, 3, 4, 5, 6, 7, 8]) }
     }
+
+    /// A frame is kept for as long as its message waits in the queue: it must not hold the memory of
+    /// the bound it was written into (the size of its input, and more).
+    @Test func aFrameHoldsOnlyItsOwnBytes() throws {
+        let input = [UInt8](repeating: 42, count: 1 << 20)
+        let compressed = try Zstd.compress(input)
+        #expect(compressed.count < 1024)
+        #expect(compressed.capacity < 4096, "capacity \(compressed.capacity) for a frame of \(compressed.count) bytes")
+        let fromPointer = try input.withUnsafeBytes { try Zstd.compress($0, level: 1) }
+        #expect(fromPointer.capacity < 4096)
+        #expect(try Zstd.decompress(fromPointer) == input)
+    }
 }

@@ -137,7 +137,7 @@ struct APIAccessTests {
             }
             let latest = try await Self.get("/api/v1/connections", on: path)
             #expect(latest.status == 200 && latest.head.contains("\r\ncontent-type: application/json\r\n"))
-            #expect(latest.body == String(buffer: try #require(intervals.latest).json))
+            #expect(latest.body == String(buffer: intervals.json(try #require(intervals.latest))))
             let all = try await Self.get("/api/v1/intervals?after=1", on: path)
             let object = try JSONSerialization.jsonObject(with: Data(all.body.utf8)) as? [String: [[String: Any]]]
             let read = try #require(object?["intervals"])

@@ -223,6 +223,57 @@ import Testing
         #expect(byBytes.intervals(after: 0).map(\.sequence) == [9])
         #expect(byBytes.latest?.connections == 1000)
     }
+
+    /// A codec that halves what it is given (every other byte dropped, the rest kept in a side table),
+    /// so the test sees which intervals were compressed and that each is served back as it was.
+    final class HalvingCodec: @unchecked Sendable {
+        var originals: [[UInt8]: [UInt8]] = [:]
+        var compressed = 0
+        var failDecompress = false
+
+        var compression: IntervalCompression {
+            IntervalCompression(
+                compress: { json in
+                    let bytes = Array(json.readableBytesView)
+                    let half =
+                        bytes.enumerated().filter { $0.offset % 2 == 0 }.map(\.element) + [UInt8(self.compressed & 255)]
+                    self.originals[half] = bytes
+                    self.compressed += 1
+                    return half
+                },
+                decompress: { half, size in
+                    guard !self.failDecompress, let original = self.originals[half] else { return nil }
+                    return original.count == size ? original : nil
+                })
+        }
+    }
+
+    @Test func intervalsBehindTheLatestAreKeptCompressedAndServedAsTheyWere() throws {
+        let codec = HalvingCodec()
+        let history = IntervalHistory(retained: 16, maxBytes: .max, compression: codec.compression) { ("h", .ebpf) }
+        let plain = (1...4 as ClosedRange<UInt64>).map {
+            IntervalJSON.encode(Self.report($0, connections: 50), host: "h", mode: .ebpf)
+        }
+        for sequence in 1...4 as ClosedRange<UInt64> { history.receive(Self.report(sequence, connections: 50)) }
+        let kept = history.intervals(after: 0)
+        #expect(kept.map(\.sequence) == [1, 2, 3, 4])
+        #expect(kept.map(\.isCompressed) == [true, true, true, false], "the latest is kept as it was written")
+        #expect(codec.compressed == 3)
+        for (interval, expected) in zip(kept, plain) {
+            #expect(String(buffer: history.json(interval)) == String(buffer: expected))
+        }
+        let stored = kept.map(\.storedBytes).reduce(0, +)
+        // Three halves and one whole: five eighths of the four as written (and the codec's marks).
+        #expect(history.bytes == stored && stored * 4 < plain.map(\.readableBytes).reduce(0, +) * 3)
+        #expect(history.decompressionFailures == 0)
+
+        // Bytes that do not decompress are served as the reason, and counted; the latest is untouched.
+        codec.failDecompress = true
+        let first = try #require(history.intervals(after: 0).first)
+        #expect(String(buffer: history.json(first)).contains("did not decompress"))
+        #expect(history.decompressionFailures == 1)
+        #expect(String(buffer: history.json(try #require(history.latest))) == String(buffer: plain[3]))
+    }
 }
 
 /// A small deterministic generator, so a failing seed is the same failure every run.
