@@ -1,6 +1,7 @@
 import CLinux
 import CNMCapture
 import CNMModel
+import CNMNetlink
 import CNMProcfs
 import CNMReport
 import CNMSystem
@@ -22,14 +23,10 @@ final class SockDiagCore: CollectorCore, @unchecked Sendable {
     private var lastCaptureReaderFailures: UInt64 = 0
     private var interfaces: [String] = []
 
-    /// Destroyed sockets one namespace keeps between two samples without a memory limit: 2 s of closes
-    /// at over 100,000 sockets a second.
-    static let unboundedPendingDestroyed = 1 << 18
-
     init(configuration: Configuration, budget: MemoryBudget, logger: Logger) {
         self.configuration = configuration
         self.source = SockDiagSource(
-            configuration: configuration, maxPendingDestroyed: budget.closedFlows ?? Self.unboundedPendingDestroyed)
+            configuration: configuration, maxPendingDestroyed: budget.closedFlows ?? DestroyListener.defaultMaxPending)
         self.tracker = ConnectionTracker(
             maxTracked: budget.trackedFlows,
             maxReportConnections: budget.reportConnections ?? .max, maxCounted: budget.countedFlows)

@@ -11,33 +11,28 @@ import Synchronization
 /// listener as its notifications arrive, into the listener's pending list; `drain` takes that list
 /// together with whatever is still queued, so it misses nothing destroyed before it was called.
 public final class DestroyListener: @unchecked Sendable {
-    /// What was read and not yet taken. Guards the socket and the receive buffer too: the pump's thread and
-    /// `drain` read the same socket.
-    private struct Pending {
-        var observations: [SocketObservation] = []
-        var lost = 0
-        var dropped = 0
-        var failure: NetlinkError?
-    }
-
-    /// What one `drain` took.
+    /// What one `drain` took; until then, what was read and not yet taken.
     public struct Drained: Sendable {
         /// Final observations of sockets with a peer, in the order the kernel sent them.
-        public var observations: [SocketObservation]
+        public var observations: [SocketObservation] = []
         /// The times the kernel reported (`ENOBUFS`) that it dropped notifications because the queue was full;
         /// each time is one or more sockets whose final counters are gone.
-        public var lost: Int
+        public var lost = 0
         /// Observations read but not kept because `maxPending` were already waiting.
-        public var dropped: Int
+        public var dropped = 0
         /// The last read that failed since the previous drain (a malformed datagram is skipped, the rest kept).
         public var failure: NetlinkError?
     }
 
     private let socket: any NetlinkTransport
     private let receiveBuffer = ReceiveBuffer()
-    private let pending = Mutex(Pending())
+    /// What was read and not yet taken. Guards the socket and the receive buffer too: the pump's thread and
+    /// `drain` read the same socket.
+    private let pending = Mutex(Drained())
     /// Observations kept between two drains; past it they are dropped and counted.
     public let maxPending: Int
+    /// `maxPending` where no memory budget sets it: 2 s of closes at over 100,000 sockets a second.
+    public static let defaultMaxPending = 1 << 18
 
     /// Receive queue asked for, so a burst of closes between two drains fits.
     public static let receiveBufferBytes: Int32 = 8 << 20
@@ -53,7 +48,7 @@ public final class DestroyListener: @unchecked Sendable {
     /// `receiveBufferBytes` is the queue asked for (the kernel doubles it, and keeps a floor).
     public convenience init(
         namespacePath: String? = nil, receiveBufferBytes: Int32 = DestroyListener.receiveBufferBytes,
-        maxPending: Int = 1 << 18
+        maxPending: Int = DestroyListener.defaultMaxPending
     ) throws(NetlinkError) {
         let groups = [
             cnm_linux_sknlgrp_inet_tcp_destroy, cnm_linux_sknlgrp_inet6_tcp_destroy, cnm_linux_sknlgrp_inet_udp_destroy,
@@ -70,7 +65,7 @@ public final class DestroyListener: @unchecked Sendable {
     }
 
     /// Listens through `socket`: the kernel's, or a test's replaying recorded bytes.
-    public init(_ socket: any NetlinkTransport, maxPending: Int = 1 << 18) {
+    public init(_ socket: any NetlinkTransport, maxPending: Int = DestroyListener.defaultMaxPending) {
         self.socket = socket
         self.maxPending = max(1, maxPending)
     }
@@ -87,10 +82,8 @@ public final class DestroyListener: @unchecked Sendable {
     public func drain(netns: UInt64) -> Drained {
         pending.withLock { pending in
             read(netns: netns, into: &pending)
-            defer { pending = Pending() }
-            return Drained(
-                observations: pending.observations, lost: pending.lost, dropped: pending.dropped,
-                failure: pending.failure)
+            defer { pending = Drained() }
+            return pending
         }
     }
 
@@ -104,8 +97,18 @@ public final class DestroyListener: @unchecked Sendable {
 
     /// With the lock held: reads until the queue is empty. A datagram that does not parse is counted as the
     /// failure and skipped; the ones before and after it are kept.
-    private func read(netns: UInt64, into pending: inout Pending) {
+    private func read(netns: UInt64, into pending: inout Drained) {
         let buffer = receiveBuffer.bytes
+        var reply = SockDiagReply(netns: netns, transport: nil)
+        defer {
+            for observation in reply.observations where observation.remote.port != 0 {
+                if pending.observations.count < maxPending {
+                    pending.observations.append(observation)
+                } else {
+                    pending.dropped += 1
+                }
+            }
+        }
         while true {
             let count: Int?
             do {
@@ -118,18 +121,10 @@ public final class DestroyListener: @unchecked Sendable {
                 return
             }
             guard let count else { return }
-            var reply = SockDiagReply(netns: netns, transport: nil)
             do {
                 try reply.consume(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
             } catch {
                 pending.failure = error
-            }
-            for observation in reply.observations where observation.remote.port != 0 {
-                if pending.observations.count < maxPending {
-                    pending.observations.append(observation)
-                } else {
-                    pending.dropped += 1
-                }
             }
         }
     }

@@ -8,7 +8,7 @@ import Synchronization
 /// until the pump takes them, and the listener's pending list (bounded by its `maxPending`) keeps them
 /// until the next drain.
 ///
-/// One thread for every namespace: a host with a hundred containers has a hundred listeners, and poll(2)
+/// One thread for all namespaces: a host with a hundred containers has a hundred listeners, and poll(2)
 /// waits on all of them at once.
 public final class DestroyNotificationPump: @unchecked Sendable {
     private struct Watched {
@@ -27,11 +27,7 @@ public final class DestroyNotificationPump: @unchecked Sendable {
         let fd = cnm_linux_eventfd()
         guard fd >= 0 else { throw NetlinkError.system("eventfd") }
         wakeDescriptor = fd
-        let wake: @Sendable () -> Void = { [fd] in
-            var one: UInt64 = 1
-            _ = Glibc.write(fd, &one, MemoryLayout<UInt64>.size)
-        }
-        reader = ReaderThread(wake: wake) { [unowned self] reader in self.run(reader) }
+        reader = ReaderThread(wake: { Self.wake(fd) }) { [unowned self] reader in self.run(reader) }
     }
 
     deinit {
@@ -53,18 +49,19 @@ public final class DestroyNotificationPump: @unchecked Sendable {
     public func watch(_ listener: DestroyListener, netns: UInt64) {
         guard listener.pollDescriptor != nil else { return }
         watched.withLock { $0.append(Watched(listener: listener, netns: netns)) }
-        wakeUp()
+        Self.wake(wakeDescriptor)
     }
 
     /// Stops reading `listener` (its namespace ended); what it read stays for its last drain.
     public func unwatch(_ listener: DestroyListener) {
         watched.withLock { $0.removeAll { $0.listener === listener } }
-        wakeUp()
+        Self.wake(wakeDescriptor)
     }
 
-    private func wakeUp() {
+    /// Makes the thread's poll return, so it sees a stop or a changed list.
+    private static func wake(_ eventfd: Int32) {
         var one: UInt64 = 1
-        _ = Glibc.write(wakeDescriptor, &one, MemoryLayout<UInt64>.size)
+        _ = Glibc.write(eventfd, &one, MemoryLayout<UInt64>.size)
     }
 
     private func run(_ reader: ReaderThread) {

@@ -82,7 +82,7 @@ public enum APIServer {
                     s: store.status, connectionsInLastReport: intervals.latest?.connections ?? 0, memory: memory(),
                     memoryBudget: memoryBudget,
                     retained: .init(
-                        count: intervals.intervals(after: 0).count, bytes: intervals.bytes,
+                        count: intervals.count, bytes: intervals.bytes,
                         decompressionFailures: intervals.decompressionFailures),
                     now: clock())
             )

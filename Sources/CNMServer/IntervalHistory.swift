@@ -131,6 +131,9 @@ public final class IntervalHistory: ReportSubscriber {
         }
     }
 
+    /// How many intervals are kept, for `/status`.
+    public var count: Int { intervals.withLock { $0.count } }
+
     /// The bytes kept, as stored, for `/status`.
     public var bytes: Int { intervals.withLock { $0.reduce(0) { $0 + $1.storedBytes } } }
 
