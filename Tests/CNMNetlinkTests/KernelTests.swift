@@ -90,32 +90,20 @@ import Testing
     /// when the last of it has been sent (to both listeners at once).
     @Test(.enabled(if: canAddNetworkNamespaces, "needs CAP_SYS_ADMIN and the ip command"))
     func anOverflowingQueueIsCountedAndTheListenerGoesOn() throws {
-        let name = "cnmtest-\(UInt32.random(in: 0...UInt32.max))"
-        try #require(runShell("ip netns add \(name)") != nil, "ip netns add \(name) failed")
-        defer { _ = runShell("ip netns del \(name)") }
-        try #require(runShell("ip -n \(name) link set lo up") != nil, "ip -n \(name) link set lo up failed")
-        let path = "/run/netns/\(name)"
-        let netns = try NetworkNamespace.inode(atPath: path)
+        let namespace = try TestNamespace(loopbackUp: true)
+        defer { namespace.remove() }
+        let path = namespace.path
+        let netns = try namespace.netns
         let listener = try DestroyListener(namespacePath: path, receiveBufferBytes: 4096)
         let witness = try DestroyListener(namespacePath: path)
 
         // Sockets stay in the namespace they were made in, whichever thread uses them after.
-        let made = try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
-            Result { () throws -> (server: Int32, port: UInt16, last: TestConnection) in
-                let (server, port) = try TestSocket.listener()
-                return (server, port, try TestConnection(.v4))
-            }
+        let (server, port, last) = try namespace.inside { () throws -> (Int32, UInt16, TestConnection) in
+            let (server, port) = try TestSocket.listener()
+            return (server, port, try TestConnection(.v4))
         }
-        let (server, port, last) = try made.get()
         defer { close(server) }
-        for _ in 0..<300 {
-            let client = try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
-                Result { try TestSocket.connect(port: port) }
-            }.get()
-            let accepted = try TestSocket.accept(server)
-            close(client)
-            close(accepted)
-        }
+        for _ in 0..<300 { try namespace.connectAndClose(server: server, port: port) }
         let (seen, lostByWitness) = try drainUntil(witness, netns: netns) { all in
             all.count { $0.local.port == port || $0.remote.port == port } == 600
         }
@@ -138,30 +126,20 @@ import Testing
     /// only a few, the queue the test above overflows with 600.
     @Test(.enabled(if: canAddNetworkNamespaces, "needs CAP_SYS_ADMIN and the ip command"))
     func thePumpKeepsASmallQueueFromOverflowing() throws {
-        let name = "cnmtest-\(UInt32.random(in: 0...UInt32.max))"
-        try #require(runShell("ip netns add \(name)") != nil, "ip netns add \(name) failed")
-        defer { _ = runShell("ip netns del \(name)") }
-        try #require(runShell("ip -n \(name) link set lo up") != nil, "ip -n \(name) link set lo up failed")
-        let path = "/run/netns/\(name)"
-        let netns = try NetworkNamespace.inode(atPath: path)
+        let namespace = try TestNamespace(loopbackUp: true)
+        defer { namespace.remove() }
+        let path = namespace.path
+        let netns = try namespace.netns
         let listener = try DestroyListener(namespacePath: path, receiveBufferBytes: 4096)
         let pump = try DestroyNotificationPump()
         try #require(pump.start())
         defer { pump.stop() }
         pump.watch(listener, netns: netns)
 
-        let made = try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
-            Result { try TestSocket.listener() }
-        }
-        let (server, port) = try made.get()
+        let (server, port) = try namespace.inside { try TestSocket.listener() }
         defer { close(server) }
         for index in 0..<50 {
-            let client = try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
-                Result { try TestSocket.connect(port: port) }
-            }.get()
-            let accepted = try TestSocket.accept(server)
-            close(client)
-            close(accepted)
+            try namespace.connectAndClose(server: server, port: port)
             _ = try waitForSync(
                 "the pump to read connection \(index)'s two sockets", timeout: .seconds(5), every: .milliseconds(1)
             ) {
@@ -174,12 +152,7 @@ import Testing
 
         // Unwatched, the listener is read only when drained.
         pump.unwatch(listener)
-        let client = try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
-            Result { try TestSocket.connect(port: port) }
-        }.get()
-        let accepted = try TestSocket.accept(server)
-        close(client)
-        close(accepted)
+        try namespace.connectAndClose(server: server, port: port)
         let (after, _) = try drainUntil(listener, netns: netns) { $0.count == 2 }
         #expect(after.count == 2)
     }

@@ -63,6 +63,39 @@ enum Capability: Int {
 /// Whether `ip` can add network namespaces here.
 let canAddNetworkNamespaces = Capability.sysAdmin.isHeld && runShell("command -v ip >/dev/null") != nil
 
+/// A network namespace of the test's own (`ip netns add`), removed by `remove()`.
+struct TestNamespace {
+    let name = "cnmtest-\(UInt32.random(in: 0...UInt32.max))"
+    var path: String { "/run/netns/\(name)" }
+
+    /// Adds the namespace, with its loopback up when asked.
+    init(loopbackUp: Bool) throws {
+        try #require(runShell("ip netns add \(name)") != nil, "ip netns add \(name) failed")
+        if loopbackUp {
+            try #require(runShell("ip -n \(name) link set lo up") != nil, "ip -n \(name) link set lo up failed")
+        }
+    }
+
+    var netns: UInt64 { get throws { try NetworkNamespace.inode(atPath: path) } }
+
+    func remove() { _ = runShell("ip netns del \(name)") }
+
+    /// Runs `body` on this thread inside the namespace; sockets it makes stay there.
+    func inside<T>(_ body: () throws -> T) throws -> T {
+        try NetworkNamespace.run(in: path, entering: NetlinkError.init) { () throws(NetlinkError) in
+            Result { try body() }
+        }.get()
+    }
+
+    /// Opens a connection from inside the namespace to `server` (listening there on `port`) and closes both ends.
+    func connectAndClose(server: Int32, port: UInt16) throws {
+        let client = try inside { try TestSocket.connect(port: port) }
+        let accepted = try TestSocket.accept(server)
+        close(client)
+        close(accepted)
+    }
+}
+
 // MARK: - Hand-cut netlink bytes (native byte order, as the kernel writes them)
 
 extension Array where Element == UInt8 {
