@@ -22,7 +22,8 @@ let package = Package(
         // Without its default traits Hummingbird needs neither full Foundation (and ICU) nor swift-configuration.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0", traits: []),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
-        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        // Without its default traits (Foundation streams, FieldMask helpers) SwiftProtobuf needs only FoundationEssentials.
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0", traits: []),
     ],
     targets: [
         // The centre: connections, deltas, configuration, tags. Pure Swift, no system imports.

@@ -263,7 +263,7 @@ public final class IntakeSender: Service, Sendable {
                 attempt += 1
                 let metadata: Logger.Metadata = [
                     "endpoint": "\(settings.printableEndpoint)", "error": "\(reason)", "group": "\(message.groupID)",
-                    "retry_in_s": "\(String(format: "%.2f", delay))",
+                    "retry_in_s": "\((delay * 100).rounded() / 100)",
                 ]
                 if first {
                     logger.warning("intake unavailable, retrying with backoff", metadata: metadata)
