@@ -2,8 +2,9 @@
 // closed flow's ring-buffer record decoded, folded into the interval, and grouped into the report,
 // as the collector does, for `closed flows` short loopback connections (both ends, so two records
 // each) a run. Prints the median thread CPU per closed connection over `runs` runs; under callgrind
-// (`valgrind --tool=callgrind`) the instruction count of two sizes gives instructions per closed
-// connection, which is stable on a shared machine where CPU time is not.
+// (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect=cnm_collection_round`) the
+// instruction count of two sizes gives instructions per closed connection, which is stable on a
+// shared machine where CPU time is not.
 import CNMBPF
 import CNMModel
 import Glibc
@@ -70,12 +71,13 @@ containerByCgroup.set(String(repeating: "cd", count: 32), for: 9002)
 var tracker = FlowTracker(hooksCountTCPBytes: true)
 tracker.apply(open: [], closed: [], complete: [4_026_531_840], baseline: true, now: 1)
 _ = tracker.flush()
-var times: [Int64] = []
-var reported = 0
-for round in 0..<runs {
-    let ring = ringRecords(connections: closedFlows, round: round)
-    let start = threadCPUNanoseconds()
-    // As the ring buffer's reader does: each record decoded, given its container, folded in.
+/// One run: each record decoded, given its container and folded in, as the ring buffer's reader
+/// does, then the interval flushed and grouped. Its own symbol, so that callgrind counts only it
+/// (`--toggle-collect=cnm_collection_round`), not the records' making.
+@inline(never) @_silgen_name("cnm_collection_round")
+func collectionRound(
+    _ ring: [UInt8], _ tracker: inout FlowTracker, _ containerByCgroup: inout Generations<UInt64, String?>
+) -> Int {
     ring.withUnsafeBytes { raw in
         for offset in stride(from: 0, to: raw.count, by: FlowRecord.ringRecordSize) {
             var record = FlowRecord(
@@ -86,8 +88,16 @@ for round in 0..<runs {
     }
     let connections = tracker.flush()
     containerByCgroup.advance()
+    return connections.count
+}
+
+var times: [Int64] = []
+var reported = 0
+for round in 0..<runs {
+    let ring = ringRecords(connections: closedFlows, round: round)
+    let start = threadCPUNanoseconds()
+    reported = collectionRound(ring, &tracker, &containerByCgroup)
     times.append(threadCPUNanoseconds() - start)
-    reported = connections.count
 }
 let median = times.sorted()[times.count / 2]
 print("closed flows: \(closedFlows)")

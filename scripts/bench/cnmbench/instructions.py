@@ -1,6 +1,7 @@
 """Instructions the agent spends per closed connection: callgrind's count of cnm-collection-bench, the agent's
 per-closed-flow path run for N closed flows (swift build -c release --product cnm-collection-bench), at two
-N and in one run each (its second argument; it makes five by default, for its median CPU time). The
+N and in one run each (its second argument; it makes five by default, for its median CPU time). Only the
+run itself is counted (its function, cnm_collection_round), not the making of its records. The
 difference of the two counts over the difference of N leaves out start-up and whatever does not grow with
 N. An instruction count does not move with the machine's load, as CPU time does."""
 import os
@@ -49,7 +50,8 @@ def measure(binary=COLLECTION_BENCH, timeout=900):
         for n in FLOWS:
             log(f"callgrind: cnm-collection-bench {n}")
             try:
-                p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", run, str(n), "1"],
+                p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--collect-atstart=no",
+                                    "--toggle-collect=cnm_collection_round", run, str(n), "1"],
                                    capture_output=True, text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
                 return {"note": f"cnm-collection-bench {n} under callgrind: not done within {timeout} s"}
