@@ -157,18 +157,23 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
     func endsKey(_ t: TransportProtocol, _ l: Endpoint, _ r: Endpoint, _ netns: UInt64) -> EndsKey {
         EndsKey(transport: t, local: plain(l), remote: plain(r), netns: l.address.isLoopback ? netns : nil)
     }
-    // Ends are read in place by index (a copy of each would retain its strings).
-    var byEnds: [EndsKey: Int] = Dictionary(minimumCapacity: ends.count)
-    var localAddresses = Set<IPAddress>()
-    for i in ends.indices {
-        byEnds[endsKey(ends[i].transport, ends[i].local, ends[i].remote, ends[i].netns)] = i
-        let address = ends[i].local.address
-        if !address.isLoopback && !address.isUnspecified { localAddresses.insert(address) }
+    // One table for both jobs, so each end costs one lookup: the connections whose ends match,
+    // chained through `next` (ends that match but differ in process, direction or namespace are
+    // rare), and for each chain the end met last, whose owner describes the peer.
+    struct Chain {
+        var first: Int
+        var last: Int
+        var latestEnd: Int
     }
+    var chains: [EndsKey: Chain] = Dictionary(minimumCapacity: ends.count)
+    var next: [Int] = []
+    next.reserveCapacity(ends.count)
+    var localAddresses = Set<IPAddress>()
+    var lastLocalAddress: IPAddress?
     // In the order the ends came: sorting is left to whoever shows them.
     var grouped: [Connection] = []
     grouped.reserveCapacity(ends.count)
-    var index: [ConnectionKey: Int] = Dictionary(minimumCapacity: ends.count)
+    // Ends are read in place by index (a copy of each would retain its strings).
     for e in ends.indices {
         let key = ConnectionKey(
             transport: ends[e].transport,
@@ -178,32 +183,61 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
             pid: ends[e].owner?.pid,
             direction: ends[e].direction
         )
-        if let i = index[key] {
-            grouped[i].stats.merge(ends[e].stats)
-            grouped[i].rolledUp += ends[e].rolledUp
-            // Two sockets of one key: closed short-lived only if both were.
-            let (a, b) = (grouped[i].closedLifetimeNanos, ends[e].closedLifetimeNanos)
-            grouped[i].closedLifetimeNanos = a.flatMap { a in b.map { max(a, $0) } }
-            continue
+        let address = key.local.address
+        if address != lastLocalAddress && !address.isLoopback && !address.isUnspecified {
+            localAddresses.insert(address)
+            lastLocalAddress = address
         }
-        let peerEnd = byEnds[endsKey(key.transport, key.remote, key.local, key.netns)]
-        let peer = peerEnd.flatMap { ends[$0].owner }
-        let remote = key.remote.address
-        index[key] = grouped.count
+        var merged = false
+        let new = grouped.count
+        let ek = endsKey(key.transport, key.local, key.remote, key.netns)
+        if let found = chains.index(forKey: ek) {
+            chains.values[found].latestEnd = e
+            var i = chains.values[found].first
+            while i >= 0 {
+                if grouped[i].key == key {
+                    grouped[i].stats.merge(ends[e].stats)
+                    grouped[i].rolledUp += ends[e].rolledUp
+                    // Two sockets of one key: closed short-lived only if both were.
+                    let (a, b) = (grouped[i].closedLifetimeNanos, ends[e].closedLifetimeNanos)
+                    grouped[i].closedLifetimeNanos = a.flatMap { a in b.map { max(a, $0) } }
+                    merged = true
+                    break
+                }
+                i = next[i]
+            }
+            if !merged {
+                next[chains.values[found].last] = new
+                chains.values[found].last = new
+            }
+        } else {
+            chains[ek] = Chain(first: new, last: new, latestEnd: e)
+        }
+        if merged { continue }
+        next.append(-1)
         grouped.append(
             Connection(
                 key: key,
                 stats: ends[e].stats,
                 processName: ends[e].owner?.processName,
                 localContainerID: ends[e].owner?.containerID,
-                remotePid: peer?.pid,
-                remoteProcessName: peer?.processName,
-                remoteContainerID: peer?.containerID,
-                intraHost: peerEnd != nil || remote.isLoopback || localAddresses.contains(remote.unmappedV4 ?? remote),
                 countersKnown: ends[e].countersKnown,
                 closedLifetimeNanos: ends[e].closedLifetimeNanos,
                 rolledUp: ends[e].rolledUp
             ))
+    }
+    // The peer of each connection: the local socket at its other end, once every end is known.
+    for i in grouped.indices {
+        let key = grouped[i].key
+        let peerEnd = chains[endsKey(key.transport, key.remote, key.local, key.netns)]?.latestEnd
+        if let peerEnd, let peer = ends[peerEnd].owner {
+            grouped[i].remotePid = peer.pid
+            grouped[i].remoteProcessName = peer.processName
+            grouped[i].remoteContainerID = peer.containerID
+        }
+        let remote = key.remote.address
+        grouped[i].intraHost =
+            peerEnd != nil || remote.isLoopback || localAddresses.contains(remote.unmappedV4 ?? remote)
     }
     return grouped
 }
