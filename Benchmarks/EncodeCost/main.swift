@@ -42,7 +42,7 @@ func interval(_ count: Int) -> IntervalReport {
                 local: Endpoint(.v4(0xAC11_0000 | UInt32(i % 250 + 2)), UInt16(32_768 + i % 28_000)),
                 remote: Endpoint(.v4(0xAC11_0100 | UInt32(i % 200 + 2)), 5432),
                 netns: 4_026_532_000 + UInt64(i % 40), pid: Int32(1_000 + i % 400), direction: .outgoing),
-            stats: stats, processName: service, localContainerID: String(repeating: "ab", count: 32),
+            stats: stats, processName: ProcessName(service), localContainerID: String(repeating: "ab", count: 32),
             remotePid: Int32(2_000 + i % 300), remoteProcessName: "postgres",
             remoteContainerID: String(repeating: "cd", count: 32), intraHost: true)
         c.tags = [

@@ -22,7 +22,7 @@ extension FlowRecord {
             direction: t.direction == 1 ? .outgoing : t.direction == 2 ? .incoming : nil,
             state: TCPState(rawValue: t.state),
             pid: f.pid == 0 ? nil : Int32(bitPattern: f.pid),
-            processName: f.pid == 0 ? nil : Self.string(f.comm),
+            processName: f.pid == 0 ? nil : withUnsafeBytes(of: f.comm) { ProcessName(bytes: $0) },
             cgroupID: f.cgroup_id,
             inode: f.inode,
             hookCounters: SocketCounters(
@@ -66,10 +66,6 @@ extension FlowRecord {
                 high: UInt64(bigEndian: raw.loadUnaligned(as: UInt64.self)),
                 low: UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
         }
-    }
-
-    private static func string<T>(_ chars: T) -> String {
-        withUnsafeBytes(of: chars) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
     }
 }
 

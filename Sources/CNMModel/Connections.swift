@@ -105,11 +105,11 @@ public struct ConnectionKey: Hashable, Sendable {
 public struct Connection: Sendable, Equatable {
     public var key: ConnectionKey
     public var stats: ConnectionStats
-    public var processName: String?
+    public var processName: ProcessName?
     public var localContainerID: String?
     /// The socket at the other end when it lives on this host and was seen.
     public var remotePid: Int32?
-    public var remoteProcessName: String?
+    public var remoteProcessName: ProcessName?
     public var remoteContainerID: String?
     public var intraHost: Bool
     /// False where the kernel gives no byte counters for this kind of socket (UDP without eBPF):
@@ -127,10 +127,10 @@ public struct Connection: Sendable, Equatable {
     public init(
         key: ConnectionKey,
         stats: ConnectionStats,
-        processName: String? = nil,
+        processName: ProcessName? = nil,
         localContainerID: String? = nil,
         remotePid: Int32? = nil,
-        remoteProcessName: String? = nil,
+        remoteProcessName: ProcessName? = nil,
         remoteContainerID: String? = nil,
         intraHost: Bool = false,
         countersKnown: Bool = true,

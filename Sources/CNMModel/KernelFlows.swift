@@ -45,7 +45,7 @@ public struct FlowRecord: Sendable, Equatable {
     public var direction: ConnectionDirection?
     public var state: TCPState?
     public var pid: Int32?
-    public var processName: String?
+    public var processName: ProcessName?
     /// Kernfs id of the owner's cgroup, 0 when unknown.
     public var cgroupID: UInt64
     /// The container that cgroup belongs to, filled in by the reader that knows cgroup names.
@@ -71,7 +71,7 @@ public struct FlowRecord: Sendable, Equatable {
         direction: ConnectionDirection? = nil,
         state: TCPState? = nil,
         pid: Int32? = nil,
-        processName: String? = nil,
+        processName: ProcessName? = nil,
         cgroupID: UInt64 = 0,
         containerID: String? = nil,
         inode: UInt64 = 0,
@@ -104,7 +104,7 @@ public struct FlowRecord: Sendable, Equatable {
 
     /// The process the programs saw using the flow, if any.
     public var owner: SocketOwner? {
-        pid.map { SocketOwner(pid: $0, processName: processName ?? "", containerID: containerID) }
+        pid.map { SocketOwner(pid: $0, processName: processName ?? ProcessName(), containerID: containerID) }
     }
 
     /// The flow's cumulative counters under the chosen strategy.

@@ -151,10 +151,10 @@ public struct SocketObservation: Sendable, Equatable {
 /// The process that holds a socket open, and the container it runs in.
 public struct SocketOwner: Sendable, Hashable {
     public var pid: Int32
-    public var processName: String
+    public var processName: ProcessName
     public var containerID: String?
 
-    public init(pid: Int32, processName: String, containerID: String?) {
+    public init(pid: Int32, processName: ProcessName, containerID: String?) {
         self.pid = pid
         self.processName = processName
         self.containerID = containerID

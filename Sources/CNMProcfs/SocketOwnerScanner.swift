@@ -125,10 +125,11 @@ public struct SocketOwnerScanner: Sendable {
     /// Who `pid` is, or nil when it went away meanwhile.
     private mutating func owner(_ pid: Int32) -> SocketOwner? {
         let base = "\(procRoot)/\(pid)"
-        let name: String
+        let name: ProcessName
         switch readSmallFile(base + "/comm") {
         case .success(let comm):
-            name = String(decoding: comm.last == UInt8(ascii: "\n") ? comm.dropLast() : comm[...], as: UTF8.self)
+            let text = comm.last == UInt8(ascii: "\n") ? comm.dropLast() : comm[...]
+            name = text.withUnsafeBytes { ProcessName(bytes: $0) }
         case .failure(let failure):
             health.count(failure)
             return nil

@@ -1,3 +1,4 @@
+import CNMModel
 import NIOCore
 
 /// Writes JSON text straight into bytes, in the order it is called: no tree of values is built and
@@ -108,6 +109,15 @@ struct JSONWriter {
 
     mutating func string(_ value: String?) {
         if let value { string(value) } else { null() }
+    }
+
+    mutating func string(_ value: ProcessName?) {
+        guard let value else { return null() }
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        value.withUTF8 { writeEscaped($0) }
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
     }
 
     /// Text that is already valid JSON string content (digits and dots of an address), quoted.

@@ -46,7 +46,9 @@ public enum TerminalTable {
 
     static func localName(_ c: Connection) -> String {
         let who =
-            tag(c.tags, "container_name") ?? c.processName.map { name in c.key.pid.map { "\(name)[\($0)]" } ?? name }
+            tag(c.tags, "container_name") ?? c.processName.map { name in
+                c.key.pid.map { "\(name)[\($0)]" } ?? name.description
+            }
             ?? "?"
         // A process names itself (prctl), a container is named by whoever started it: neither may
         // send the terminal an escape sequence.
@@ -56,7 +58,7 @@ public enum TerminalTable {
     static func remoteName(_ c: Connection) -> String {
         let who =
             tag(c.remoteTags, "container_name")
-            ?? c.remoteProcessName.map { name in c.remotePid.map { "\(name)[\($0)]" } ?? name }
+            ?? c.remoteProcessName.map { name in c.remotePid.map { "\(name)[\($0)]" } ?? name.description }
         return Redaction.printable(who.map { "\($0) \(c.key.remote)" } ?? c.key.remote.description)
     }
 

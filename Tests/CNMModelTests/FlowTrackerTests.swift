@@ -35,7 +35,7 @@ private enum Flow {
         direction: ConnectionDirection = .outgoing,
         state: TCPState = .established,
         pid: Int32? = 200,
-        processName: String? = "client",
+        processName: ProcessName? = "client",
         containerID: String? = nil,
         kernel: SocketCounters = .zero,
         hooks: SocketCounters = .zero,

@@ -176,7 +176,7 @@ private func dockerCgroup(_ id: String) -> String {
         #expect(owner.pid == getpid())
         #expect(scanner.health.malformed == 0)  // this process's stat and cgroup parsed
         let comm = try String(contentsOfFile: "/proc/self/comm", encoding: .utf8)
-        #expect(owner.processName + "\n" == comm)
+        #expect(owner.processName.description + "\n" == comm)
         #expect(
             owner.containerID
                 == containerID(fromCgroup: try String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)))

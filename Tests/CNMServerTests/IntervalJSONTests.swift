@@ -114,10 +114,10 @@ import Testing
                 netns: rng.next(), pid: rng.next() % 3 == 0 ? nil : Int32.min,
                 direction: rng.next() % 2 == 0 ? .outgoing : .incoming),
             stats: stats,
-            processName: rng.next() % 3 == 0 ? nil : text(),
+            processName: rng.next() % 3 == 0 ? nil : ProcessName(text()),
             localContainerID: rng.next() % 2 == 0 ? nil : text(),
             remotePid: rng.next() % 2 == 0 ? nil : Int32.max,
-            remoteProcessName: rng.next() % 2 == 0 ? nil : text(),
+            remoteProcessName: rng.next() % 2 == 0 ? nil : ProcessName(text()),
             remoteContainerID: text(),
             intraHost: rng.next() % 2 == 0,
             countersKnown: rng.next() % 2 == 0,
@@ -151,7 +151,7 @@ import Testing
         #expect(j["direction"] as? String == c.key.direction.rawValue)
         #expect(j["intra_host"] as? Bool == c.intraHost)
         #expect(j.keys.contains("pid") && (nullable("pid") as? NSNumber)?.int32Value == c.key.pid)
-        #expect(j.keys.contains("process_name") && nullable("process_name") as? String == c.processName)
+        #expect(j.keys.contains("process_name") && nullable("process_name") as? String == c.processName?.description)
         #expect(u64("netns") == c.key.netns)
         for (key, endpoint, container) in [
             ("laddr", c.key.local, c.localContainerID), ("raddr", c.key.remote, c.remoteContainerID),
@@ -163,7 +163,7 @@ import Testing
             #expect((address["container_id"] is NSNull ? nil : address["container_id"] as? String) == container)
         }
         #expect((nullable("remote_pid") as? NSNumber)?.int32Value == c.remotePid)
-        #expect(nullable("remote_process_name") as? String == c.remoteProcessName)
+        #expect(nullable("remote_process_name") as? String == c.remoteProcessName?.description)
         let s = c.stats
         #expect(u64("bytes_sent") == s.bytesSent)
         #expect(u64("bytes_received") == s.bytesReceived)

@@ -7,7 +7,7 @@ import Testing
 @testable import CNMServer
 
 @Suite struct OutputTests {
-    func connection(pid: Int32?, bytes: UInt64, name: String?) -> Connection {
+    func connection(pid: Int32?, bytes: UInt64, name: ProcessName?) -> Connection {
         var stats = ConnectionStats()
         stats.bytesSent = bytes
         stats.bytesReceived = 7
