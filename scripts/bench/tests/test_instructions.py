@@ -40,15 +40,19 @@ class Callgrind(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("valgrind") and shutil.which("gcc"), "valgrind or gcc missing")
     def test_a_loop_of_known_cost(self):
-        # a stand-in whose work per "closed flow" is one call of a few instructions, start-up aside
+        # a stand-in whose measured run costs one call of a few instructions per "closed flow", after
+        # making its input at ten times that cost per flow, which must not be counted
         with tempfile.TemporaryDirectory() as d:
             src, exe = os.path.join(d, "bench.c"), os.path.join(d, "cnm-collection-bench")
             with open(src, "w") as f:
                 f.write("#include <stdio.h>\n#include <stdlib.h>\n"
                         "__attribute__((noinline)) static unsigned long step(unsigned long x) {"
                         " __asm__ volatile(\"\" : \"+r\"(x)); return x * 3 + 1; }\n"
+                        "__attribute__((noinline)) unsigned long cnm_collection_round(long n, unsigned long x) {"
+                        " for (long i = 0; i < n; i++) x = step(x); return x; }\n"
                         "int main(int argc, char **argv) { long n = atol(argv[1]); unsigned long x = 0;"
-                        " for (long i = 0; i < n; i++) x = step(x);"
+                        " for (long i = 0; i < 10 * n; i++) x = step(x);"
+                        " x = cnm_collection_round(n, x);"
                         " printf(\"closed flows: %ld\\n\", n); return (int)(x & 0); }\n")
             subprocess.run(["gcc", "-O1", "-g", "-o", exe, src], check=True)
             r = instructions.measure(exe, timeout=120)
