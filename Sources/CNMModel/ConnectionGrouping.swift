@@ -142,6 +142,35 @@ enum MemoryRollup {
     }
 }
 
+/// The connections of one set of ends, in the order they were made, chained through `next` (ends
+/// that match but differ in process, direction or namespace are rare), and the end met last,
+/// whose owner describes the peer.
+private struct Chain {
+    var first = -1
+    var last = -1
+    var latestEnd = -1
+}
+
+/// The connection of `chain` that has `key`, or nil once `new` (the index the caller gives the
+/// connection it makes for `key`) is linked at the chain's end.
+private func joinChain(
+    _ chain: inout Chain, end: Int, key: ConnectionKey, new: Int, grouped: [Connection], next: inout [Int]
+) -> Int? {
+    chain.latestEnd = end
+    guard chain.first >= 0 else {
+        (chain.first, chain.last) = (new, new)
+        return nil
+    }
+    var i = chain.first
+    while i >= 0 {
+        if grouped[i].key == key { return i }
+        i = next[i]
+    }
+    next[chain.last] = new
+    chain.last = new
+    return nil
+}
+
 /// Groups an interval's flow ends by connection, and describes the remote end of each from the
 /// local socket that is that end, when there is one: a flow between two local processes is
 /// reported from both sides.
@@ -151,6 +180,14 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
         var local: Endpoint
         var remote: Endpoint
         var netns: UInt64?  // loopback addresses only mean something inside one namespace
+
+        // Every end is looked up twice a report: three words, not five fields.
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(local)
+            hasher.combine(remote)
+            // A namespace is a 32-bit inode number.
+            hasher.combine((netns.map { $0 << 1 | 1 } ?? 0) << 1 | (transport == .tcp ? 1 : 0))
+        }
     }
     // A dual-stack socket sees an IPv4 peer as ::ffff:a.b.c.d; the peer's own socket is plain IPv4.
     func plain(_ e: Endpoint) -> Endpoint { Endpoint(e.address.unmappedV4 ?? e.address, e.port) }
@@ -160,11 +197,6 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
     // One table for both jobs, so each end costs one lookup: the connections whose ends match,
     // chained through `next` (ends that match but differ in process, direction or namespace are
     // rare), and for each chain the end met last, whose owner describes the peer.
-    struct Chain {
-        var first: Int
-        var last: Int
-        var latestEnd: Int
-    }
     var chains: [EndsKey: Chain] = Dictionary(minimumCapacity: ends.count)
     var next: [Int] = []
     next.reserveCapacity(ends.count)
@@ -188,32 +220,19 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
             localAddresses.insert(address)
             lastLocalAddress = address
         }
-        var merged = false
+        // One lookup whether the ends are new or not: a new chain starts empty (`first` -1).
         let new = grouped.count
-        let ek = endsKey(key.transport, key.local, key.remote, key.netns)
-        if let found = chains.index(forKey: ek) {
-            chains.values[found].latestEnd = e
-            var i = chains.values[found].first
-            while i >= 0 {
-                if grouped[i].key == key {
-                    grouped[i].stats.merge(ends[e].stats)
-                    grouped[i].rolledUp += ends[e].rolledUp
-                    // Two sockets of one key: closed short-lived only if both were.
-                    let (a, b) = (grouped[i].closedLifetimeNanos, ends[e].closedLifetimeNanos)
-                    grouped[i].closedLifetimeNanos = a.flatMap { a in b.map { max(a, $0) } }
-                    merged = true
-                    break
-                }
-                i = next[i]
-            }
-            if !merged {
-                next[chains.values[found].last] = new
-                chains.values[found].last = new
-            }
-        } else {
-            chains[ek] = Chain(first: new, last: new, latestEnd: e)
+        let match = joinChain(
+            &chains[endsKey(key.transport, key.local, key.remote, key.netns), default: Chain()], end: e, key: key,
+            new: new, grouped: grouped, next: &next)
+        if let i = match {
+            grouped[i].stats.merge(ends[e].stats)
+            grouped[i].rolledUp += ends[e].rolledUp
+            // Two sockets of one key: closed short-lived only if both were.
+            let (a, b) = (grouped[i].closedLifetimeNanos, ends[e].closedLifetimeNanos)
+            grouped[i].closedLifetimeNanos = a.flatMap { a in b.map { max(a, $0) } }
+            continue
         }
-        if merged { continue }
         next.append(-1)
         grouped.append(
             Connection(

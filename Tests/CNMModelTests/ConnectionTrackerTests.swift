@@ -308,6 +308,44 @@ private struct Kernel {
         #expect(c.first { $0.key.netns == 2 }?.remoteContainerID == "c1")
         #expect(c.allSatisfy { $0.intraHost })
     }
+
+    /// Ends that match by address but not as connections (another namespace, another process) stay
+    /// apart; ends of one connection are summed; each takes its peer from the matching end seen last.
+    @Test func endsOfOneAddressPairAreGroupedByConnectionAndShareTheirPeer() {
+        var t = ConnectionTracker(maxTracked: 10)
+        let a = IPAddress.v4(0xAC11_0002)
+        let b = IPAddress.v4(0xAC11_0003)
+        func client(_ cookie: UInt64, inode: UInt64, netns: UInt64, sent: UInt64) -> SocketObservation {
+            Kernel.tcp(
+                cookie: cookie, local: 5000, remote: 80, inode: inode, sent: sent, netns: netns, address: a,
+                remoteAddress: b)
+        }
+        t.apply(
+            Poll(
+                dumps: [
+                    1: [client(1, inode: 1, netns: 1, sent: 10), client(4, inode: 4, netns: 1, sent: 5)],
+                    2: [client(2, inode: 2, netns: 2, sent: 20)],
+                    3: [
+                        Kernel.tcp(
+                            cookie: 3, local: 80, remote: 5000, inode: 3, netns: 3, address: b, remoteAddress: a)
+                    ],
+                ])
+        )
+        let first = SocketOwner(pid: 10, processName: "first", containerID: "c10")
+        let second = SocketOwner(pid: 20, processName: "second", containerID: "c20")
+        t.assignOwners([1: first, 4: first, 2: second, 3: server])
+        let c = t.flush()
+        #expect(c.count == 3)
+        let inOne = c.first { $0.key.netns == 1 }
+        let inTwo = c.first { $0.key.netns == 2 }
+        #expect(inOne?.stats.bytesSent == 15 && inOne?.rolledUp == 2, "two sockets of one connection, summed")
+        #expect(inOne?.key.pid == 10 && inTwo?.key.pid == 20 && inTwo?.stats.bytesSent == 20)
+        #expect(inOne?.remotePid == 100 && inTwo?.remotePid == 100 && inTwo?.remoteProcessName == "server")
+        // The server's end matches both clients' ends: it is described by the one seen last.
+        let atServer = c.first { $0.key.netns == 3 }
+        #expect([10, 20].contains(atServer?.remotePid ?? 0))
+        #expect(atServer?.remoteContainerID == (atServer?.remotePid == 10 ? "c10" : "c20"))
+    }
 }
 
 @Suite struct DirectionTests {
