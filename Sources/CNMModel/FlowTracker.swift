@@ -29,6 +29,14 @@ public struct FlowTracker: Sendable {
     private struct Key: Hashable {
         var netns: UInt64
         var id: FlowRecord.ID
+
+        // Hashed for every record, two or three times: two words (a namespace is a 32-bit inode
+        // number, a socket's kernel address is unique while it lives), the peer only for UDP.
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(id.socket ^ netns)
+            hasher.combine(id.birth)
+            if let peer = id.peer { hasher.combine(peer) }
+        }
     }
 
     private struct ServerEnd: Hashable {
@@ -39,6 +47,8 @@ public struct FlowTracker: Sendable {
     private struct SocketKey: Hashable {
         var netns: UInt64
         var socket: UInt64
+
+        func hash(into hasher: inout Hasher) { hasher.combine(socket ^ netns) }
     }
 
     /// TCP flows closed in this interval and in the one before, by socket address: their birth
@@ -64,8 +74,9 @@ public struct FlowTracker: Sendable {
         /// The socket that closed last at this address, if it did lately, and which generation holds it.
         func find(_ key: Key) -> (generation: Int, closed: Closed)? {
             let s = SocketKey(netns: key.netns, socket: key.id.socket)
-            if let closed = generations[0][s] { return (0, closed) }
-            return generations[1][s].map { (1, $0) }
+            // An empty table is not worth hashing the key for.
+            if !generations[0].isEmpty, let closed = generations[0][s] { return (0, closed) }
+            return generations[1].isEmpty ? nil : generations[1][s].map { (1, $0) }
         }
         mutating func forget(_ key: Key, generation: Int) {
             generations[generation][SocketKey(netns: key.netns, socket: key.id.socket)] = nil
@@ -298,7 +309,7 @@ public struct FlowTracker: Sendable {
             }
             return
         }
-        if let index = counted.index(forKey: key) {
+        if !counted.isEmpty, let index = counted.index(forKey: key) {
             if !final { counted.values[index].seenInPass = pass }
             let (end, regressed) = Self.count(&counted.values[index], r, counters, final: final, interval: interval)
             append(counted: end, regressed: regressed)
@@ -493,15 +504,31 @@ public struct FlowTracker: Sendable {
         closedEnds = []  // before growing `ends`, so it grows in place instead of being copied
         closedEnds.reserveCapacity(ends.count)
         ends.reserveCapacity(ends.count + flows.count)
-        for t in flows.values { ends.append(t.end) }
+        // Each flow's end taken in place; closed flows are noted to be forgotten, open ones start
+        // the next interval with nothing pending.
+        var closedKeys: [Key] = []
+        var index = flows.startIndex
+        while index != flows.endIndex {
+            ends.append(flows.values[index].end)
+            if flows.values[index].closed {
+                closedKeys.append(flows.keys[index])
+            } else {
+                flows.values[index].pending = ConnectionStats()
+            }
+            index = flows.index(after: index)
+        }
         if ends.count > maxReportConnections {
             tally.rolledUpForMemory += UInt64(MemoryRollup.rollUp(&ends, toFit: maxReportConnections))
         }
         closedEndsRollUpAt = maxClosedEnds
         interval &+= 1
         recentlyClosed.nextInterval()
-        flows = flows.filter { !$0.value.closed }
-        for index in flows.indices { flows.values[index].pending = ConnectionStats() }
+        // A few closed among many held: removed one by one, not every open flow hashed again.
+        if closedKeys.count > flows.count / 4 {
+            flows = flows.filter { !$0.value.closed }
+        } else {
+            for key in closedKeys { flows[key] = nil }
+        }
         unowned = unowned.filter { flows[$0.value] != nil }
         // Only sockets a pass still lists are worth remembering: the rest have closed.
         if !skippedInherited.isEmpty && notFollowedThisPass == 0 { skippedInherited = [] }
