@@ -62,6 +62,8 @@ public struct FlowRecord: Sendable, Equatable {
     public var error: Int32
     public var flags: Flags
 
+    // Inlinable: the ring buffer's reader builds one per record, in place.
+    @inlinable
     public init(
         id: ID,
         netns: UInt64,

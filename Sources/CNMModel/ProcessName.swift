@@ -21,12 +21,26 @@ public struct ProcessName: Hashable, Sendable, CustomStringConvertible, Expressi
     /// replaced (as when decoding text), so the name is always valid UTF-8 and, cut to the
     /// capacity, never ends inside a character.
     public init(bytes: UnsafeRawBufferPointer) {
-        let length = bytes.prefix(Self.capacity).firstIndex(of: 0) ?? min(bytes.count, Self.capacity)
-        let name = UnsafeRawBufferPointer(rebasing: bytes[..<length])
-        if !name.contains(where: { $0 >= 0x80 }) {
-            store(name)
+        // Word at a time: the kernel's comm is 16 bytes, and this runs for every flow record.
+        withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes.prefix(16))) }
+        let (a, b) = (UInt64(littleEndian: words.0), UInt64(littleEndian: words.1) & 0x00FF_FFFF_FFFF_FFFF)
+        // The lowest zero byte of a word (a bit per byte that is 0; exact for the lowest one).
+        func zeros(_ w: UInt64) -> UInt64 { (w &- 0x0101_0101_0101_0101) & ~w & 0x8080_8080_8080_8080 }
+        let length: Int
+        if zeros(a) != 0 {
+            length = zeros(a).trailingZeroBitCount / 8
         } else {
-            self = ProcessName(String(decoding: name, as: UTF8.self))
+            length = 8 + min(zeros(b | 0xFF00_0000_0000_0000).trailingZeroBitCount / 8, 7)
+        }
+        // Everything from the first NUL on is 0.
+        let bits = UInt64(length) * 8
+        let keptA = length >= 8 ? a : a & ((1 << bits) &- 1)
+        let keptB = length <= 8 ? 0 : b & ((1 << (bits - 64)) &- 1)
+        words = (keptA.littleEndian, keptB.littleEndian)
+        if (keptA | keptB) & 0x8080_8080_8080_8080 != 0 {
+            // Not ASCII: kept only if it is UTF-8 (and so never ends inside a character).
+            let valid = withUTF8 { String(validating: $0, as: UTF8.self) != nil }
+            if !valid { self = ProcessName(withUTF8 { String(decoding: $0, as: UTF8.self) }) }
         }
     }
 
