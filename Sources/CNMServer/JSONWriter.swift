@@ -5,67 +5,92 @@ import NIOCore
 /// no keys are sorted, so an interval of 60,000 connections costs one pass over them. Callers write
 /// keys in their documented order; strings are escaped as RFC 8259 requires.
 ///
-/// Bytes go to an array first and to the buffer a chunk at a time: a `ByteBuffer` write checks its
-/// storage's exclusivity on every call, which per byte cost more than the JSON itself.
-struct JSONWriter {
+/// Bytes go to a chunk of memory of its own first and to the buffer a chunk at a time: a
+/// `ByteBuffer` write checks its storage's exclusivity on every call, and an array's append its
+/// uniqueness and capacity, which for pieces of a few bytes cost more than the JSON itself.
+/// Not copyable: it owns that chunk.
+struct JSONWriter: ~Copyable {
     private var out: ByteBuffer
-    private var bytes: [UInt8] = []
+    private let pending: UnsafeMutablePointer<UInt8>
+    private var count = 0
     /// Whether the next key or value in the open object or array needs a comma before it.
     private var needsComma = false
     private static let chunk = 64 << 10
 
     init(capacity: Int = 4096) {
         out = ByteBufferAllocator().buffer(capacity: capacity)
-        bytes.reserveCapacity(min(capacity, Self.chunk) + 1024)
+        pending = .allocate(capacity: Self.chunk)
     }
 
+    deinit { pending.deallocate() }
+
     /// What was written.
-    mutating func finish() -> ByteBuffer {
+    consuming func finish() -> ByteBuffer {
         flush()
         return out
     }
 
     private mutating func flush() {
-        out.writeBytes(bytes)
-        bytes.removeAll(keepingCapacity: true)
+        out.writeBytes(UnsafeRawBufferPointer(start: pending, count: count))
+        count = 0
+    }
+
+    @inline(__always)
+    private mutating func put(_ byte: UInt8) {
+        if count == Self.chunk { flush() }
+        pending[count] = byte
+        count += 1
+    }
+
+    private mutating func put(_ piece: UnsafeBufferPointer<UInt8>) {
+        guard let base = piece.baseAddress, !piece.isEmpty else { return }
+        if count + piece.count > Self.chunk {
+            flush()
+            if piece.count > Self.chunk {
+                out.writeBytes(UnsafeRawBufferPointer(piece))
+                return
+            }
+        }
+        (pending + count).update(from: base, count: piece.count)
+        count += piece.count
     }
 
     mutating func beginObject() {
         separate()
-        bytes.append(UInt8(ascii: "{"))
+        put(UInt8(ascii: "{"))
         needsComma = false
     }
 
     mutating func endObject() {
-        bytes.append(UInt8(ascii: "}"))
+        put(UInt8(ascii: "}"))
         needsComma = true
     }
 
     mutating func beginArray() {
         separate()
-        bytes.append(UInt8(ascii: "["))
+        put(UInt8(ascii: "["))
         needsComma = false
     }
 
     mutating func endArray() {
-        bytes.append(UInt8(ascii: "]"))
+        put(UInt8(ascii: "]"))
         needsComma = true
     }
 
     /// An object key: plain ASCII the caller chose, so it is not escaped.
     mutating func key(_ name: StaticString) {
         separate()
-        bytes.append(UInt8(ascii: "\""))
-        name.withUTF8Buffer { bytes.append(contentsOf: $0) }
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(UInt8(ascii: ":"))
+        put(UInt8(ascii: "\""))
+        name.withUTF8Buffer { put($0) }
+        put(UInt8(ascii: "\""))
+        put(UInt8(ascii: ":"))
         needsComma = false
     }
 
     /// An object key made at run time (a map's keys), escaped like any string.
     mutating func key(_ name: String) {
         string(name)
-        bytes.append(UInt8(ascii: ":"))
+        put(UInt8(ascii: ":"))
         needsComma = false
     }
 
@@ -89,7 +114,7 @@ struct JSONWriter {
 
     mutating func number(_ value: Int64) {
         separate()
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        if value < 0 { put(UInt8(ascii: "-")) }
         writeDigits(value.magnitude)
         needsComma = true
     }
@@ -100,10 +125,10 @@ struct JSONWriter {
 
     mutating func string(_ value: String) {
         separate()
-        bytes.append(UInt8(ascii: "\""))
+        put(UInt8(ascii: "\""))
         var value = value
         value.withUTF8 { writeEscaped($0) }
-        bytes.append(UInt8(ascii: "\""))
+        put(UInt8(ascii: "\""))
         needsComma = true
     }
 
@@ -114,18 +139,18 @@ struct JSONWriter {
     mutating func string(_ value: ProcessName?) {
         guard let value else { return null() }
         separate()
-        bytes.append(UInt8(ascii: "\""))
+        put(UInt8(ascii: "\""))
         value.withUTF8 { writeEscaped($0) }
-        bytes.append(UInt8(ascii: "\""))
+        put(UInt8(ascii: "\""))
         needsComma = true
     }
 
     /// Text that is already valid JSON string content (digits and dots of an address), quoted.
     mutating func string(ascii: UnsafeBufferPointer<UInt8>) {
         separate()
-        bytes.append(UInt8(ascii: "\""))
-        bytes.append(contentsOf: ascii)
-        bytes.append(UInt8(ascii: "\""))
+        put(UInt8(ascii: "\""))
+        put(ascii)
+        put(UInt8(ascii: "\""))
         needsComma = true
     }
 
@@ -136,12 +161,11 @@ struct JSONWriter {
     }
 
     private mutating func separate() {
-        if bytes.count >= Self.chunk { flush() }
-        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        if needsComma { put(UInt8(ascii: ",")) }
     }
 
     private mutating func writeStatic(_ text: StaticString) {
-        text.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        text.withUTF8Buffer { put($0) }
     }
 
     private mutating func writeDigits(_ value: UInt64) {
@@ -153,7 +177,7 @@ struct JSONWriter {
                 digits[start] = UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: rest % 10)
                 rest /= 10
             } while rest != 0
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[start...]))
+            put(UnsafeBufferPointer(rebasing: digits[start...]))
         }
     }
 
@@ -174,14 +198,14 @@ struct JSONWriter {
             while index < end {
                 let byte = utf8[index]
                 if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
-                    if clean < index { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean..<index])) }
+                    if clean < index { put(UnsafeBufferPointer(rebasing: utf8[clean..<index])) }
                     clean = index + 1
                     escape(byte)
                 }
                 index += 1
             }
         }
-        if clean < utf8.count { bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[clean...])) }
+        if clean < utf8.count { put(UnsafeBufferPointer(rebasing: utf8[clean...])) }
     }
 
     /// Whether any of eight bytes is below 0x20, `"` or `\` (the "has less" and "has zero byte"
@@ -197,20 +221,20 @@ struct JSONWriter {
     }
 
     private mutating func escape(_ byte: UInt8) {
-        bytes.append(UInt8(ascii: "\\"))
+        put(UInt8(ascii: "\\"))
         switch byte {
-        case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes.append(byte)
-        case 0x0A: bytes.append(UInt8(ascii: "n"))
-        case 0x0D: bytes.append(UInt8(ascii: "r"))
-        case 0x09: bytes.append(UInt8(ascii: "t"))
-        case 0x08: bytes.append(UInt8(ascii: "b"))
-        case 0x0C: bytes.append(UInt8(ascii: "f"))
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"): put(byte)
+        case 0x0A: put(UInt8(ascii: "n"))
+        case 0x0D: put(UInt8(ascii: "r"))
+        case 0x09: put(UInt8(ascii: "t"))
+        case 0x08: put(UInt8(ascii: "b"))
+        case 0x0C: put(UInt8(ascii: "f"))
         default:
             let hex: StaticString = "0123456789abcdef"
             writeStatic("u00")
             hex.withUTF8Buffer {
-                bytes.append($0[Int(byte >> 4)])
-                bytes.append($0[Int(byte & 0xF)])
+                put($0[Int(byte >> 4)])
+                put($0[Int(byte & 0xF)])
             }
         }
     }

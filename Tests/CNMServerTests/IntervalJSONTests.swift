@@ -25,6 +25,24 @@ import Testing
         }
     }
 
+    /// The writer hands its bytes on 64 KiB at a time: pieces that cross a chunk's end, and one
+    /// longer than a chunk, arrive whole and in order.
+    @Test func piecesAcrossAndBeyondAChunk() throws {
+        let long = String(repeating: "0123456789\"\\", count: 12_000)  // 144,000 bytes, escaped to 168,000
+        let many = (0..<20_000).map { "value-\($0)-\u{1}" }
+        var w = JSONWriter()
+        w.beginArray()
+        w.strings(many)
+        w.string(long)
+        w.number(UInt64.max)
+        w.endArray()
+        let parsed = try #require(try Self.parse(w.finish()) as? [Any])
+        #expect(parsed.count == 3)
+        #expect(parsed[0] as? [String] == many)
+        #expect(parsed[1] as? String == long)
+        #expect((parsed[2] as? NSNumber)?.uint64Value == UInt64.max)
+    }
+
     /// Strings are checked eight bytes at a time: every ASCII byte, at every place of a word and of
     /// the tail, is escaped or not as it must be.
     @Test func everyASCIIByteAtEveryPlace() throws {
