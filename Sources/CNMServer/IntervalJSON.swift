@@ -28,7 +28,8 @@ enum IntervalJSON {
         }
         w.key("connections")
         w.beginArray()
-        for connection in report.connections { write(connection, to: &w) }
+        // By index: a loop variable would be a copy of each connection, retaining all its strings.
+        for i in report.connections.indices { write(report.connections[i], to: &w) }
         w.endArray()
         w.endObject()
         return w.finish()
