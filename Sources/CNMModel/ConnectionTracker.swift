@@ -624,20 +624,35 @@ public struct ConnectionTracker: Sendable {
     /// Ends the interval: every followed socket's pending stats, grouped by connection, with what is
     /// known of the remote end when it is a socket on this host. Closed sockets are then forgotten.
     public mutating func flush() -> [Connection] {
-        var ends = sockets.map { id, s in
-            FlowEnd(
-                netns: id.netns,
-                transport: s.observation.transport,
-                local: s.observation.local,
-                remote: s.observation.remote,
-                owner: s.owner ?? s.listenerInode.flatMap { listenerOwners[$0] },
-                direction: s.direction,
-                stats: s.pending,
-                // Capture counts what UDP sockets of its namespace carry; sock_diag keeps no count.
-                countersKnown: s.observation.counters != nil
-                    || (id.netns == capturedNamespace && s.observation.transport == .udp),
-                closedLifetimeNanos: s.closed ? s.closedLifetimeNanos : nil
-            )
+        // Each socket's end taken in place; closed sockets are noted to be forgotten, open ones
+        // start the next interval with nothing pending.
+        var ends: [FlowEnd] = []
+        ends.reserveCapacity(sockets.count + capture.ended.count + countedEnds.count)
+        var closedIDs: [SocketID] = []
+        var index = sockets.startIndex
+        while index != sockets.endIndex {
+            let id = sockets.keys[index]
+            let s = sockets.values[index]
+            ends.append(
+                FlowEnd(
+                    netns: id.netns,
+                    transport: s.observation.transport,
+                    local: s.observation.local,
+                    remote: s.observation.remote,
+                    owner: s.owner ?? s.listenerInode.flatMap { listenerOwners[$0] },
+                    direction: s.direction,
+                    stats: s.pending,
+                    // Capture counts what UDP sockets of its namespace carry; sock_diag keeps no count.
+                    countersKnown: s.observation.counters != nil
+                        || (id.netns == capturedNamespace && s.observation.transport == .udp),
+                    closedLifetimeNanos: s.closed ? s.closedLifetimeNanos : nil
+                ))
+            if s.closed {
+                closedIDs.append(id)
+            } else {
+                sockets.values[index].pending = ConnectionStats()
+            }
+            index = sockets.index(after: index)
         }
         ends += capture.ended.map(\.end)
         ends += countedEnds
@@ -646,8 +661,12 @@ public struct ConnectionTracker: Sendable {
         flushes &+= 1
         capture.ended = []
         capture.endedAfterRollUp = 0
-        sockets = sockets.filter { !$0.value.closed }
-        for index in sockets.indices { sockets.values[index].pending = ConnectionStats() }
+        // A few closed among many held: removed one by one, not every open socket hashed again.
+        if closedIDs.count > sockets.count / 4 {
+            sockets = sockets.filter { !$0.value.closed }
+        } else {
+            for id in closedIDs { sockets[id] = nil }
+        }
         unowned = unowned.filter { sockets[$0.value] != nil }
         health.tracked = sockets.count + counted.count
         if ends.count > maxReportConnections {
