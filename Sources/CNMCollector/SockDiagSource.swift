@@ -77,11 +77,9 @@ final class SockDiagSource {
             defer { poll.readWindows[netns] = readStart...Timestamp.now.nanoseconds }
             var observations: [SocketObservation] = []
             var complete = true
-            // TIME_WAIT sockets only tell of closes the destroy notifications do not see.
-            let states = ns.destroy != nil ? SockDiagSocket.statesButTimeWait : SockDiagSocket.allStates
             for (transport, family) in queries {
                 do {
-                    observations += try ns.diag.dump(transport, family, netns: netns, states: states)
+                    observations += try ns.diag.dump(transport, family, netns: netns)
                 } catch {
                     complete = false
                     problems.add("netlink_dump", "namespace \(netns) \(transport)/\(family): \(error)")

@@ -18,11 +18,7 @@ public final class SockDiagSocket {
 
     /// Every state `TCPState` knows, 1 `ESTABLISHED` through 12 `NEW_SYN_RECV` (bit n is state n), `LISTEN`
     /// included; UDP sockets are in 1 (connected) or 7 (not connected).
-    public static let allStates: UInt32 = 0x1FFE
-    /// All but `TIME_WAIT` (6): what a namespace whose destroy notifications are read needs. A
-    /// socket in TIME_WAIT has no counters left to give, its notification already gave them, and
-    /// at thousands of connections a second, TIME_WAIT sockets are most of a dump (60 s each).
-    public static let statesButTimeWait: UInt32 = allStates & ~(1 << 6)
+    private static let allStates: UInt32 = 0x1FFE
 
     /// Opens the socket in the calling thread's network namespace, or, given `namespacePath` (such as
     /// `/proc/<pid>/ns/net`), inside that namespace: the thread enters it to create the socket and returns to its own
@@ -38,16 +34,15 @@ public final class SockDiagSocket {
         self.socket = socket
     }
 
-    /// Every socket of `transport` and `family` in the socket's namespace in one of `states` (bit n
-    /// is state n; by default every state, listening TCP sockets and unconnected UDP sockets
-    /// included), with `tcp_info` counters for TCP. `netns` is the namespace's inode, which goes
-    /// into every `SocketID`.
-    public func dump(
-        _ transport: TransportProtocol, _ family: AddressFamily, netns: UInt64, states: UInt32 = allStates
-    ) throws(NetlinkError) -> [SocketObservation] {
+    /// Every socket of `transport` and `family` in the socket's namespace, in every state (listening TCP sockets and
+    /// unconnected UDP sockets included), with `tcp_info` counters for TCP. `netns` is the namespace's inode, which
+    /// goes into every `SocketID`.
+    public func dump(_ transport: TransportProtocol, _ family: AddressFamily, netns: UInt64) throws(NetlinkError)
+        -> [SocketObservation]
+    {
         discardStaleReplies()
         sequence &+= 1
-        try socket.send(request(transport, family, states: states))
+        try socket.send(request(transport, family))
         var reply = SockDiagReply(netns: netns, transport: transport, sequence: sequence, portID: socket.portID)
         while !reply.isComplete {
             guard let count = try socket.receive(into: buffer, wait: true) else {
@@ -65,9 +60,7 @@ public final class SockDiagSocket {
     }
 
     /// An `inet_diag_req_v2` dump request in `buffer`.
-    private func request(_ transport: TransportProtocol, _ family: AddressFamily, states: UInt32)
-        -> UnsafeRawBufferPointer
-    {
+    private func request(_ transport: TransportProtocol, _ family: AddressFamily) -> UnsafeRawBufferPointer {
         let headerSize = MemoryLayout<cnm_linux_nlmsghdr>.size
         let size = headerSize + MemoryLayout<cnm_linux_inet_diag_req_v2>.size
         var header = cnm_linux_nlmsghdr()
@@ -80,7 +73,7 @@ public final class SockDiagSocket {
         body.sdiag_protocol = UInt8(transport == .tcp ? IPPROTO_TCP : IPPROTO_UDP)
         // Extension n is requested by bit n-1; UDP has no tcp_info to give.
         body.idiag_ext = transport == .tcp ? UInt8(1 << (cnm_linux_inet_diag_info - 1)) : 0
-        body.idiag_states = states
+        body.idiag_states = Self.allStates
         buffer.storeBytes(of: header, toByteOffset: 0, as: cnm_linux_nlmsghdr.self)
         buffer.storeBytes(of: body, toByteOffset: headerSize, as: cnm_linux_inet_diag_req_v2.self)
         return UnsafeRawBufferPointer(rebasing: buffer[..<size])

@@ -121,36 +121,6 @@ import Testing
         #expect(client.counters?.bytesSent == 100)
     }
 
-    /// A dump can leave TIME_WAIT sockets out (what a namespace with destroy notifications asks):
-    /// the closer's end of a closed connection is listed in every state, not without TIME_WAIT, and
-    /// its notification still comes with its counts.
-    @Test(.enabled(if: canAddNetworkNamespaces, "needs CAP_SYS_ADMIN and the ip command"))
-    func aDumpWithoutTimeWaitLeavesOutOnlyClosedConnections() throws {
-        let namespace = try TestNamespace(loopbackUp: true)
-        defer { namespace.remove() }
-        let netns = try namespace.netns
-        let listener = try DestroyListener(namespacePath: namespace.path)
-        let (server, port) = try namespace.inside { try TestSocket.listener() }
-        defer { close(server) }
-        try namespace.connectAndClose(server: server, port: port)
-        let open = try namespace.inside { try TestConnection(.v4) }
-        defer { open.closeAll() }
-        try open.exchange(clientBytes: 10, serverBytes: 20)
-
-        let diag = try SockDiagSocket(namespacePath: namespace.path)
-        let all = try diag.dump(.tcp, .v4, netns: netns)
-        let closer = all.filter { $0.remote.port == port && $0.state == .timeWait }
-        #expect(closer.count == 1, "the client closed first: its end waits in TIME_WAIT")
-        let some = try diag.dump(.tcp, .v4, netns: netns, states: SockDiagSocket.statesButTimeWait)
-        #expect(!some.contains { $0.state == .timeWait })
-        #expect(some.contains(where: open.isClient) && some.contains(where: open.isServer))
-        #expect(some.contains { $0.local.port == port && $0.state == .listen })
-        let (notified, lost) = try drainUntil(listener, netns: netns) { all in
-            all.contains { $0.remote.port == port }
-        }
-        #expect(lost == 0 && notified.contains { $0.remote.port == port && $0.state == .close })
-    }
-
     /// The pump reads a listener as its notifications come: 100 sockets closed one after another, each
     /// waited for in the listener's pending list, all arrive although the kernel's queue (4 KiB asked) holds
     /// only a few, the queue the test above overflows with 600.
