@@ -194,9 +194,8 @@ func groupConnections(_ ends: [FlowEnd]) -> [Connection] {
     func endsKey(_ t: TransportProtocol, _ l: Endpoint, _ r: Endpoint, _ netns: UInt64) -> EndsKey {
         EndsKey(transport: t, local: plain(l), remote: plain(r), netns: l.address.isLoopback ? netns : nil)
     }
-    // One table for both jobs, so each end costs one lookup: the connections whose ends match,
-    // chained through `next` (ends that match but differ in process, direction or namespace are
-    // rare), and for each chain the end met last, whose owner describes the peer.
+    // One table for both jobs (merging an end into its connection, finding its peer), so each
+    // end costs one lookup.
     var chains: [EndsKey: Chain] = Dictionary(minimumCapacity: ends.count)
     var next: [Int] = []
     next.reserveCapacity(ends.count)

@@ -661,12 +661,7 @@ public struct ConnectionTracker: Sendable {
         flushes &+= 1
         capture.ended = []
         capture.endedAfterRollUp = 0
-        // A few closed among many held: removed one by one, not every open socket hashed again.
-        if closedIDs.count > sockets.count / 4 {
-            sockets = sockets.filter { !$0.value.closed }
-        } else {
-            for id in closedIDs { sockets[id] = nil }
-        }
+        sockets.remove(closedIDs, whose: \.closed)
         unowned = unowned.filter { sockets[$0.value] != nil }
         health.tracked = sockets.count + counted.count
         if ends.count > maxReportConnections {

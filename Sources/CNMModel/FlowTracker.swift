@@ -523,12 +523,7 @@ public struct FlowTracker: Sendable {
         closedEndsRollUpAt = maxClosedEnds
         interval &+= 1
         recentlyClosed.nextInterval()
-        // A few closed among many held: removed one by one, not every open flow hashed again.
-        if closedKeys.count > flows.count / 4 {
-            flows = flows.filter { !$0.value.closed }
-        } else {
-            for key in closedKeys { flows[key] = nil }
-        }
+        flows.remove(closedKeys, whose: \.closed)
         unowned = unowned.filter { flows[$0.value] != nil }
         // Only sockets a pass still lists are worth remembering: the rest have closed.
         if !skippedInherited.isEmpty && notFollowedThisPass == 0 { skippedInherited = [] }

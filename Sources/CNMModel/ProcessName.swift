@@ -30,7 +30,7 @@ public struct ProcessName: Hashable, Sendable, CustomStringConvertible, Expressi
         if zeros(a) != 0 {
             length = zeros(a).trailingZeroBitCount / 8
         } else {
-            length = 8 + min(zeros(b | 0xFF00_0000_0000_0000).trailingZeroBitCount / 8, 7)
+            length = 8 + zeros(b).trailingZeroBitCount / 8  // byte 15 is 0: found at the latest
         }
         // Everything from the first NUL on is 0.
         let bits = UInt64(length) * 8
