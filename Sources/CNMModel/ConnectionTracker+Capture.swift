@@ -94,7 +94,9 @@ extension ConnectionTracker {
     mutating func takeOffCountedFins(_ destroyed: [SocketObservation]) {
         guard let netns = capture.netns else { return }
         for o in destroyed where o.id.netns == netns && o.transport == .tcp {
-            guard let index = sockets.index(forKey: o.id), Self.finInDoubt(sockets.values[index]) else { continue }
+            guard let index = sockets.index(forKey: o.id),
+                Self.finInDoubt(sockets.values[index]) || sockets.values[index].finGuessed
+            else { continue }
             let tuple = Tuple(.tcp, o.local, o.remote)
             if let payload = capture.finishedPayloads[tuple] {
                 Self.takeOffCountedFin(&sockets.values[index], peerPayload: payload)
@@ -113,7 +115,10 @@ extension ConnectionTracker {
     /// the FIN can land in between. No later delta then receives anything to take it off, and a
     /// reset looks the same to the counters; the wire tells them apart (`peerPayload` bytes, then a
     /// FIN). A byte an earlier interval reported already cannot be taken back.
+    /// A FIN taken off on a guess at the destroy notification is settled the same way
+    /// (`settleGuessedFin`).
     static func takeOffCountedFin(_ s: inout Tracked, peerPayload: UInt64) {
+        if s.finGuessed { return settleGuessedFin(&s, peerPayload: peerPayload) }
         guard finInDoubt(s), s.rawAccounted.bytesReceived == peerPayload + 1 else { return }
         s.pending.bytesReceived -= 1
         s.finSubtracted = true

@@ -65,6 +65,9 @@ public struct ConnectionTracker: Sendable {
         /// Sockets past `maxTracked` followed by their counts only (`maxCounted`), whose deltas go
         /// to rolled-up rows.
         public var countedOnly = 0
+        /// Sockets reported with their peer's FIN byte taken off though nothing told whether it
+        /// came before they were destroyed (`finGuessed`): each may be one byte short.
+        public var peerFinAssumed: UInt64 = 0
 
         public init() {}
     }
@@ -75,6 +78,9 @@ public struct ConnectionTracker: Sendable {
         var rawAccounted: SocketCounters
         /// Whether the one byte `bytes_received` adds for the peer's FIN was already taken off.
         var finSubtracted: Bool
+        /// It was taken off on a guess: the destroy notification came with no state to say whether
+        /// the peer's FIN had arrived (`settleGuessedFin`).
+        var finGuessed = false
         var pending = ConnectionStats()
         var owner: SocketOwner? = nil
         var direction: ConnectionDirection
@@ -223,6 +229,9 @@ public struct ConnectionTracker: Sendable {
     /// This interval's deltas of counted sockets, rolled up by ephemeral port as they grow.
     private var countedEnds: [FlowEnd] = []
     private var countedEndsRollUpAt = 1024
+    /// Sockets destroyed in this interval with their peer's FIN taken off on a guess, to be settled
+    /// from their peer's count before the report (`settleGuessedFins`).
+    private var finGuesses: [SocketID] = []
     private var flushes: UInt32 = 0
     /// Sockets open at the baseline that neither table took: when one is followed later, it
     /// starts from its counters then, as it would have at the baseline.
@@ -363,6 +372,7 @@ public struct ConnectionTracker: Sendable {
             let regressed = Self.update(&sockets.values[index], o, final: final, pass: pass, closedBy: closedBy)
             if !final { sockets.values[index].lastReadAt = readAt }
             if regressed { health.counterRegressions += 1 }
+            if final && sockets.values[index].finGuessed { finGuesses.append(o.id) }
             // A closed socket's process is no longer to be found.
             if final, sockets.values[index].owner == nil { unowned[sockets.values[index].observation.inode] = nil }
             return
@@ -417,6 +427,10 @@ public struct ConnectionTracker: Sendable {
         } else {
             if Self.account(&s, o) { health.counterRegressions += 1 }
             if synchronized && o.transport == .tcp { s.pending.tcpEstablished += 1 }
+            if final && s.finSubtracted && !o.state.peerFinReceived {
+                s.finGuessed = true
+                finGuesses.append(o.id)
+            }
         }
         if final { Self.close(&s, closedBy: closedBy) }
         if s.owner == nil && o.inode != 0 && !final { unowned[o.inode] = o.id }
@@ -435,9 +449,13 @@ public struct ConnectionTracker: Sendable {
         // A final record is in state CLOSE: a connection last listed opening is known to have
         // opened by what it carried.
         let moved = final && (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false)
-        s.finReceived =
-            s.finReceived || o.state.peerFinReceived || (final && (s.observation.state.isSynchronized || moved))
+        let finKnown = s.finReceived || o.state.peerFinReceived
+        let subtractedBefore = s.finSubtracted
+        // A destroyed socket last listed before its peer's FIN has no state to say whether the FIN
+        // came: assumed to have, as a socket is mostly destroyed after both FINs.
+        s.finReceived = finKnown || (final && (s.observation.state.isSynchronized || moved))
         let regressed = account(&s, o)
+        if final && !finKnown && !subtractedBefore && s.finSubtracted { s.finGuessed = true }
         if !s.establishedCounted && (o.state.isSynchronized || moved) && o.transport == .tcp {
             s.establishedCounted = true
             s.pending.tcpEstablished += 1
@@ -452,7 +470,9 @@ public struct ConnectionTracker: Sendable {
     private mutating func count(_ c: inout Counted, _ o: SocketObservation, final: Bool) {
         var stats = ConnectionStats()
         let moved = final && (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false)
-        c.finReceived = c.finReceived || o.state.peerFinReceived || (final && (c.synchronized || moved))
+        let finKnown = c.finReceived || o.state.peerFinReceived
+        let subtractedBefore = c.finSubtracted
+        c.finReceived = finKnown || (final && (c.synchronized || moved))
         if let now = o.counters {
             if let delta = Self.delta(
                 now, since: &c.raw, transport: o.transport, finReceived: c.finReceived, finSubtracted: &c.finSubtracted)
@@ -462,6 +482,8 @@ public struct ConnectionTracker: Sendable {
                 health.counterRegressions += 1
             }
         }
+        // A counted socket's peer is not looked for: its guess stands.
+        if final && !finKnown && !subtractedBefore && c.finSubtracted { health.peerFinAssumed += 1 }
         if o.transport == .tcp && !c.establishedCounted && (o.state.isSynchronized || moved) {
             c.establishedCounted = true
             stats.tcpEstablished = 1
@@ -618,6 +640,46 @@ public struct ConnectionTracker: Sendable {
         return nil
     }
 
+    /// Settles the guess a socket destroyed in this interval made about its peer's FIN
+    /// (`finGuessed`) from its peer's own count, when the peer is a socket on this host: an orphaned
+    /// socket (closed by its process) is destroyed as soon as its own FIN is acknowledged, which can
+    /// be before the peer's FIN comes. A TCP receiver counts the FIN only after every byte before
+    /// it, so it received the FIN if it counted one byte more than the peer sent, and did not if it
+    /// counted exactly what the peer sent, however old the peer's count is.
+    private mutating func settleGuessedFins() {
+        // Each guessing socket by its ends as its peer has them.
+        var byPeerEnds: [Tuple: Dictionary<SocketID, Tracked>.Index] = [:]
+        for id in finGuesses {
+            guard let index = sockets.index(forKey: id), sockets.values[index].finGuessed else { continue }
+            let o = sockets.values[index].observation
+            byPeerEnds[Tuple(.tcp, o.remote, o.local)] = index
+        }
+        finGuesses = []
+        guard !byPeerEnds.isEmpty else { return }
+        for peer in sockets.indices where sockets.values[peer].observation.transport == .tcp {
+            let p = sockets.values[peer].observation
+            guard let index = byPeerEnds[Tuple(.tcp, p.local, p.remote)], index != peer, p.counters != nil else {
+                continue
+            }
+            // Loopback ends of different namespaces are different connections.
+            if p.local.address.isLoopback && sockets.keys[index].netns != sockets.keys[peer].netns { continue }
+            Self.settleGuessedFin(&sockets.values[index], peerPayload: sockets.values[peer].rawAccounted.bytesSent)
+        }
+    }
+
+    /// Settles a guessed FIN (`finGuessed`) from what the peer sent before its FIN: given back if the
+    /// socket received exactly that, kept off if one byte more.
+    static func settleGuessedFin(_ s: inout Tracked, peerPayload: UInt64) {
+        guard s.finGuessed else { return }
+        if s.rawAccounted.bytesReceived == peerPayload {
+            s.pending.bytesReceived += 1
+            s.finSubtracted = false
+            s.finGuessed = false
+        } else if s.rawAccounted.bytesReceived == peerPayload + 1 {
+            s.finGuessed = false
+        }
+    }
+
     /// Linux's default `ip_local_port_range`.
     static func isEphemeral(_ port: UInt16) -> Bool { (32768...60999).contains(port) }
 
@@ -626,6 +688,7 @@ public struct ConnectionTracker: Sendable {
     public mutating func flush() -> [Connection] {
         // Each socket's end taken in place; closed sockets are noted to be forgotten, open ones
         // start the next interval with nothing pending.
+        if !finGuesses.isEmpty { settleGuessedFins() }
         var ends: [FlowEnd] = []
         ends.reserveCapacity(sockets.count + capture.ended.count + countedEnds.count)
         var closedIDs: [SocketID] = []
@@ -649,6 +712,7 @@ public struct ConnectionTracker: Sendable {
                 ))
             if s.closed {
                 closedIDs.append(id)
+                if s.finGuessed { health.peerFinAssumed += 1 }
             } else {
                 sockets.values[index].pending = ConnectionStats()
             }

@@ -130,6 +130,7 @@ struct StatusJSON: Encodable {
         var rolledUpForMemory: UInt64
         var openFlowsNotFollowed: Int
         var countedOnly: Int
+        var peerFinAssumed: UInt64
 
         enum CodingKeys: String, CodingKey {
             case tracked
@@ -141,6 +142,7 @@ struct StatusJSON: Encodable {
             case rolledUpForMemory = "rolled_up_for_memory"
             case openFlowsNotFollowed = "open_flows_not_followed"
             case countedOnly = "counted_only"
+            case peerFinAssumed = "peer_fin_assumed"
         }
     }
 
@@ -186,7 +188,8 @@ struct StatusJSON: Encodable {
                 capturedWithoutSocket: s.tracker.capturedWithoutSocket,
                 rolledUpForMemory: s.tracker.rolledUpForMemory,
                 openFlowsNotFollowed: s.tracker.openNotFollowed,
-                countedOnly: s.tracker.countedOnly
+                countedOnly: s.tracker.countedOnly,
+                peerFinAssumed: s.tracker.peerFinAssumed
             ),
             forKey: .tracker
         )

@@ -399,4 +399,38 @@ extension CaptureJoinTests {
         #expect(out.stats.bytesReceived == (fin ? 100 : 101))
         #expect(out.stats.bytesSent == 100)
     }
+
+    /// A server that closed first is destroyed once its FIN is acknowledged, perhaps before the
+    /// client's FIN comes, and its destroy notification cannot say which: the wire, which saw the
+    /// client send 100 bytes and then its FIN, tells whether `bytes_received` counted that FIN.
+    @Test(arguments: [(notificationFirst: true, finCounted: false), (false, false), (true, true), (false, true)])
+    func aFinAssumedAtTheDestroyNotificationIsSettledByTheWire(notificationFirst: Bool, finCounted: Bool) throws {
+        var t = tracker()
+        let notified: Set<UInt64> = [Self.netns]
+        let destroyedServer = SocketObservation(
+            id: SocketID(netns: Self.netns, cookie: 12), transport: .tcp, local: server, remote: client, state: .close,
+            inode: 0,
+            counters: SocketCounters(
+                bytesSent: 300, bytesReceived: finCounted ? 101 : 100, packetsSent: 4, packetsReceived: 4))
+        var f = flow(
+            clientSent: WireCounts(bytes: 100, packets: 4), serverSent: WireCounts(bytes: 300, packets: 4),
+            serverSeen: true)
+        f.a.sentFin = true
+        f.b.sentFin = true
+        let destroyed = Poll(
+            dumps: [Self.netns: [listener(8080)]], destroyed: [destroyedServer], destroyNotified: notified)
+        let ended = CapturedTraffic(netns: Self.netns, ended: [f])
+        if notificationFirst {
+            t.apply(destroyed)
+            t.apply(Poll(dumps: [Self.netns: [listener(8080)]], destroyNotified: notified), captured: ended)
+        } else {
+            t.apply(Poll(dumps: [Self.netns: [listener(8080)]], destroyNotified: notified), captured: ended)
+            t.apply(destroyed)
+        }
+        let report = t.flush()
+        let inc = try #require(report.first { $0.key.local == server })
+        #expect(inc.stats.bytesReceived == 100)
+        #expect(inc.stats.bytesSent == 300)
+        #expect(t.health.peerFinAssumed == 0)
+    }
 }

@@ -251,6 +251,39 @@ private struct Kernel {
         #expect(c.first?.stats.bytesSent == 300)
         #expect(c.first?.stats.bytesReceived == 200)
         #expect(c.first?.stats.tcpEstablished == 1 && c.first?.stats.tcpClosed == 1)
+        #expect(t.health.peerFinAssumed == 1, "no peer on this host to say whether the FIN came")
+    }
+
+    /// A server that closes first is destroyed as soon as its FIN is acknowledged, which may be
+    /// before the client's FIN comes; its peer on this host tells whether `bytes_received` counted
+    /// the FIN: exactly what the client sent, or one more.
+    @Test(arguments: [
+        (finCame: false, peerState: TCPState.closeWait, peerNetns: Kernel.netns, expected: 100, assumed: 0),
+        (finCame: true, peerState: TCPState.close, peerNetns: Kernel.netns, expected: 100, assumed: 0),
+        // A loopback peer in another namespace is another connection: the guess stands, counted.
+        (finCame: false, peerState: TCPState.closeWait, peerNetns: Kernel.netns + 1, expected: 99, assumed: 1),
+    ])
+    func aServerDestroyedBeforeItsPeersFinIsSettledByThePeer(
+        finCame: Bool, peerState: TCPState, peerNetns: UInt64, expected: UInt64, assumed: UInt64
+    ) throws {
+        var t = ConnectionTracker(maxTracked: 10)
+        let clientEnd = Kernel.tcp(
+            cookie: 1, local: 40000, remote: 80, state: peerState, sent: 100, received: 201, netns: peerNetns)
+        var dumps: [UInt64: [SocketObservation]] = [Kernel.netns: [Kernel.listener(port: 80)]]
+        dumps[peerNetns, default: []] += peerState == .close ? [] : [clientEnd]
+        t.apply(
+            Poll(
+                dumps: dumps,
+                destroyed: [
+                    Kernel.tcp(
+                        cookie: 2, local: 80, remote: 40000, state: .close, sent: 200, received: finCame ? 101 : 100)
+                ] + (peerState == .close ? [clientEnd] : []),
+                destroyNotified: [Kernel.netns, peerNetns]))
+        let report = t.flush()
+        let serverEnd = try #require(report.first { $0.key.local.port == 80 })
+        #expect(serverEnd.stats.bytesReceived == expected)
+        #expect(serverEnd.stats.bytesSent == 200)
+        #expect(t.health.peerFinAssumed == assumed)
     }
 
     @Test func failedDumpKeepsTheNamespacesSockets() {

@@ -102,6 +102,75 @@ struct KernelAccountingTests {
         }
     }
 
+    /// Servers that close first while their clients stay open: each server socket, closed by its
+    /// process, is destroyed as soon as its client acknowledges its FIN, before the client's own
+    /// FIN comes; its destroy notification cannot say whether `bytes_received` counts that FIN
+    /// (eBPF-less mode settles it from the wire, or without packet capture from the client's
+    /// socket). Every end is exact, and nothing is counted as assumed.
+    @Test(arguments: CollectionMode.allCases.map { ($0, true) } + [(.ebpfless, false)])
+    func serversClosingBeforeTheirClientsAreExact(mode: CollectionMode, capture: Bool) async throws {
+        let agent = try await mode.startAgent(capture ? [:] : ["DD_CNM_PACKET_CAPTURE": "false"])
+        defer { agent.stop() }
+        let before = try await agent.latestSequence()
+        let (listener, serverPort) = try TestSocket.listener()
+        defer { close(listener) }
+        var expected: ExpectedByClientPort = [:]
+        var clients: [(fd: Int32, port: UInt16)] = []
+        defer { for c in clients { close(c.fd) } }
+        for i in 0..<20 {
+            let (up, down) = (100 + i, 300 + 7 * i)
+            let client = try TestSocket.connect(port: serverPort)
+            let server = try TestSocket.accept(listener)
+            try TestSocket.exchange(client, server, clientBytes: up, serverBytes: down)
+            close(server)
+            #expect(try TestSocket.receiveToEOF(client) == 0)
+            let port = try TestSocket.localPort(client)
+            clients.append((client, port))
+            expected[Int(port)] = (up, down, 1)
+        }
+        // Every server socket has become its time-wait remains waiting for the client's FIN
+        // (FIN_WAIT2 in /proc/net/tcp): the full socket is gone, its client has not closed yet.
+        _ = try await waitFor("every server socket waiting for its client's FIN") { () -> Bool? in
+            let waiting = Self.tcpEnds(in: "05", localPort: serverPort)
+            return clients.allSatisfy { waiting.contains($0.port) } ? true : nil
+        }
+        for c in clients { close(c.fd) }
+        clients = []
+        let (outgoing, incoming) = try await waitFor("all 40 ends reported closed") {
+            () async throws -> ([[String: Any]], [[String: Any]])? in
+            let all = try await agent.connections(after: before)
+            let out = all.filter { $0.port("raddr") == Int(serverPort) && $0["type"] as? String == "tcp" }
+            let inc = all.filter { $0.port("laddr") == Int(serverPort) && $0["type"] as? String == "tcp" }
+            return out.sum("tcp_closed") >= 20 && inc.sum("tcp_closed") >= 20 ? (out, inc) : nil
+        }
+        let wrong = mismatches(expected, outgoing: outgoing, incoming: incoming)
+        #expect(wrong.isEmpty, "\(wrong.count) wrong: \(wrong.prefix(10))")
+        if !mode.isEBPF {
+            // A report's counts reach /status with the next pass: one more interval.
+            _ = try await agent.waitForIntervals(after: try await agent.latestSequence())
+            let tracker = try await agent.json("/status")["tracker"] as? [String: Any] ?? [:]
+            #expect(tracker.int("peer_fin_assumed") == 0, "\(tracker)")
+        }
+    }
+
+    /// The remote ports of IPv4 TCP sockets on `localPort` in `state` (hex, as /proc/net/tcp has it).
+    static func tcpEnds(in state: String, localPort: UInt16) -> Set<UInt16> {
+        // Read to its end: /proc/net/tcp hands out a page of sockets per read, which
+        // String(contentsOfFile:) stops after.
+        let data = FileHandle(forReadingAtPath: "/proc/net/tcp")?.readDataToEndOfFile() ?? Data()
+        let table = String(decoding: data, as: UTF8.self)
+        var ports = Set<UInt16>()
+        for line in table.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 3, fields[3] == state,
+                let local = fields[1].split(separator: ":").last, UInt16(local, radix: 16) == localPort,
+                let remote = fields[2].split(separator: ":").last, let port = UInt16(remote, radix: 16)
+            else { continue }
+            ports.insert(port)
+        }
+        return ports
+    }
+
     /// A connection that stays open: each interval reports exactly what moved in it.
     @Test(arguments: CollectionMode.allCases)
     func heldOpenConnectionHasExactDeltas(mode: CollectionMode) async throws {
