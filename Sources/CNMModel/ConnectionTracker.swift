@@ -656,6 +656,8 @@ public struct ConnectionTracker: Sendable {
         }
         finGuesses = []
         guard !byPeerEnds.isEmpty else { return }
+        // Found first, settled after: a mutation while `indices` holds the table would copy it.
+        var settled: [(index: Dictionary<SocketID, Tracked>.Index, peerPayload: UInt64)] = []
         for peer in sockets.indices where sockets.values[peer].observation.transport == .tcp {
             let p = sockets.values[peer].observation
             guard let index = byPeerEnds[Tuple(.tcp, p.local, p.remote)], index != peer, p.counters != nil else {
@@ -663,8 +665,9 @@ public struct ConnectionTracker: Sendable {
             }
             // Loopback ends of different namespaces are different connections.
             if p.local.address.isLoopback && sockets.keys[index].netns != sockets.keys[peer].netns { continue }
-            Self.settleGuessedFin(&sockets.values[index], peerPayload: sockets.values[peer].rawAccounted.bytesSent)
+            settled.append((index, sockets.values[peer].rawAccounted.bytesSent))
         }
+        for s in settled { Self.settleGuessedFin(&sockets.values[s.index], peerPayload: s.peerPayload) }
     }
 
     /// Settles a guessed FIN (`finGuessed`) from what the peer sent before its FIN: given back if the
