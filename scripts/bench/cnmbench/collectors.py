@@ -295,7 +295,7 @@ def agent_lost(status):
     problems = status.get("problems") or {}
     drops = {k: v.get("count") for k, v in problems.items() if re.search(r"drop|lost|full|overflow", k)}
     tracker = status.get("tracker") or {}
-    for k in ("dropped_table_full", "closed_without_final_counters"):
+    for k in ("dropped_table_full", "closed_without_final_counters", "peer_fin_assumed"):
         if tracker.get(k):
             drops[f"tracker.{k}"] = tracker[k]
     return drops

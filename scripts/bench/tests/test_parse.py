@@ -121,10 +121,11 @@ class Agent(unittest.TestCase):
         status = {
             "problems": {"capture_ring_dropped": {"count": 3}, "ringbuf_lost": {"count": 1},
                          "docker_unreachable": {"count": 9}, "table_full": {"count": 2}},
-            "tracker": {"dropped_table_full": 4, "closed_without_final_counters": 0, "tracked": 10},
+            "tracker": {"dropped_table_full": 4, "closed_without_final_counters": 0, "tracked": 10,
+                        "peer_fin_assumed": 5},
         }
         self.assertEqual(agent_lost(status), {"capture_ring_dropped": 3, "ringbuf_lost": 1, "table_full": 2,
-                                              "tracker.dropped_table_full": 4})
+                                              "tracker.dropped_table_full": 4, "tracker.peer_fin_assumed": 5})
         self.assertEqual(agent_lost({}), {})
         self.assertEqual(agent_lost({"problems": None, "tracker": None}), {})
 
