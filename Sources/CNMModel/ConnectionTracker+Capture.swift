@@ -94,9 +94,7 @@ extension ConnectionTracker {
     mutating func takeOffCountedFins(_ destroyed: [SocketObservation]) {
         guard let netns = capture.netns else { return }
         for o in destroyed where o.id.netns == netns && o.transport == .tcp {
-            guard let index = sockets.index(forKey: o.id),
-                Self.finInDoubt(sockets.values[index]) || sockets.values[index].finGuessed
-            else { continue }
+            guard let index = sockets.index(forKey: o.id), Self.finInDoubt(sockets.values[index]) else { continue }
             let tuple = Tuple(.tcp, o.local, o.remote)
             if let payload = capture.finishedPayloads[tuple] {
                 Self.takeOffCountedFin(&sockets.values[index], peerPayload: payload)
@@ -106,9 +104,11 @@ extension ConnectionTracker {
         }
     }
 
-    /// The FIN may still be counted in what the socket received: it was not taken off, and something
-    /// to take it from is still unreported.
-    private static func finInDoubt(_ s: Tracked) -> Bool { !s.finSubtracted && s.pending.bytesReceived > 0 }
+    /// The FIN may still be counted in what the socket received (it was not taken off, and something
+    /// to take it from is still unreported), or was taken off on a guess (`finGuessed`).
+    private static func finInDoubt(_ s: Tracked) -> Bool {
+        s.finGuessed || (!s.finSubtracted && s.pending.bytesReceived > 0)
+    }
 
     /// Takes the peer's FIN byte off a socket whose `bytes_received` counted it at a read whose state
     /// did not show it yet: sock_diag reads the state before it locks the socket for the counters, so

@@ -415,6 +415,7 @@ public struct ConnectionTracker: Sendable {
             establishedCounted: synchronized || inherited,
             finReceived: o.state.peerFinReceived || (final && synchronized)
         )
+        let finAssumed = final && synchronized && !o.state.peerFinReceived
         s.seenInPass = final ? 0 : pass
         if !final { s.lastReadAt = readAt }
         if !inherited { s.bornAfter = bornAfter }
@@ -425,12 +426,9 @@ public struct ConnectionTracker: Sendable {
             s.rawAccounted = o.counters ?? .zero
             s.finSubtracted = s.finReceived
         } else {
-            if Self.account(&s, o) { health.counterRegressions += 1 }
+            if Self.account(&s, o, finAssumed: finAssumed) { health.counterRegressions += 1 }
             if synchronized && o.transport == .tcp { s.pending.tcpEstablished += 1 }
-            if final && s.finSubtracted && !o.state.peerFinReceived {
-                s.finGuessed = true
-                finGuesses.append(o.id)
-            }
+            if s.finGuessed { finGuesses.append(o.id) }
         }
         if final { Self.close(&s, closedBy: closedBy) }
         if s.owner == nil && o.inode != 0 && !final { unowned[o.inode] = o.id }
@@ -450,12 +448,11 @@ public struct ConnectionTracker: Sendable {
         // opened by what it carried.
         let moved = final && (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false)
         let finKnown = s.finReceived || o.state.peerFinReceived
-        let subtractedBefore = s.finSubtracted
         // A destroyed socket last listed before its peer's FIN has no state to say whether the FIN
         // came: assumed to have, as a socket is mostly destroyed after both FINs.
-        s.finReceived = finKnown || (final && (s.observation.state.isSynchronized || moved))
-        let regressed = account(&s, o)
-        if final && !finKnown && !subtractedBefore && s.finSubtracted { s.finGuessed = true }
+        let finAssumed = !finKnown && final && (s.observation.state.isSynchronized || moved)
+        s.finReceived = finKnown || finAssumed
+        let regressed = account(&s, o, finAssumed: finAssumed)
         if !s.establishedCounted && (o.state.isSynchronized || moved) && o.transport == .tcp {
             s.establishedCounted = true
             s.pending.tcpEstablished += 1
@@ -471,19 +468,21 @@ public struct ConnectionTracker: Sendable {
         var stats = ConnectionStats()
         let moved = final && (o.counters.map { $0.bytesReceived > 0 || $0.bytesSent > 0 } ?? false)
         let finKnown = c.finReceived || o.state.peerFinReceived
-        let subtractedBefore = c.finSubtracted
-        c.finReceived = finKnown || (final && (c.synchronized || moved))
+        let finAssumed = !finKnown && final && (c.synchronized || moved)
+        c.finReceived = finKnown || finAssumed
+        // A counted socket's peer is not looked for: its guess stands.
+        var finGuessed = false
         if let now = o.counters {
             if let delta = Self.delta(
-                now, since: &c.raw, transport: o.transport, finReceived: c.finReceived, finSubtracted: &c.finSubtracted)
+                now, since: &c.raw, transport: o.transport, finReceived: c.finReceived, finAssumed: finAssumed,
+                finSubtracted: &c.finSubtracted, finGuessed: &finGuessed)
             {
                 stats.add(delta)
             } else {
                 health.counterRegressions += 1
             }
         }
-        // A counted socket's peer is not looked for: its guess stands.
-        if final && !finKnown && !subtractedBefore && c.finSubtracted { health.peerFinAssumed += 1 }
+        if finGuessed { health.peerFinAssumed += 1 }
         if o.transport == .tcp && !c.establishedCounted && (o.state.isSynchronized || moved) {
             c.establishedCounted = true
             stats.tcpEstablished = 1
@@ -543,7 +542,7 @@ public struct ConnectionTracker: Sendable {
     }
 
     /// Adds what the kernel's counters moved since the last read. Returns true when they went backwards.
-    private static func account(_ s: inout Tracked, _ o: SocketObservation) -> Bool {
+    private static func account(_ s: inout Tracked, _ o: SocketObservation, finAssumed: Bool = false) -> Bool {
         let inode = s.observation.inode
         s.observation = o
         // A destroy notification has no inode any more; keep the one the socket was known by.
@@ -557,7 +556,7 @@ public struct ConnectionTracker: Sendable {
         guard
             let delta = delta(
                 now, since: &s.rawAccounted, transport: o.transport, finReceived: s.finReceived,
-                finSubtracted: &s.finSubtracted)
+                finAssumed: finAssumed, finSubtracted: &s.finSubtracted, finGuessed: &s.finGuessed)
         else { return true }
         s.pending.add(delta)
         return false
@@ -565,16 +564,18 @@ public struct ConnectionTracker: Sendable {
 
     /// What the kernel's counters moved since `raw`, which takes them; nil when they went backwards.
     /// `bytes_received` counts the peer's FIN as one byte. It can only be in this delta if the delta
-    /// received anything, which keeps a reset connection (no FIN) exact when no data came.
+    /// received anything, which keeps a reset connection (no FIN) exact when no data came. A FIN
+    /// only assumed (`finAssumed`) is taken off on a guess (`finGuessed`).
     private static func delta(
         _ now: SocketCounters, since raw: inout SocketCounters, transport: TransportProtocol, finReceived: Bool,
-        finSubtracted: inout Bool
+        finAssumed: Bool, finSubtracted: inout Bool, finGuessed: inout Bool
     ) -> SocketCounters? {
         defer { raw = now }
         guard var delta = now.since(raw) else { return nil }
         if transport == .tcp && finReceived && !finSubtracted && delta.bytesReceived > 0 {
             delta.bytesReceived -= 1
             finSubtracted = true
+            finGuessed = finAssumed
         }
         return delta
     }
